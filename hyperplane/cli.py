@@ -1,0 +1,207 @@
+"""The ``hyperplane`` command line (click).
+
+Every command but ``validate`` needs root (namespaces, raw sockets); without
+it the command prints one line saying so and exits with code 2.  Errors in a
+topology file or in a request exit with code 2 and one line; a failure of the
+emulator itself exits with code 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from hyperplane import clean, client, engine
+from hyperplane.topology import TopologyError, load_topology
+
+NO_ROOT = ("validate",)
+
+
+def _emit(data: object, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(data, indent=2) if as_json else text)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"hyperplane: {message}", err=True)
+    sys.exit(code)
+
+
+class Group(click.Group):
+    """Turns the project's known errors into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except TopologyError as exc:
+            _fail(str(exc), 2)
+        except engine.UsageError as exc:
+            _fail(str(exc), 2)
+        except client.Unreachable as exc:
+            _fail(f"the Hyperplane dataplane does not answer ({exc}); "
+                  "try `hyperplane down` or `hyperplane cleanup`", 1)
+        except RuntimeError as exc:
+            _fail(str(exc), 1)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="hyperplane")
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Emulate AWS Lambda functions reaching a VPC through shared Hyperplane ENIs."""
+    help_asked = any(a in ("-h", "--help") for a in sys.argv[1:])
+    if ctx.invoked_subcommand not in NO_ROOT and not help_asked and os.geteuid() != 0:
+        _fail("must run as root (namespaces and raw sockets); use sudo", 2)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+def validate(file: str) -> None:
+    """Check a topology file without building anything (no root needed)."""
+    topology = load_topology(file)
+    click.echo(f"{file}: ok ({len(topology.vpcs)} VPCs, {len(topology.functions)} functions)")
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="print the status as JSON")
+def up(file: str, as_json: bool) -> None:
+    """Validate FILE, build it, start the daemons; return when every function is Active."""
+    result = engine.up(file)
+    _emit(result, as_json, _status_text(result))
+
+
+@main.command()
+def down() -> None:
+    """Stop the processes and remove every object of the running topology."""
+    if engine.down():
+        click.echo("down: every namespace, link and process removed")
+    else:
+        click.echo("down: nothing was up")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def cleanup(as_json: bool) -> None:
+    """Remove what a killed run left (hp-* namespaces, recorded processes), nothing else."""
+    result = clean.cleanup()
+    _emit(result, as_json, f"cleanup: removed {len(result['namespaces'])} namespaces, "
+                           f"ended {len(result['processes'])} processes")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def status(as_json: bool) -> None:
+    """What is up: functions, ENIs, environments, hosts, the dataplane."""
+    result = engine.status()
+    _emit(result, as_json, _status_text(result))
+
+
+def _status_text(s: dict) -> str:
+    if not s.get("up"):
+        return "nothing is up"
+    dp = s["dataplane"]
+    lines = [f"topology    {s['topology']}",
+             f"dataplane   pid {dp['pid']} {'running' if dp['alive'] else 'NOT RUNNING'}, "
+             f"{dp['sessions_active']} sessions",
+             f"ENIs        {s['enis']}    environments {s['environments']}"]
+    for f in s["functions"]:
+        lines.append(f"function    {f['name']:<16} {f['state']:<8} {f['vpc_id'] or '(no VPC)'} "
+                     f"ENIs {', '.join(f['enis']) or '-'}  envs {f['environments']}")
+    for h in s["hosts"]:
+        lines.append(f"host        {h['name']:<16} {h['ip']:<15} {h['subnet']} ({h['namespace']})")
+    return "\n".join(lines)
+
+
+@main.group()
+def eni() -> None:
+    """Hyperplane ENIs."""
+
+
+@eni.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def eni_list(as_json: bool) -> None:
+    """One row per ENI: one per (subnet, security-group set), shared by functions."""
+    rows = engine.eni_rows(engine.require())
+    text = [f"{'ID':<22} {'VPC':<10} {'SUBNET':<10} {'IP':<15} {'MAC':<17} "
+            f"{'SECURITY GROUPS':<20} FUNCTIONS"]
+    for r in rows:
+        text.append(f"{r['id']:<22} {r['vpc']:<10} {r['subnet']:<10} {r['ip']:<15} "
+                    f"{r['mac']:<17} {','.join(r['security_groups']):<20} "
+                    f"{','.join(r['functions'])}")
+    _emit(rows, as_json, "\n".join(text))
+
+
+@main.command()
+@click.argument("function")
+@click.option("--payload", default="{}", help="the event, as JSON")
+@click.option("--json", "as_json", is_flag=True,
+              help="print the whole reply: result, cold, durations, environment, ENI")
+def invoke(function: str, payload: str, as_json: bool) -> None:
+    """Run FUNCTION's handler in an execution environment and print its JSON result."""
+    try:
+        event = json.loads(payload)
+    except ValueError as exc:
+        raise engine.UsageError(f"--payload is not valid JSON: {exc}") from None
+    reply = engine.invoke(function, event)
+    failed = "errorType" in reply
+    if as_json:
+        click.echo(json.dumps(reply, indent=2))
+    elif failed:
+        click.echo(json.dumps({k: reply[k] for k in ("errorMessage", "errorType")}))
+    else:
+        click.echo(json.dumps(reply["result"]))
+    if failed:
+        sys.exit(1)
+
+
+@main.command("exec", context_settings={"ignore_unknown_options": True,
+                                        "allow_interspersed_args": False})
+@click.option("--function", "function", help="run in an execution environment of FUNCTION")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, required=True)
+def exec_(function: str | None, args: tuple[str, ...]) -> None:
+    """Run a command in a host's namespace (HOST -- CMD) or a function's environment."""
+    argv = list(args)
+    if function:
+        if not argv:
+            raise engine.UsageError("usage: hyperplane exec --function NAME -- CMD...")
+        sys.exit(engine.exec_in_function(function, argv))
+    if len(argv) < 2:
+        raise engine.UsageError("usage: hyperplane exec HOST -- CMD...")
+    sys.exit(engine.exec_in_host(argv[0], argv[1:]))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def stats(as_json: bool) -> None:
+    """Dataplane counters: per ENI and global, every drop reason by name."""
+    result = engine.dataplane_request({"op": "stats"})["stats"]
+    lines = [f"{k:<24} {v}" for k, v in sorted(result["global"].items())]
+    for eni_id, counters in sorted(result["enis"].items()):
+        lines.append(f"[{eni_id}]")
+        lines += [f"  {k:<22} {v}" for k, v in sorted(counters.items())]
+    _emit(result, as_json, "\n".join(lines))
+
+
+@main.command()
+@click.option("--eni", "eni_id", help="only this ENI's sessions")
+@click.option("--json", "as_json", is_flag=True)
+def conntrack(eni_id: str | None, as_json: bool) -> None:
+    """Sessions through Hyperplane, like `conntrack -L`."""
+    rows = engine.dataplane_request({"op": "conntrack", "eni": eni_id})["sessions"]
+    text = []
+    for r in rows:
+        o, p = r["original"], r["reply"]
+        text.append(f"{r['protocol']:<5} {r['timeout']:>6} src={o['src']} dst={o['dst']} "
+                    f"sport={o['sport']} dport={o['dport']} packets={r['packets']['original']} "
+                    f"bytes={r['bytes']['original']} src={p['src']} dst={p['dst']} "
+                    f"sport={p['sport']} dport={p['dport']} packets={r['packets']['reply']} "
+                    f"bytes={r['bytes']['reply']}{'' if r['replied'] else ' [UNREPLIED]'} "
+                    f"eni={r['eni']}")
+    _emit(rows, as_json, "\n".join(text) or "no sessions")
+
+
+if __name__ == "__main__":
+    main()

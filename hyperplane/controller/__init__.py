@@ -1,0 +1,1 @@
+"""Controller: desired state of ENIs and environments, and the plans that reach it."""

@@ -1,0 +1,48 @@
+"""Address management for subnets and execution environments (pure, netaddr).
+
+AWS reserves five addresses in every subnet: the network address, +1 (VPC
+router), +2 (DNS), +3 (future use) and the broadcast address.  ``allocate``
+hands out the lowest free address of a network that is neither reserved nor
+already used; it raises ``AddressExhausted`` when none is left (what AWS
+reports as ``SubnetOutOfIPAddresses``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from netaddr import IPAddress, IPNetwork
+
+
+class AddressExhausted(Exception):
+    """No free address is left in the network."""
+
+
+def aws_reserved(cidr: str) -> set[str]:
+    net = IPNetwork(cidr)
+    first = net.first
+    return {str(IPAddress(first + i)) for i in range(4)} | {str(IPAddress(net.last))}
+
+
+def allocate(cidr: str, used: Iterable[str], reserved: Iterable[str] = ()) -> str:
+    """The lowest address of ``cidr`` not in ``used`` nor ``reserved``."""
+    taken = set(used) | set(reserved)
+    for address in IPNetwork(cidr).iter_hosts():
+        text = str(address)
+        if text not in taken:
+            return text
+    raise AddressExhausted(f"no free address left in {cidr}")
+
+
+def allocate_in_subnet(cidr: str, used: Iterable[str]) -> str:
+    """An address of an AWS subnet, skipping the five reserved ones."""
+    return allocate(cidr, used, aws_reserved(cidr))
+
+
+def gateway(cidr: str) -> str:
+    """The VPC router's address in a subnet: the network address + 1."""
+    return str(IPAddress(IPNetwork(cidr).first + 1))
+
+
+def prefixlen(cidr: str) -> int:
+    return IPNetwork(cidr).prefixlen

@@ -1,0 +1,68 @@
+"""Names of every kernel object the project makes (pure).
+
+One place decides how namespaces and interfaces are called, so that the
+builder, the dataplane, ``cleanup`` and the tests agree.  All names start with
+the project prefix ``hp`` and fit IFNAMSIZ (15 characters); namespaces use
+``hp-``.  Indices are small integers recorded in the state file.
+
+    hp-plane        the Hyperplane namespace (userspace dataplane runs here)
+    hp-r<V>         router namespace of VPC number V; bridges hpbr<S> per subnet
+    hp-h-<name>     a customer host (hp-h<N> when the name is too long)
+    hp-e<N>         execution environment N; its eth0 pairs with hpe<N> in hp-plane
+    hpi<N>/hpn<N>   ENI N: hpi<N> in hp-plane, hpn<N> on the subnet bridge
+    hph<N>          host N's link on the subnet bridge (eth0 inside the host)
+"""
+
+from __future__ import annotations
+
+PREFIX = "hp"
+NS_PREFIX = "hp-"
+PLANE_NS = "hp-plane"
+IFNAMSIZ = 15
+
+ENV_GATEWAY = "169.254.0.1"      # the address Hyperplane answers for on every env link
+ENV_NETWORK = "169.254.0.0/16"   # execution environments' private addresses
+ENV_POOL = "169.254.128.0/17"    # addresses handed to environments
+
+
+def router_ns(vpc_index: int) -> str:
+    return f"hp-r{vpc_index}"
+
+
+def bridge(subnet_index: int) -> str:
+    return f"hpbr{subnet_index}"
+
+
+def host_ns(host_index: int, name: str) -> str:
+    candidate = f"hp-h-{name}"
+    return candidate if len(candidate) <= IFNAMSIZ else f"hp-h{host_index}"
+
+
+def host_link(host_index: int) -> str:
+    return f"hph{host_index}"
+
+
+def env_ns(env_index: int) -> str:
+    return f"hp-e{env_index}"
+
+
+def env_link(env_index: int) -> str:
+    return f"hpe{env_index}"
+
+
+def eni_plane_link(eni_index: int) -> str:
+    return f"hpi{eni_index}"
+
+
+def eni_vpc_link(eni_index: int) -> str:
+    return f"hpn{eni_index}"
+
+
+def mac(kind: int, index: int) -> str:
+    """A locally administered unicast MAC, unique per (kind, index)."""
+    return f"02:{kind & 0xFF:02x}:{(index >> 24) & 0xFF:02x}:{(index >> 16) & 0xFF:02x}:{(index >> 8) & 0xFF:02x}:{index & 0xFF:02x}"
+
+
+MAC_ENI = 0xE1          # ENI address as the VPC sees it (hpi<N>)
+MAC_ENV = 0xE0          # the environment's eth0
+MAC_ENV_GATEWAY = 0xE2  # Hyperplane's side of an environment link (hpe<N>)

@@ -1,0 +1,204 @@
+"""Netlink side effects: the one module that imports pyroute2.
+
+Everything the project does to the kernel's network objects goes through the
+small idempotent functions here: create or remove a namespace, a veth pair
+(its peer placed straight into another namespace in the same call), a bridge,
+an address, a route, a sysctl.  "Already exists" (EEXIST) on create and "no
+such device" (ENODEV) on delete are tolerated, so re-running a build or a
+cleanup is safe.  Waiting for the kernel is done by polling its state, never
+by sleeping a fixed time.
+
+Names: every namespace we create starts with ``hp-`` and every interface with
+``hp`` (or is ``eth0`` inside a namespace of ours); all fit IFNAMSIZ.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pyroute2 import IPRoute, netns
+from pyroute2.netlink.exceptions import NetlinkError
+
+IFNAMSIZ = 15
+NETNS_DIR = "/var/run/netns"
+
+
+def check_name(name: str) -> str:
+    """Refuse a kernel object name that would be truncated by the kernel."""
+    if not name or len(name) > IFNAMSIZ:
+        raise ValueError(f"kernel object name {name!r} must be 1-{IFNAMSIZ} characters")
+    return name
+
+
+def list_netns(prefix: str) -> list[str]:
+    """Named namespaces whose name starts with ``prefix``."""
+    return sorted(n for n in netns.listnetns() if n.startswith(prefix))
+
+
+def netns_exists(name: str) -> bool:
+    return os.path.exists(os.path.join(NETNS_DIR, name))
+
+
+def ensure_netns(name: str) -> None:
+    """Create a named network namespace with loopback up (idempotent)."""
+    check_name(name)
+    if not netns_exists(name):
+        try:
+            netns.create(name)
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:
+                raise
+    with ipr(name) as ip:
+        ip.link("set", index=ip.link_lookup(ifname="lo")[0], state="up")
+
+
+def remove_netns(name: str) -> None:
+    """Remove a named namespace; its interfaces go with it (idempotent)."""
+    if netns_exists(name):
+        try:
+            netns.remove(name)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.EINVAL):
+                raise
+
+
+def netns_inode(name: str) -> int | None:
+    try:
+        return os.stat(os.path.join(NETNS_DIR, name)).st_ino
+    except FileNotFoundError:
+        return None
+
+
+@contextmanager
+def ipr(ns: str) -> Iterator[IPRoute]:
+    """An IPRoute socket inside namespace ``ns``; never creates the namespace."""
+    ip = IPRoute(netns=ns, flags=0)
+    try:
+        yield ip
+    finally:
+        ip.close()
+
+
+def enter_netns(name: str) -> None:
+    """Move the calling process into namespace ``name`` (for child processes)."""
+    netns.setns(name, flags=0)
+
+
+def _index(ip: IPRoute, ifname: str) -> int | None:
+    found = ip.link_lookup(ifname=ifname)
+    return found[0] if found else None
+
+
+def _tolerate(code: int, fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except NetlinkError as exc:
+        if exc.code != code:
+            raise
+        return None
+
+
+def add_veth(ns: str, ifname: str, peer_ns: str, peer_ifname: str,
+             mac: str | None = None, peer_mac: str | None = None, mtu: int = 1500) -> None:
+    """A veth pair with ``ifname`` in ``ns`` and ``peer_ifname`` in ``peer_ns``."""
+    check_name(ifname)
+    check_name(peer_ifname)
+    with ipr(ns) as ip:
+        if _index(ip, ifname) is not None:
+            return
+        peer: dict = {"ifname": peer_ifname, "net_ns_fd": peer_ns, "mtu": mtu}
+        if peer_mac:
+            peer["address"] = peer_mac
+        kwargs: dict = {"ifname": ifname, "kind": "veth", "peer": peer, "mtu": mtu}
+        if mac:
+            kwargs["address"] = mac
+        _tolerate(errno.EEXIST, ip.link, "add", **kwargs)
+
+
+def add_bridge(ns: str, ifname: str) -> None:
+    check_name(ifname)
+    with ipr(ns) as ip:
+        if _index(ip, ifname) is None:
+            _tolerate(errno.EEXIST, ip.link, "add", ifname=ifname, kind="bridge",
+                      br_stp_state=0, br_forward_delay=0)
+
+
+def set_master(ns: str, ifname: str, bridge: str) -> None:
+    with ipr(ns) as ip:
+        ip.link("set", index=_require(ip, ifname), master=_require(ip, bridge))
+
+
+def link_up(ns: str, ifname: str) -> None:
+    with ipr(ns) as ip:
+        ip.link("set", index=_require(ip, ifname), state="up")
+
+
+def delete_link(ns: str, ifname: str) -> None:
+    if not netns_exists(ns):
+        return
+    with ipr(ns) as ip:
+        index = _index(ip, ifname)
+        if index is not None:
+            _tolerate(errno.ENODEV, ip.link, "del", index=index)
+
+
+def link_names(ns: str) -> list[str]:
+    with ipr(ns) as ip:
+        return [link.get("IFLA_IFNAME") for link in ip.link("dump")]
+
+
+def _require(ip: IPRoute, ifname: str) -> int:
+    index = _wait_index(ip, ifname)
+    if index is None:
+        raise LookupError(f"interface {ifname} did not appear")
+    return index
+
+
+def _wait_index(ip: IPRoute, ifname: str, timeout: float = 5.0) -> int | None:
+    deadline = time.monotonic() + timeout
+    while True:
+        index = _index(ip, ifname)
+        if index is not None or time.monotonic() > deadline:
+            return index
+        time.sleep(0.005)
+
+
+def add_address(ns: str, ifname: str, address: str, prefixlen: int) -> None:
+    with ipr(ns) as ip:
+        _tolerate(errno.EEXIST, ip.addr, "add", index=_require(ip, ifname),
+                  address=address, prefixlen=prefixlen)
+
+
+def add_route(ns: str, dst: str | None, gateway: str | None = None,
+              ifname: str | None = None) -> None:
+    """``dst`` None means the default route; without gateway the route is on-link."""
+    with ipr(ns) as ip:
+        kwargs: dict = {"dst": dst or "0.0.0.0/0"}
+        if gateway:
+            kwargs["gateway"] = gateway
+        if ifname:
+            kwargs["oif"] = _require(ip, ifname)
+            if not gateway:
+                kwargs["scope"] = 253  # link
+        _tolerate(errno.EEXIST, ip.route, "add", **kwargs)
+
+
+def set_sysctl(ns: str, key: str, value: str) -> None:
+    """Write /proc/sys/<key> inside ``ns`` (net sysctls are per namespace)."""
+    pid = os.fork()
+    if pid == 0:  # child: enter the namespace, write, leave without cleanup handlers
+        code = 0
+        try:
+            enter_netns(ns)
+            with open("/proc/sys/" + key.replace(".", "/"), "w") as fh:
+                fh.write(value)
+        except BaseException:  # noqa: B036 - report any failure through the exit code
+            code = 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise OSError(f"could not set {key}={value} in namespace {ns}")

@@ -1,0 +1,120 @@
+"""Frames as bytes: offsets, checksums and small builders (pure).
+
+The dataplane never parses a frame into objects.  It reads and writes a few
+fields in place at fixed offsets of one receive buffer laid out as
+
+    [0:10)   virtio-net header (PACKET_VNET_HDR): flags, gso_type, hdr_len,
+             gso_size, csum_start, csum_offset
+    [10:24)  Ethernet: destination MAC, source MAC, ethertype
+    [24:..)  IPv4 header, then TCP / UDP / ICMP
+
+and adjusts checksums incrementally (RFC 1624).  A full checksum field holds
+the complement of the ones'-complement sum; when the virtio header says
+NEEDS_CSUM the L4 field holds instead the *uncomplemented* pseudo-header sum
+that the kernel completes later, so it is adjusted with the opposite sign and
+only for pseudo-header (address) changes.
+"""
+
+from __future__ import annotations
+
+import struct
+
+VNET_LEN = 10
+ETH = VNET_LEN
+IP = ETH + 14
+VNET_F_NEEDS_CSUM = 1
+
+ETH_P_IP = 0x0800
+ETH_P_ARP = 0x0806
+ETH_P_8021Q = 0x8100
+
+PROTO_ICMP = 1
+PROTO_TCP = 6
+PROTO_UDP = 17
+
+ICMP_ECHO_REPLY = 0
+ICMP_UNREACH = 3
+ICMP_ECHO = 8
+ICMP_TIME_EXCEEDED = 11
+
+# offset of the L4 checksum field from the start of the L4 header
+L4_CSUM = {PROTO_TCP: 16, PROTO_UDP: 6, PROTO_ICMP: 2}
+
+TTL_DELTA = 0xFEFF  # ones'-complement change of the TTL/protocol word when TTL drops by one
+
+
+def fold(value: int) -> int:
+    value = (value & 0xFFFF) + (value >> 16)
+    return (value & 0xFFFF) + (value >> 16)
+
+
+def ones_sum(data: bytes | bytearray | memoryview) -> int:
+    """Ones'-complement sum of 16-bit big-endian words (odd length padded)."""
+    if len(data) % 2:
+        data = bytes(data) + b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    return fold(fold(total))
+
+
+def checksum(data: bytes | bytearray | memoryview) -> int:
+    return ones_sum(data) ^ 0xFFFF
+
+
+def delta(old: bytes, new: bytes) -> int:
+    """The ones'-complement change turning a sum over ``old`` into one over ``new``."""
+    return fold(fold(ones_sum(new) + (ones_sum(old) ^ 0xFFFF)))
+
+
+def add(a: int, b: int) -> int:
+    return fold(a + b)
+
+
+def update_full(csum: int, change: int) -> int:
+    """A complemented (complete) checksum after a change of ``change``."""
+    return fold((csum ^ 0xFFFF) + change) ^ 0xFFFF
+
+
+def update_partial(csum: int, change: int) -> int:
+    """An uncomplemented partial (pseudo-header) sum after the same change."""
+    return fold(csum + change)
+
+
+def ip_to_bytes(ip: str) -> bytes:
+    return bytes(int(part) for part in ip.split("."))
+
+
+def ip_to_str(raw: bytes | bytearray | memoryview) -> str:
+    return ".".join(str(b) for b in bytes(raw[:4]))
+
+
+def mac_to_bytes(mac: str) -> bytes:
+    return bytes.fromhex(mac.replace(":", ""))
+
+
+def mac_to_str(raw: bytes | bytearray | memoryview) -> str:
+    return ":".join(f"{b:02x}" for b in bytes(raw[:6]))
+
+
+def ipv4_checksum_ok(header: bytes | bytearray | memoryview) -> bool:
+    return ones_sum(header) == 0xFFFF
+
+
+ARP_FMT = "!HHBBH6s4s6s4s"
+
+
+def arp_frame(op: int, src_mac: bytes, src_ip: bytes, dst_mac: bytes, dst_ip: bytes,
+              eth_dst: bytes | None = None) -> bytes:
+    """An ARP request (op 1) or reply (op 2) frame with an empty virtio header."""
+    eth = (eth_dst or dst_mac) + src_mac + struct.pack("!H", ETH_P_ARP)
+    body = struct.pack(ARP_FMT, 1, ETH_P_IP, 6, 4, op, src_mac, src_ip, dst_mac, dst_ip)
+    return bytes(VNET_LEN) + eth + body
+
+
+def parse_arp(buf: bytes | bytearray | memoryview, length: int) -> tuple | None:
+    """(op, sender mac, sender ip, target ip) of an Ethernet/IPv4 ARP frame, else None."""
+    if length < ETH + 14 + 28:
+        return None
+    htype, ptype, hlen, plen, op, smac, sip, _tmac, tip = struct.unpack_from(ARP_FMT, buf, IP)
+    if htype != 1 or ptype != ETH_P_IP or hlen != 6 or plen != 4:
+        return None
+    return op, smac, sip, tip

@@ -1,0 +1,126 @@
+"""Processes the project starts inside its namespaces (side effects).
+
+``spawn`` starts a command inside a named namespace (the child enters it with
+setns before exec), detached from the caller's session, logging to a file.
+``stop`` ends a process by its recorded id, and only after checking that its
+command line is one of ours.  ``pids_in_namespaces`` finds every process
+living in given namespaces (compared by namespace inode), so ``cleanup``
+can end what a killed run left.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from hyperplane import netlink
+
+OURS = ("hyperplane", "lambda_vm")
+
+
+def spawn(ns: str, argv: list[str], log_path: Path, env: dict | None = None,
+          cwd: str | None = None) -> int:
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            preexec_fn=lambda: netlink.enter_netns(ns), start_new_session=True,
+            close_fds=True, env=env, cwd=cwd)
+    return proc.pid
+
+
+def run_in(ns: str, argv: list[str], env: dict | None = None) -> int:
+    """Run a command in a namespace in the foreground; its exit code."""
+    try:
+        return subprocess.call(argv, preexec_fn=lambda: netlink.enter_netns(ns), env=env)
+    except FileNotFoundError:
+        print(f"hyperplane: command not found: {argv[0]}", file=sys.stderr)
+        return 127
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def is_ours(pid: int) -> bool:
+    line = cmdline(pid)
+    return any(mark in line for mark in OURS)
+
+
+def stop(pid: int, grace: float = 3.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds, if the process is one of ours."""
+    if not alive(pid) or not is_ours(pid):
+        return
+    _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while alive(pid) and time.monotonic() < deadline:
+        _reap(pid)
+        time.sleep(0.02)
+    if alive(pid):
+        _signal(pid, signal.SIGKILL)
+        while alive(pid) and time.monotonic() < deadline + 2:
+            _reap(pid)
+            time.sleep(0.02)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def pids_in_namespaces(names: list[str]) -> list[int]:
+    """Every process whose network namespace is one of the named ones."""
+    inodes = {ino for ino in (netlink.netns_inode(n) for n in names) if ino}
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}/ns/net").st_ino in inodes:
+                found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def kill_in_namespaces(names: list[str]) -> None:
+    """End every process living in these namespaces (they are all ours)."""
+    pids = [pid for pid in pids_in_namespaces(names) if pid != os.getpid()]
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 3
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        for pid in pids:
+            _reap(pid)
+        time.sleep(0.02)
+    for pid in pids:
+        if alive(pid):
+            _signal(pid, signal.SIGKILL)

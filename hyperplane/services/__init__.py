@@ -1,0 +1,1 @@
+"""Small services that customer hosts run inside their namespaces."""
