@@ -39,7 +39,7 @@ class Group(click.Group):
             _fail(str(exc), 2)
         except engine.UsageError as exc:
             _fail(str(exc), 2)
-        except client.Unreachable as exc:
+        except client.UnreachableError as exc:
             _fail(f"the Hyperplane dataplane does not answer ({exc}); "
                   "try `hyperplane down` or `hyperplane cleanup`", 1)
         except RuntimeError as exc:

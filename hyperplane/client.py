@@ -10,7 +10,7 @@ import socket
 import time
 
 
-class Unreachable(Exception):
+class UnreachableError(Exception):
     """Nothing answers on the socket."""
 
 
@@ -21,7 +21,7 @@ def request(path: str, message: dict, timeout: float = 10.0) -> dict:
         try:
             sock.connect(path)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
-            raise Unreachable(f"nothing listens on {path}") from exc
+            raise UnreachableError(f"nothing listens on {path}") from exc
         sock.sendall(json.dumps(message).encode() + b"\n")
         data = b""
         while not data.endswith(b"\n"):
@@ -32,7 +32,7 @@ def request(path: str, message: dict, timeout: float = 10.0) -> dict:
     finally:
         sock.close()
     if not data:
-        raise Unreachable(f"no reply on {path}")
+        raise UnreachableError(f"no reply on {path}")
     return json.loads(data)
 
 

@@ -85,7 +85,7 @@ def up(path: str) -> dict:
                              "run `hyperplane down` first, or `hyperplane cleanup` after a crash")
         try:
             enis = plan_enis(topology, [])
-        except ipam.AddressExhausted as exc:
+        except ipam.AddressExhaustedError as exc:
             raise UsageError(f"{path}: {exc}") from exc
         objs = fabric.desired(topology, enis, [])
         data = {"source": os.path.abspath(path), "document": _document(path, topology),
@@ -115,7 +115,7 @@ def _start_dataplane(data: dict) -> None:
     def answering() -> bool:
         try:
             return client.request(sock, {"op": "ping"}, timeout=1).get("ok", False)
-        except (client.Unreachable, OSError):
+        except (client.UnreachableError, OSError):
             return False
     if not client.wait_until(lambda: answering() or not procs.alive(pid), READY_TIMEOUT) \
             or not procs.alive(pid):
@@ -314,7 +314,7 @@ def status() -> dict:
     dp_pid = data["procs"].get("dataplane")
     try:
         stats = dataplane_request({"op": "stats"})["stats"]["global"]
-    except (client.Unreachable, OSError):
+    except (client.UnreachableError, OSError):
         stats = None
     envs = running.envs
     functions = [{"name": f.name, "state": "Active" if stats is not None else "Failed",

@@ -60,7 +60,8 @@ def eni_vpc_link(eni_index: int) -> str:
 
 def mac(kind: int, index: int) -> str:
     """A locally administered unicast MAC, unique per (kind, index)."""
-    return f"02:{kind & 0xFF:02x}:{(index >> 24) & 0xFF:02x}:{(index >> 16) & 0xFF:02x}:{(index >> 8) & 0xFF:02x}:{index & 0xFF:02x}"
+    octets = [kind & 0xFF] + [(index >> shift) & 0xFF for shift in (24, 16, 8, 0)]
+    return "02:" + ":".join(f"{octet:02x}" for octet in octets)
 
 
 MAC_ENI = 0xE1          # ENI address as the VPC sees it (hpi<N>)

@@ -3,7 +3,7 @@
 AWS reserves five addresses in every subnet: the network address, +1 (VPC
 router), +2 (DNS), +3 (future use) and the broadcast address.  ``allocate``
 hands out the lowest free address of a network that is neither reserved nor
-already used; it raises ``AddressExhausted`` when none is left (what AWS
+already used; it raises ``AddressExhaustedError`` when none is left (what AWS
 reports as ``SubnetOutOfIPAddresses``).
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from netaddr import IPAddress, IPNetwork
 
 
-class AddressExhausted(Exception):
+class AddressExhaustedError(Exception):
     """No free address is left in the network."""
 
 
@@ -31,7 +31,7 @@ def allocate(cidr: str, used: Iterable[str], reserved: Iterable[str] = ()) -> st
         text = str(address)
         if text not in taken:
             return text
-    raise AddressExhausted(f"no free address left in {cidr}")
+    raise AddressExhaustedError(f"no free address left in {cidr}")
 
 
 def allocate_in_subnet(cidr: str, used: Iterable[str]) -> str:
