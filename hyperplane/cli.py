@@ -164,13 +164,20 @@ def invoke(function: str, payload: str, as_json: bool) -> None:
 def exec_(function: str | None, args: tuple[str, ...]) -> None:
     """Run a command in a host's namespace (HOST -- CMD) or a function's environment."""
     argv = list(args)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
     if function:
         if not argv:
             raise engine.UsageError("usage: hyperplane exec --function NAME -- CMD...")
         sys.exit(engine.exec_in_function(function, argv))
     if len(argv) < 2:
         raise engine.UsageError("usage: hyperplane exec HOST -- CMD...")
-    sys.exit(engine.exec_in_host(argv[0], argv[1:]))
+    host, command = argv[0], argv[1:]
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise engine.UsageError("usage: hyperplane exec HOST -- CMD...")
+    sys.exit(engine.exec_in_host(host, command))
 
 
 @main.command()

@@ -285,16 +285,14 @@ def exec_in_host(name: str, argv: list[str]) -> int:
         running.topology.host(name)
     except KeyError:
         raise UsageError(f"no host named {name!r} in {running.data['source']}") from None
-    return procs.run_in(fabric.host_netns(running.topology, name), argv)
+    return procs.exec_in(fabric.host_netns(running.topology, name), argv)
 
 
 def exec_in_function(name: str, argv: list[str]) -> int:
     function = function_of(require(), name)
     env, lock, _cold = acquire_env(function)
-    try:
-        return procs.run_in(env.netns, argv)
-    finally:
-        release(lock)
+    os.set_inheritable(lock.fileno(), True)  # the command holds the environment until it ends
+    return procs.exec_in(env.netns, argv)
 
 
 # -- views ------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ PUT16 = struct.Struct("!H").pack_into
 DROP_REASONS = (
     "truncated", "bad-ip-header", "non-ipv4", "fragment", "unknown-protocol",
     "icmp-unsupported", "spoofed", "no-vpc", "ttl-expired", "no-session",
-    "not-for-eni", "out-of-ports", "eni-connection-limit", "table-full",
+    "not-for-eni", "inbound-to-eni", "out-of-ports", "eni-connection-limit", "table-full",
     "arp-timeout", "arp-queue-full", "tx-full", "tx-error", "arp-ignored",
 )
 
@@ -276,8 +276,10 @@ class Pipeline:
             return
         proto = buf[33]
         if proto == p.PROTO_ICMP:
-            if buf[l4] != p.ICMP_ECHO_REPLY:
-                self.drop("icmp-unsupported", eni)
+            icmp_type = buf[l4]
+            if icmp_type != p.ICMP_ECHO_REPLY:
+                self.drop("inbound-to-eni" if icmp_type == p.ICMP_ECHO else "icmp-unsupported",
+                          eni)
                 return
             key = (proto, IPS(buf, 36)[0], WORD16(buf, l4 + 4)[0] << 16)
         elif proto == p.PROTO_TCP or proto == p.PROTO_UDP:
@@ -287,7 +289,7 @@ class Pipeline:
             return
         s = eni.table.sessions.get(key)
         if s is None or s.expires < now or s.in_key != key:
-            self.drop("no-session", eni)
+            self.drop("inbound-to-eni" if self._opens_flow(buf, l4, proto) else "no-session", eni)
             return
         if buf[32] <= 1:
             self.drop("ttl-expired", eni)
@@ -304,6 +306,13 @@ class Pipeline:
         buf[10:22] = s.env.eth_in
         self.counters["forwarded"] += 1
         s.env.tx(memoryview(buf)[:length])
+
+    @staticmethod
+    def _opens_flow(buf: bytearray, l4: int, proto: int) -> bool:
+        """An unsolicited attempt to open a flow toward the ENI (a SYN, any UDP)."""
+        if proto == p.PROTO_TCP:
+            return buf[l4 + 13] & 0x12 == 0x02  # SYN without ACK
+        return proto == p.PROTO_UDP
 
     def _refresh_on_reply(self, s: Session, now: float) -> None:
         if not s.replied:

@@ -32,13 +32,19 @@ def spawn(ns: str, argv: list[str], log_path: Path, env: dict | None = None,
     return proc.pid
 
 
-def run_in(ns: str, argv: list[str], env: dict | None = None) -> int:
-    """Run a command in a namespace in the foreground; its exit code."""
+def exec_in(ns: str, argv: list[str]) -> int:
+    """Become ``argv`` inside namespace ``ns`` (like ``ip netns exec``).
+
+    The calling process enters the namespace and execs the command, so
+    signals reach the command directly and its exit code is ours.  Returns
+    only if the command cannot be started (127).
+    """
+    netlink.enter_netns(ns)
     try:
-        return subprocess.call(argv, preexec_fn=lambda: netlink.enter_netns(ns), env=env)
-    except FileNotFoundError:
-        print(f"hyperplane: command not found: {argv[0]}", file=sys.stderr)
-        return 127
+        os.execvp(argv[0], argv)
+    except OSError as exc:
+        print(f"hyperplane: cannot run {argv[0]}: {exc.strerror}", file=sys.stderr)
+    return 127
 
 
 def python_module(module: str, *args: str) -> list[str]:
