@@ -8,7 +8,9 @@ both the inside key (as the environment sends) and the outside key (as the
 VPC answers) to the same session.
 
 Keys are ``(protocol, source+destination address bytes, ports word)``; for
-ICMP echo the word is ``identifier << 16``.
+ICMP echo the word is ``identifier << 16``.  Outside keys carry ``INBOUND``
+in the protocol field, so a frame from an environment can never match a
+session through its reply key, whatever addresses it uses.
 
 Expiry is amortised: a lookup that finds an expired session treats it as a
 miss, and each new session examines at most two of the oldest sessions and
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from hyperplane import packet
 
 Key = tuple[int, bytes, int]
+INBOUND = 0x100  # tags the protocol field of outside (VPC -> environment) keys
 
 
 @dataclass
@@ -77,10 +80,10 @@ def make_session(proto: int, env, env_ip: bytes, env_port: int, remote_ip: bytes
     s.remote_ip, s.remote_port, s.eni_port, s.nexthop = remote_ip, remote_port, eni_port, nexthop
     if proto == packet.PROTO_ICMP:
         s.out_key = (proto, env_ip + remote_ip, env_port << 16)
-        s.in_key = (proto, remote_ip + eni_ip, eni_port << 16)
+        s.in_key = (proto | INBOUND, remote_ip + eni_ip, eni_port << 16)
     else:
         s.out_key = (proto, env_ip + remote_ip, (env_port << 16) | remote_port)
-        s.in_key = (proto, remote_ip + eni_ip, (remote_port << 16) | eni_port)
+        s.in_key = (proto | INBOUND, remote_ip + eni_ip, (remote_port << 16) | eni_port)
     s.out_l4 = eni_port.to_bytes(2, "big")
     s.in_l4 = env_port.to_bytes(2, "big")
     d_ip = packet.delta(env_ip, eni_ip)

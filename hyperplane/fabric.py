@@ -202,7 +202,9 @@ def plan(old: frozenset[KernelObject], new: frozenset[KernelObject]) -> list[Act
     dead_ns = {o.name for o in gone if isinstance(o, Netns)}
     deletions = [o for o in gone if isinstance(o, Netns) or
                  (o.ns not in dead_ns and not _goes_with_link(o, gone))]
-    creations = sorted(new - old, key=_order)
+    # settings of a link that is deleted and made again go with it: make them again too
+    again = {o for o in new & old if _goes_with_link(o, gone) or _uses_link(o, gone)}
+    creations = sorted((new - old) | again, key=_order)
     return ([Action("delete", o) for o in sorted(deletions, key=_order, reverse=True)] +
             [Action("create", o) for o in creations])
 
@@ -218,6 +220,13 @@ def _goes_with_link(obj: KernelObject, gone: frozenset[KernelObject]) -> bool:
         if isinstance(o, Bridge) and (o.ns, o.name) == (obj.ns, obj.ifname):
             return True
     return False
+
+
+def _uses_link(obj: KernelObject, gone: frozenset[KernelObject]) -> bool:
+    """Routes leave with the links of their namespace."""
+    if not isinstance(obj, Route):
+        return False
+    return any(isinstance(o, Veth) and obj.ns in (o.ns, o.peer_ns) for o in gone)
 
 
 def _order(obj: KernelObject) -> tuple:

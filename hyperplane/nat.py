@@ -53,9 +53,12 @@ class PortAllocator:
             self.owners.pop(mapping[0], None)
 
     def _range_for(self, port: int) -> tuple[int, int]:
+        """The ports of the same class as ``port``, or the whole range if that class is empty."""
         if port < 1024 and self.low < 1024:
             return max(self.low, 1), min(self.high, 1023)
-        return max(self.low, 1024), self.high
+        if self.high >= 1024:
+            return max(self.low, 1024), self.high
+        return max(self.low, 1), self.high
 
     def _pick(self, wanted: int) -> int | None:
         low, high = self._range_for(wanted)

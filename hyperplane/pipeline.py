@@ -22,7 +22,7 @@ import struct
 from collections.abc import Callable
 
 from hyperplane import packet as p
-from hyperplane.conntrack import Session, Table, Timeouts, make_session
+from hyperplane.conntrack import INBOUND, Session, Table, Timeouts, make_session
 from hyperplane.nat import PortAllocator
 
 IPS = struct.Struct("!8s").unpack_from
@@ -32,7 +32,7 @@ PUT16 = struct.Struct("!H").pack_into
 
 DROP_REASONS = (
     "truncated", "bad-ip-header", "non-ipv4", "fragment", "unknown-protocol",
-    "icmp-unsupported", "spoofed", "no-vpc", "ttl-expired", "no-session",
+    "icmp-unsupported", "spoofed", "no-vpc", "to-hyperplane", "ttl-expired", "no-session",
     "not-for-eni", "inbound-to-eni", "out-of-ports", "eni-connection-limit", "table-full",
     "arp-timeout", "arp-queue-full", "tx-full", "tx-error", "arp-ignored",
 )
@@ -137,11 +137,14 @@ class Pipeline:
     # -- IPv4 header checks shared by both directions -------------------------
     def _l4_offset(self, buf: bytearray, length: int, eni: EniPort | None) -> int:
         """Offset of the L4 header, or 0 after counting a drop."""
+        if length < p.IP + 20:
+            self.drop("truncated", eni)
+            return 0
         vihl = buf[24]
         ihl = (vihl & 0x0F) << 2
         total = (buf[26] << 8) | buf[27]
         if vihl >> 4 != 4 or ihl < 20 or total < ihl or p.IP + total > length:
-            self.drop("bad-ip-header" if length >= p.IP + 20 else "truncated", eni)
+            self.drop("bad-ip-header", eni)
             return 0
         if (buf[30] & 0x3F) or buf[31]:
             self.drop("fragment", eni)
@@ -149,7 +152,7 @@ class Pipeline:
         l4 = p.IP + ihl
         proto = buf[33]
         need = 20 if proto == p.PROTO_TCP else 8
-        if l4 + need > length:
+        if l4 + need > p.IP + total:
             self.drop("truncated", eni)
             return 0
         return l4
@@ -177,6 +180,9 @@ class Pipeline:
         if eni is None:
             self.drop("no-vpc")
             return
+        if buf[40:44] == eni.ip_bytes:
+            self.drop("to-hyperplane", eni)
+            return
         if buf[32] <= 1:
             self.drop("ttl-expired", eni)
             return
@@ -201,6 +207,7 @@ class Pipeline:
             self.queue_for_arp(eni, s.nexthop, buf, length, now)
             return
         buf[10:22] = mac + eni.mac_bytes
+        self.counters["forwarded"] += 1
         eni.counters["tx_packets"] += 1
         eni.counters["tx_bytes"] += length - p.VNET_LEN
         eni.tx(memoryview(buf)[:length])
@@ -268,11 +275,11 @@ class Pipeline:
     def from_eni(self, eni: EniPort, buf: bytearray, length: int, now: float) -> None:
         eni.counters["rx_packets"] += 1
         eni.counters["rx_bytes"] += length - p.VNET_LEN
-        if buf[40:44] != eni.ip_bytes:
-            self.drop("not-for-eni", eni)
-            return
         l4 = self._l4_offset(buf, length, eni)
         if not l4:
+            return
+        if buf[40:44] != eni.ip_bytes:
+            self.drop("not-for-eni", eni)
             return
         proto = buf[33]
         if proto == p.PROTO_ICMP:
@@ -281,14 +288,14 @@ class Pipeline:
                 self.drop("inbound-to-eni" if icmp_type == p.ICMP_ECHO else "icmp-unsupported",
                           eni)
                 return
-            key = (proto, IPS(buf, 36)[0], WORD16(buf, l4 + 4)[0] << 16)
+            key = (proto | INBOUND, IPS(buf, 36)[0], WORD16(buf, l4 + 4)[0] << 16)
         elif proto == p.PROTO_TCP or proto == p.PROTO_UDP:
-            key = (proto, IPS(buf, 36)[0], WORD32(buf, l4)[0])
+            key = (proto | INBOUND, IPS(buf, 36)[0], WORD32(buf, l4)[0])
         else:
             self.drop("unknown-protocol", eni)
             return
         s = eni.table.sessions.get(key)
-        if s is None or s.expires < now or s.in_key != key:
+        if s is None or s.expires < now:
             self.drop("inbound-to-eni" if self._opens_flow(buf, l4, proto) else "no-session", eni)
             return
         if buf[32] <= 1:
@@ -344,6 +351,8 @@ class Pipeline:
                 eni.tx(p.arp_frame(2, eni.mac_bytes, eni.ip_bytes, smac, sip))
         elif sip in eni.arp or sip in eni.pending:
             self.learn(eni, sip, smac)
+        else:
+            self.drop("arp-ignored", eni)
 
     def learn(self, eni: EniPort, ip: bytes, mac: bytes) -> None:
         eni.arp[ip] = mac
