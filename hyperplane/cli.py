@@ -15,7 +15,7 @@ import sys
 import click
 
 from hyperplane import clean, client, engine
-from hyperplane.topology import TopologyError, load_topology
+from hyperplane.topology import TopologyError
 
 NO_ROOT = ("validate",)
 
@@ -35,13 +35,15 @@ class Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
         except TopologyError as exc:
             _fail(str(exc), 2)
         except engine.UsageError as exc:
             _fail(str(exc), 2)
         except client.UnreachableError as exc:
-            _fail(f"the Hyperplane dataplane does not answer ({exc}); "
-                  "try `hyperplane down` or `hyperplane cleanup`", 1)
+            _fail(f"a process of the emulator does not answer ({exc}); "
+                  "see `hyperplane status`, or `hyperplane cleanup` after a crash", 1)
         except RuntimeError as exc:
             _fail(str(exc), 1)
 
@@ -60,7 +62,7 @@ def main(ctx: click.Context) -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 def validate(file: str) -> None:
     """Check a topology file without building anything (no root needed)."""
-    topology = load_topology(file)
+    topology = engine.load(file)
     click.echo(f"{file}: ok ({len(topology.vpcs)} VPCs, {len(topology.functions)} functions)")
 
 
@@ -184,6 +186,7 @@ def exec_(function: str | None, args: tuple[str, ...]) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def stats(as_json: bool) -> None:
     """Dataplane counters: per ENI and global, every drop reason by name."""
+    engine.require()
     result = engine.dataplane_request({"op": "stats"})["stats"]
     lines = [f"{k:<24} {v}" for k, v in sorted(result["global"].items())]
     for eni_id, counters in sorted(result["enis"].items()):
@@ -197,6 +200,7 @@ def stats(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def conntrack(eni_id: str | None, as_json: bool) -> None:
     """Sessions through Hyperplane, like `conntrack -L`."""
+    engine.require()
     rows = engine.dataplane_request({"op": "conntrack", "eni": eni_id})["sessions"]
     text = []
     for r in rows:

@@ -23,7 +23,7 @@ from typing import IO
 
 import yaml
 
-from hyperplane import build, client, fabric, names, netlink, procs, state
+from hyperplane import build, client, fabric, names, netlink, procs, settings, state
 from hyperplane.controller import ipam
 from hyperplane.controller.enis import Eni, plan_enis
 from hyperplane.controller.envs import Env, new_env
@@ -77,12 +77,24 @@ def _document(path: str, topology: Topology) -> dict:
     return document
 
 
-def up(path: str) -> dict:
+def load(path: str) -> Topology:
+    """Load and validate a topology file, settings included."""
     topology = load_topology(path)
+    settings.check(topology.settings, path)
+    return topology
+
+
+def up(path: str) -> dict:
+    topology = load(path)
     with state.locked():
         if state.load() is not None:
             raise UsageError(f"a topology is already up (state in {state.state_dir()}); "
                              "run `hyperplane down` first, or `hyperplane cleanup` after a crash")
+        leftovers = netlink.list_netns(names.NS_PREFIX)
+        if leftovers:
+            raise UsageError(f"hp- namespaces already exist ({', '.join(leftovers[:3])}...): "
+                             "another topology is up or a run crashed; see `hyperplane "
+                             "cleanup`")
         try:
             enis = plan_enis(topology, [])
         except ipam.AddressExhaustedError as exc:
@@ -159,17 +171,16 @@ def dataplane_request(message: dict) -> dict:
 
 def snapshot(running: Running) -> dict:
     """The dataplane's whole desired configuration."""
-    settings = running.topology.settings or {}
-    dataplane = settings.get("dataplane", {}) if isinstance(settings, dict) else {}
+    dataplane = settings.dataplane(running.topology.settings)
     enis = [{"id": e.id, "ifname": e.plane_link, "ip": e.ip, "mac": e.mac,
              "cidr": e.subnet_cidr, "gateway": ipam.gateway(e.subnet_cidr),
-             "connection_limit": dataplane.get("eni_connection_limit", 65000),
-             "port_range": dataplane.get("port_range", [1024, 65535])}
+             "connection_limit": dataplane["eni_connection_limit"],
+             "port_range": dataplane["port_range"]}
             for e in running.enis]
     envs = [{"ifname": e.plane_link, "ip": e.ip, "mac": e.mac, "gateway_ip": names.ENV_GATEWAY,
              "gateway_mac": e.gateway_mac, "eni": e.eni_id} for e in running.envs]
-    return {"enis": enis, "envs": envs, "timeouts": dataplane.get("timeouts", {}),
-            "max_sessions": dataplane.get("max_sessions", 1_000_000)}
+    return {"enis": enis, "envs": envs, "timeouts": dataplane["timeouts"],
+            "max_sessions": dataplane["max_sessions"]}
 
 
 def push_config(running: Running) -> None:
@@ -273,6 +284,9 @@ def invoke(name: str, payload: object) -> dict:
         reply = client.request(state.env_socket(env.index),
                                {"payload": payload, "request_id": str(uuid.uuid4())},
                                timeout=function.timeout + 10)
+    except (client.UnreachableError, OSError) as exc:
+        raise RuntimeError(f"environment {env.id} of {name} did not answer ({exc}); "
+                           f"see {state.log(env.id)}") from None
     finally:
         release(lock)
     reply.update(cold=cold, environment=env.id, eni=env.eni_id, subnet=env.subnet_id)

@@ -362,6 +362,7 @@ class Pipeline:
         eth = mac + eni.mac_bytes
         for frame in waiting[2]:
             frame[10:22] = eth
+            self.counters["forwarded"] += 1
             eni.counters["tx_packets"] += 1
             eni.counters["tx_bytes"] += len(frame) - p.VNET_LEN
             eni.tx(frame)
