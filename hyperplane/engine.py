@@ -107,6 +107,7 @@ def up(path: str) -> dict:
         try:
             build.apply(fabric.plan(frozenset(), objs))
             _start_dataplane(data)
+            _start_zygote(data)
             _start_hosts(data, topology)
             push_config(Running(data, topology))
             _wait_enis_ready(enis)
@@ -133,6 +134,17 @@ def _start_dataplane(data: dict) -> None:
             or not procs.alive(pid):
         raise RuntimeError("the Hyperplane dataplane did not start; see "
                            f"{state.log('dataplane')}")
+
+
+def _start_zygote(data: dict) -> None:
+    sock = state.zygote_socket()
+    pid = procs.spawn(names.PLANE_NS, procs.python_module("lambda_vm.zygote", "--socket", sock),
+                      state.log("zygote"))
+    data["procs"]["zygote"] = pid
+    state.save(data)
+    if not client.wait_until(lambda: os.path.exists(sock) or not procs.alive(pid),
+                             READY_TIMEOUT) or not procs.alive(pid):
+        raise RuntimeError(f"the environment zygote did not start; see {state.log('zygote')}")
 
 
 def _start_hosts(data: dict, topology: Topology) -> None:
@@ -210,7 +222,7 @@ def _teardown(data: dict) -> None:
 
 
 def forget_state() -> None:
-    for name in ("state.json", "dataplane.sock"):
+    for name in ("state.json", "dataplane.sock", "zygote.sock"):
         state.path(name).unlink(missing_ok=True)
     for sub in ("envs", "ready"):
         shutil.rmtree(state.path(sub), ignore_errors=True)
@@ -259,12 +271,16 @@ def _make_env(running: Running, function: Function) -> Env:
     state.save(data)
     build.apply(fabric.plan(frozenset(), frozenset(fabric.env_objects(env))))
     push_config(running)
-    argv = procs.python_module(
-        "lambda_vm.agent", "--socket", state.env_socket(env.index), "--code", function.code,
-        "--handler", function.handler, "--function", function.name,
-        "--memory", str(function.memory), "--timeout", str(function.timeout),
-        "--account", running.topology.account)
-    data["procs"][env.id] = procs.spawn(env.netns, argv, state.log(env.id), cwd=function.code)
+    args = ["--socket", state.env_socket(env.index), "--code", function.code,
+            "--handler", function.handler, "--function", function.name,
+            "--memory", str(function.memory), "--timeout", str(function.timeout),
+            "--account", running.topology.account]
+    reply = client.request(state.zygote_socket(), {
+        "op": "spawn", "netns": env.netns, "args": args, "log": str(state.log(env.id)),
+        "cwd": function.code})
+    if not reply.get("ok"):
+        raise RuntimeError(f"could not start environment {env.id}: {reply.get('error')}")
+    data["procs"][env.id] = reply["pid"]
     state.save(data)
     return env
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from hyperplane import netlink
 
-OURS = ("hyperplane", "lambda_vm")
+OURS = ("hyperplane", "lambda_vm")  # marks in the command line of every process we start
 
 
 def spawn(ns: str, argv: list[str], log_path: Path, env: dict | None = None,

@@ -62,6 +62,10 @@ def control_socket() -> str:
     return str(path("dataplane.sock"))
 
 
+def zygote_socket() -> str:
+    return str(path("zygote.sock"))
+
+
 def env_lock(index: int) -> Path:
     return path("envs", f"{index}.lock")
 

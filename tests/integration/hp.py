@@ -52,7 +52,7 @@ def our_processes() -> list[int]:
             cmd = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if any(part in (b"hyperplane.dataplane", b"hyperplane.services.httpd", b"lambda_vm.agent")
-               for part in cmd):
+        if any(part in (b"hyperplane.dataplane", b"hyperplane.services.httpd", b"lambda_vm.agent",
+                        b"lambda_vm.zygote") for part in cmd):
             found.append(int(entry))
     return found
