@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 TOOLS := ip:iproute2 ping:iputils-ping curl:curl iperf3:iperf3 nft:nftables \
          tcpdump:tcpdump ethtool:ethtool traceroute:traceroute
 
-.PHONY: install system-deps demo test test-unit test-integration lint bench clean help
+.PHONY: install system-deps demo test test-unit test-integration lint bench bench-quick clean help
 
 help:
 	@echo "make install | demo | test | test-unit | test-integration | lint | bench | clean"
@@ -54,7 +54,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 bench: install
-	@echo "bench: the benchmark harness lands with the benchmark issue; nothing measured yet"
+	$(BIN)/hyperplane bench $(BENCH_ARGS)
+
+bench-quick: install
+	$(BIN)/hyperplane bench --quick $(BENCH_ARGS)
 
 clean:
 	-@if [ "$$(id -u)" = 0 ] && [ -x $(BIN)/hyperplane ]; then $(BIN)/hyperplane cleanup; fi

@@ -214,5 +214,30 @@ def conntrack(eni_id: str | None, as_json: bool) -> None:
     _emit(rows, as_json, "\n".join(text) or "no sessions")
 
 
+@main.command()
+@click.option("--quick", is_flag=True, help="a short run (under 3 minutes) for development")
+@click.option("--json", "as_json", is_flag=True, help="print the results as JSON")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="where to write results.json, report.md, ratios.svg "
+                   "(default bench/results/<time>)")
+def bench(quick: bool, as_json: bool, out_dir: str | None) -> None:
+    """Measure Hyperplane side by side with the kernel's NAT, as ratios, against targets."""
+    import time
+    from pathlib import Path
+
+    from hyperplane.bench import report, runner
+
+    plan = runner.Plan.quick() if quick else runner.Plan.full()
+    log = (lambda _msg: None) if as_json else (lambda msg: click.echo(msg, err=True))
+    results = report.evaluate(runner.run(plan, log))
+    directory = Path(out_dir or Path("bench") / "results" / time.strftime("%Y%m%d-%H%M%S"))
+    files = report.write(results, directory)
+    if as_json:
+        click.echo(json.dumps(results, indent=1))
+    else:
+        click.echo(report.table_text(results))
+        click.echo(f"\nwritten: {', '.join(str(f) for f in files.values())}")
+
+
 if __name__ == "__main__":
     main()

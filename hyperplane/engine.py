@@ -242,7 +242,8 @@ def acquire_env(function: Function) -> tuple[Env, IO, bool]:
         env = _make_env(running, function)
         lock = _try_lock(env)
     assert lock is not None
-    if not client.wait_until(lambda: os.path.exists(state.env_socket(env.index)), READY_TIMEOUT):
+    if not client.wait_until(lambda: os.path.exists(state.env_socket(env.index)), READY_TIMEOUT,
+                             0.002):
         release(lock)
         raise RuntimeError(f"environment {env.id} did not start; see {state.log(env.id)}")
     return env, lock, True
@@ -264,13 +265,29 @@ def release(lock: IO) -> None:
 
 
 def _make_env(running: Running, function: Function) -> Env:
-    env = new_env(function, running.envs, running.enis)
+    return _make_envs(running, function, 1)[0]
+
+
+def _make_envs(running: Running, function: Function, count: int) -> list[Env]:
+    """Record, build and start ``count`` new environments of ``function``."""
     data = running.data
-    data["envs"].append(env.to_dict())
-    data["namespaces"].append(env.netns)
-    state.save(data)
-    build.apply(fabric.plan(frozenset(), frozenset(fabric.env_objects(env))))
+    made: list[Env] = []
+    for _ in range(count):
+        env = new_env(function, running.envs, running.enis)
+        data["envs"].append(env.to_dict())
+        data["namespaces"].append(env.netns)
+        made.append(env)
+    state.save(data)  # recorded before anything exists, so cleanup always finds it
+    objs = frozenset(o for env in made for o in fabric.env_objects(env))
+    build.apply(fabric.plan(frozenset(), objs))
     push_config(running)
+    for env in made:
+        data["procs"][env.id] = _spawn_agent(running, function, env)
+    state.save(data)
+    return made
+
+
+def _spawn_agent(running: Running, function: Function, env: Env) -> int:
     args = ["--socket", state.env_socket(env.index), "--code", function.code,
             "--handler", function.handler, "--function", function.name,
             "--memory", str(function.memory), "--timeout", str(function.timeout),
@@ -280,9 +297,25 @@ def _make_env(running: Running, function: Function) -> Env:
         "cwd": function.code})
     if not reply.get("ok"):
         raise RuntimeError(f"could not start environment {env.id}: {reply.get('error')}")
-    data["procs"][env.id] = reply["pid"]
-    state.save(data)
-    return env
+    return reply["pid"]
+
+
+def start_envs(name: str, count: int) -> list[Env]:
+    """Scale ``name`` out by ``count`` environments at once (a burst), ready when returned."""
+    with state.locked():
+        running = require()
+        made = _make_envs(running, function_of(running, name), count)
+    for env in made:
+        if not client.wait_until(lambda e=env: os.path.exists(state.env_socket(e.index)),
+                                 READY_TIMEOUT, 0.002):
+            raise RuntimeError(f"environment {env.id} did not start; see {state.log(env.id)}")
+    return made
+
+
+def invoke_env(env: Env, payload: object, timeout: float = 30) -> dict:
+    """One invocation on a given environment (no locking: the caller owns it)."""
+    return client.request(state.env_socket(env.index),
+                          {"payload": payload, "request_id": str(uuid.uuid4())}, timeout=timeout)
 
 
 def function_of(running: Running, name: str) -> Function:

@@ -107,7 +107,7 @@ class Action:
 QUIET = ("net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6")
 
 
-def _namespace(name: str, forwarding: bool = False) -> list[KernelObject]:
+def namespace_objects(name: str, forwarding: bool = False) -> list[KernelObject]:
     objs: list[KernelObject] = [Netns(name)] + [Sysctl(name, key, "1") for key in QUIET]
     if forwarding:
         objs.append(Sysctl(name, "net.ipv4.ip_forward", "1"))
@@ -117,7 +117,7 @@ def _namespace(name: str, forwarding: bool = False) -> list[KernelObject]:
 def _vpc(topology: Topology, vpc_index: int) -> list[KernelObject]:
     vpc = topology.vpcs[vpc_index]
     router = names.router_ns(vpc_index)
-    objs = _namespace(router, forwarding=True)
+    objs = namespace_objects(router, forwarding=True)
     for s_index, subnet in enumerate(vpc.subnets):
         br = names.bridge(s_index)
         objs += [Bridge(router, br), Up(router, br),
@@ -150,7 +150,7 @@ def _host(topology: Topology, name: str) -> list[KernelObject]:
     router, br = subnet_location(topology, host.subnet)
     subnet = topology.subnet(host.subnet)
     link = names.host_link(index)
-    return _namespace(ns) + [
+    return namespace_objects(ns) + [
         Veth(router, link, ns, "eth0"), Master(router, link, br), Up(router, link),
         Up(ns, "eth0"), Address(ns, "eth0", host.ip, ipam.prefixlen(subnet.cidr)),
         Route(ns, None, ipam.gateway(subnet.cidr)),
@@ -166,7 +166,7 @@ def _eni(topology: Topology, eni: Eni) -> list[KernelObject]:
 
 def env_objects(env: Env) -> list[KernelObject]:
     ns = env.netns
-    return _namespace(ns) + [
+    return namespace_objects(ns) + [
         Veth(names.PLANE_NS, env.plane_link, ns, "eth0", mac=env.gateway_mac,
              peer_mac=env.mac),
         Up(names.PLANE_NS, env.plane_link), Up(ns, "eth0"),
@@ -178,7 +178,7 @@ def env_objects(env: Env) -> list[KernelObject]:
 
 def desired(topology: Topology, enis: list[Eni], envs: list[Env]) -> frozenset[KernelObject]:
     """Every kernel object for a topology with these ENIs and environments."""
-    objs: list[KernelObject] = _namespace(names.PLANE_NS)
+    objs: list[KernelObject] = namespace_objects(names.PLANE_NS)
     for v_index, vpc in enumerate(topology.vpcs):
         objs += _vpc(topology, v_index)
         for host in vpc.hosts:

@@ -1,0 +1,254 @@
+"""Runs the benchmark: three paths, interleaved rounds, ratios (side effects).
+
+Paths, all in namespaces of ours:
+    hyperplane   an execution environment -> userspace Hyperplane -> ENI -> VPC router -> server
+    kernel-nat   client -> kernel forwarding + nftables masquerade (conntrack) -> router -> server
+    routing      the same namespaces without NAT rules: plain kernel routing, the machine's limit
+
+Within each round the order of the paths rotates, so slow drifts of a noisy
+machine spread over all of them.  Every figure is the median over rounds
+with its spread (min and max), and the headline is the ratio of the
+Hyperplane path to the kernel NAT path measured in the same run.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path as FsPath
+
+import yaml
+
+from hyperplane import engine, fabric, names, netlink, state
+from hyperplane.bench import reference, workloads
+from hyperplane.bench.workloads import Path
+
+HERE = FsPath(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much to measure: ``quick`` for development, full for the reference run."""
+
+    rounds: int
+    seconds: float
+    ping_count: int
+    concurrent: int
+    environments: int
+    invoke_seconds: float
+    cold_starts: int
+
+    @classmethod
+    def quick(cls) -> Plan:
+        return cls(rounds=2, seconds=2, ping_count=150, concurrent=5000, environments=100,
+                   invoke_seconds=2, cold_starts=5)
+
+    @classmethod
+    def full(cls) -> Plan:
+        return cls(rounds=5, seconds=5, ping_count=400, concurrent=65000, environments=1000,
+                   invoke_seconds=5, cold_starts=20)
+
+
+def summary(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "samples": values}
+
+
+def check_ready() -> None:
+    if engine.current() is not None or netlink.list_netns(names.NS_PREFIX):
+        raise engine.UsageError("the benchmark needs the machine to itself: run "
+                                "`hyperplane down` (or `hyperplane cleanup`) first")
+    for tool in ("iperf3", "nft"):
+        if shutil.which(tool) is None:
+            raise engine.UsageError(f"{tool} is missing: run `make install`")
+
+
+def topology_file() -> str:
+    """The benchmark topology with its code directory made absolute."""
+    document = yaml.safe_load((HERE / "topology.yaml").read_text())
+    for function in document["functions"]:
+        function["code"] = str(HERE)
+    out = FsPath(tempfile.mkdtemp(prefix="hp-bench-")) / "bench-topology.yaml"
+    out.write_text(yaml.safe_dump(document))
+    return str(out)
+
+
+class Bench:
+    def __init__(self, plan: Plan, log=print) -> None:
+        self.plan = plan
+        self.log = log
+        self.results: dict = {"workloads": {}, "extra": {}}
+        self.paths: list[Path] = []
+        self.locks: list = []
+
+    # -- set-up and tear-down ----------------------------------------------------------
+    def setup(self) -> None:
+        started = time.monotonic()
+        engine.up(topology_file())
+        running = engine.require()
+        env, lock, _cold = engine.acquire_env(running.topology.function("bench"))
+        self.locks.append(lock)
+        server_ns = fabric.host_netns(running.topology, "srv")
+        hyperplane = Path("hyperplane", env.netns, server_ns, "10.0.1.10")
+        reference.build_reference()
+        k_client, _k_nat, _k_router, k_server = reference.chain(reference.NAT_CHAIN)
+        p_client, _p_nat, _p_router, p_server = reference.chain(reference.ROUTING_CHAIN)
+        kernel = Path("kernel-nat", k_client, k_server, reference.SERVER_IP)
+        routing = Path("routing", p_client, p_server, reference.SERVER_IP)
+        self.paths = [hyperplane, kernel, routing]
+        for path in self.paths:
+            workloads.start_servers(path)
+        self.log(f"set-up done in {time.monotonic() - started:.1f} s")
+
+    def teardown(self) -> None:
+        for path in self.paths:
+            workloads.stop_servers(path)
+        for lock in self.locks:
+            engine.release(lock)
+        self.locks.clear()
+        reference.remove_reference()
+        engine.down()
+
+    # -- measurements ----------------------------------------------------------------------
+    def interleaved(self, key: str, unit: str, measure, higher_is_better: bool = True) -> None:
+        samples: dict[str, list[float]] = {p.name: [] for p in self.paths}
+        for round_index in range(self.plan.rounds):
+            shift = round_index % len(self.paths)
+            for path in self.paths[shift:] + self.paths[:shift]:
+                samples[path.name].append(measure(path))
+        self.results["workloads"][key] = {
+            "unit": unit, "higher_is_better": higher_is_better,
+            "paths": {name: summary(values) for name, values in samples.items()}}
+        medians = {n: round(v["median"], 3) for n, v in
+                   self.results["workloads"][key]["paths"].items()}
+        self.log(f"{key:<22} {medians}")
+
+    def traffic(self) -> None:
+        plan = self.plan
+        self.interleaved("tcp_1_stream", "Gbit/s", lambda p: workloads.tcp_bulk(p, 1, plan.seconds))
+        self.interleaved("tcp_4_streams", "Gbit/s",
+                         lambda p: workloads.tcp_bulk(p, 4, plan.seconds))
+        self.interleaved("udp_64b", "packets/s", lambda p: workloads.udp_small(p, plan.seconds))
+        rtts: dict[str, list] = {}
+
+        def ping(path: Path) -> float:
+            p50, p99, lost = workloads.ping_rtt(path, plan.ping_count)
+            rtts.setdefault(path.name, []).append((p50, p99, lost))
+            return p50
+        self.interleaved("ping_p50", "us", ping, higher_is_better=False)
+        w = self.results["workloads"]
+        w["ping_p99"] = {"unit": "us", "higher_is_better": False, "paths": {
+            name: summary([r[1] for r in values]) for name, values in rtts.items()}}
+        self.results["extra"]["ping_lost"] = {n: sum(r[2] for r in v) for n, v in rtts.items()}
+        self.interleaved("connections_per_s", "conn/s",
+                         lambda p: workloads.connection_rate(p, plan.seconds))
+
+    def concurrent(self) -> None:
+        count = self.plan.concurrent
+        hyperplane, kernel = self.paths[0], self.paths[1]
+        dp_pid = engine.require().data["procs"]["dataplane"]
+
+        def ours() -> dict:
+            stats = engine.dataplane_request({"op": "stats"})["stats"]["global"]
+            return {"rss": workloads.rss_bytes(dp_pid), "sessions": stats["sessions_active"]}
+
+        def kernels() -> dict:
+            return {"entries": int(workloads.read_sysctl(
+                reference.chain(reference.NAT_CHAIN)[1], "net.netfilter.nf_conntrack_count")),
+                "available": workloads.mem_available()}
+
+        held = workloads.hold_connections(hyperplane, count, ours)
+        sessions = held["after"]["sessions"] - held["before"]["sessions"]
+        per_session = (held["after"]["rss"] - held["before"]["rss"]) / max(sessions, 1)
+        kheld = workloads.hold_connections(kernel, count, kernels)
+        entries = kheld["after"]["entries"] - kheld["before"]["entries"]
+        kernel_measured = (kheld["before"]["available"] - kheld["after"]["available"]) / \
+            max(entries, 1)
+        self.results["workloads"]["bytes_per_session"] = {
+            "unit": "bytes", "higher_is_better": False, "paths": {
+                "hyperplane": summary([per_session]),
+                "kernel-nat": summary([float(reference.conntrack_object_size() or 0)])}}
+        self.results["extra"]["concurrent"] = {
+            "asked": count, "hyperplane_open": held["opened"]["open"],
+            "hyperplane_sessions": sessions, "kernel_open": kheld["opened"]["open"],
+            "kernel_entries": entries, "kernel_slab_object_bytes":
+                reference.conntrack_object_size(),
+            "kernel_memavailable_delta_per_entry": kernel_measured,
+            "hyperplane_rss_before": held["before"]["rss"],
+            "hyperplane_rss_after": held["after"]["rss"]}
+        self.log(f"concurrent             {sessions} sessions, {per_session:.0f} B/session; "
+                 f"kernel {entries} entries")
+
+    def environments(self) -> None:
+        count = self.plan.environments
+        before = workloads.mem_available()
+        started = time.monotonic()
+        envs = engine.start_envs("fleet", count)
+        elapsed = time.monotonic() - started
+        per_env = (before - workloads.mem_available()) / count
+        per_second = self.invocation_rate(envs)
+        enis = len(engine.require().enis)
+        self.results["extra"]["environments"] = {
+            "count": count, "seconds": elapsed, "per_second": count / elapsed,
+            "memory_per_env_bytes": per_env, "invocations_per_second": per_second,
+            "enis": enis}
+        self.log(f"environments           {count} in {elapsed:.1f} s ({count / elapsed:.0f}/s), "
+                 f"{per_env / 2**20:.1f} MiB each, {per_second:.0f} invocations/s, "
+                 f"{enis} ENIs")
+
+    def invocation_rate(self, envs: list) -> float:
+        deadline = time.monotonic() + self.plan.invoke_seconds
+        workers = 8
+
+        def work(share: list) -> int:
+            done = 0
+            while time.monotonic() < deadline:
+                for env in share:
+                    if "result" in engine.invoke_env(env, {"n": done}):
+                        done += 1
+            return done
+        shares = [envs[i::workers] for i in range(workers)]
+        started = time.monotonic()
+        with ThreadPoolExecutor(workers) as pool:
+            total = sum(pool.map(work, shares))
+        return total / (time.monotonic() - started)
+
+    def cold_starts(self) -> None:
+        function = engine.require().topology.function("cold")
+        samples = []
+        for _ in range(self.plan.cold_starts):
+            started = time.monotonic()
+            env, lock, cold = engine.acquire_env(function)
+            self.locks.append(lock)  # held, so the next one is cold too
+            reply = engine.invoke_env(env, {})
+            if not cold or "result" not in reply:
+                raise RuntimeError(f"cold start sample failed: {reply}")
+            samples.append((time.monotonic() - started) * 1000)
+        self.results["extra"]["cold_start_ms"] = {
+            "hyperplane": {"median": statistics.median(samples),
+                           "p99": workloads.percentile(samples, 99), "samples": samples},
+            "legacy": None}
+        self.log(f"cold start             median {statistics.median(samples):.1f} ms")
+
+
+def run(plan: Plan, log=print) -> dict:
+    check_ready()
+    state.ensure_dirs()
+    bench = Bench(plan, log)
+    started = time.monotonic()
+    try:
+        bench.setup()
+        bench.traffic()
+        bench.concurrent()
+        bench.environments()
+        bench.cold_starts()
+    finally:
+        bench.teardown()
+    bench.results["machine"] = workloads.machine()
+    bench.results["plan"] = plan.__dict__
+    bench.results["seconds"] = time.monotonic() - started
+    return bench.results

@@ -1,0 +1,204 @@
+"""Benchmark workloads: one measurement of one workload through one path.
+
+A ``Path`` names the client namespace, the server's address and namespace,
+and what to do before measuring (load or remove the kernel's NAT rules).
+Each workload function runs real tools inside the namespaces (iperf3 with
+``--json``, the project's ``probe`` clients) and returns numbers; nothing
+here compares paths (that is ``runner``'s job).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path as FsPath
+
+from hyperplane import netlink
+
+IPERF_PORT = 5201
+PROBE_PORTS = (7000, 7001, 7002)
+
+
+@dataclass
+class Path:
+    name: str
+    client_ns: str
+    server_ns: str
+    server_ip: str
+    servers: list[subprocess.Popen] = field(default_factory=list)
+
+
+def run_json(ns: str, argv: list[str], timeout: float) -> dict:
+    """Run a command inside ``ns`` and parse its JSON output."""
+    result = subprocess.run(argv, capture_output=True, timeout=timeout,
+                            preexec_fn=lambda: netlink.enter_netns(ns))
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:3])} in {ns} failed ({result.returncode}): "
+                           f"{result.stderr.decode(errors='replace')[-400:]}"
+                           f"{result.stdout.decode(errors='replace')[-400:]}")
+    return json.loads(result.stdout)
+
+
+def probe(*args: str) -> list[str]:
+    return [sys.executable, "-m", "hyperplane.bench.probe", *args]
+
+
+def start_servers(path: Path) -> None:
+    """iperf3 and the probe server in the path's server namespace."""
+    ready = FsPath(tempfile.mkdtemp(prefix="hp-bench-")) / "ready"
+    enter = lambda: netlink.enter_netns(path.server_ns)  # noqa: E731
+    path.servers.append(subprocess.Popen(
+        ["iperf3", "-s", "-p", str(IPERF_PORT)], stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, preexec_fn=enter))
+    path.servers.append(subprocess.Popen(
+        probe("serve", "--ports", ",".join(map(str, PROBE_PORTS)), "--ready", str(ready)),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=enter))
+    deadline = time.monotonic() + 10
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    _wait_port(path, IPERF_PORT)
+
+
+def _wait_port(path: Path, port: int) -> None:
+    """Poll until the server's port accepts connections (from inside its namespace)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with netlink.inside(path.server_ns):
+            sock = socket.socket()
+        try:
+            sock.settimeout(0.2)
+            sock.connect((path.server_ip, port))
+            return
+        except OSError:
+            time.sleep(0.02)
+        finally:
+            sock.close()
+    raise RuntimeError(f"iperf3 did not start in {path.server_ns}")
+
+
+def stop_servers(path: Path) -> None:
+    for proc in path.servers:
+        proc.terminate()
+    for proc in path.servers:
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    path.servers.clear()
+
+
+def tcp_bulk(path: Path, streams: int, seconds: float) -> float:
+    """iperf3 TCP throughput received at the server, Gbit/s."""
+    data = run_json(path.client_ns, ["iperf3", "-c", path.server_ip, "-p", str(IPERF_PORT),
+                                     "-t", str(seconds), "-P", str(streams), "--json"],
+                    timeout=seconds + 30)
+    return data["end"]["sum_received"]["bits_per_second"] / 1e9
+
+
+def udp_small(path: Path, seconds: float) -> float:
+    """64-byte UDP datagrams delivered per second (sent minus lost)."""
+    data = run_json(path.client_ns, ["iperf3", "-c", path.server_ip, "-p", str(IPERF_PORT),
+                                     "-u", "-b", "0", "-l", "64", "-t", str(seconds), "--json"],
+                    timeout=seconds + 30)
+    total = data["end"]["sum"]
+    return (total["packets"] - total["lost_packets"]) / total["seconds"]
+
+
+def ping_rtt(path: Path, count: int) -> tuple[float, float, int]:
+    """ICMP echo RTT p50 and p99 in microseconds, and probes lost."""
+    data = run_json(path.client_ns, probe("rtt", "--dst", path.server_ip, "--count",
+                                          str(count), "--interval", "0.01"),
+                    timeout=count * 1.1 + 30)
+    samples = sorted(data["samples_us"])
+    if not samples:
+        raise RuntimeError(f"no echo reply through {path.name}")
+    return percentile(samples, 50), percentile(samples, 99), data["lost"]
+
+
+def connection_rate(path: Path, seconds: float) -> float:
+    data = run_json(path.client_ns, probe("connrate", "--dst", path.server_ip, "--port",
+                                          str(PROBE_PORTS[0]), "--seconds", str(seconds)),
+                    timeout=seconds + 30)
+    return data["per_second"]
+
+
+def hold_connections(path: Path, count: int, measure: Callable[[], dict]) -> dict:
+    """Open ``count`` connections through the path; ``measure`` runs while they are held."""
+    ready = FsPath(tempfile.mkdtemp(prefix="hp-bench-")) / "held"
+    before = measure()
+    proc = subprocess.Popen(
+        probe("hold", "--dst", path.server_ip, "--ports", ",".join(map(str, PROBE_PORTS[1:])),
+              "--count", str(count), "--ready", str(ready), "--seconds", "600"),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: netlink.enter_netns(path.client_ns))
+    try:
+        deadline = time.monotonic() + 600
+        while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not ready.exists():
+            raise RuntimeError(f"holding {count} connections through {path.name} failed")
+        opened = json.loads(ready.read_text())
+        after = measure()
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=120)
+    return {"opened": opened, "before": before, "after": after}
+
+
+def percentile(samples: list[float], pct: float) -> float:
+    if not samples:
+        return float("nan")
+    ordered = sorted(samples)
+    rank = (len(ordered) - 1) * pct / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def mem_available() -> int:
+    with open("/proc/meminfo") as fh:
+        for line in fh:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def read_sysctl(ns: str, key: str) -> str:
+    with netlink.inside(ns), open("/proc/sys/" + key.replace(".", "/")) as fh:
+        return fh.read().strip()
+
+
+def machine() -> dict:
+    """What the figures were measured on."""
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "kernel": os.uname().release,
+            "python": sys.version.split()[0], "memory_gb": round(_mem_total() / 2**30, 1)}
+
+
+def _mem_total() -> int:
+    with open("/proc/meminfo") as fh:
+        return int(fh.readline().split()[1]) * 1024
