@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 TOOLS := ip:iproute2 ping:iputils-ping curl:curl iperf3:iperf3 nft:nftables \
          tcpdump:tcpdump ethtool:ethtool traceroute:traceroute
 
-.PHONY: install system-deps demo test test-unit test-integration lint bench bench-quick clean help
+.PHONY: install system-deps demo test test-unit test-integration lint bench bench-quick test-container clean help
 
 help:
 	@echo "make install | demo | test | test-unit | test-integration | lint | bench | clean"
@@ -49,6 +49,9 @@ test-unit: $(STAMP)
 
 test-integration: install
 	$(BIN)/pytest -q -p no:cacheprovider tests/integration $(PYTEST_ARGS)
+
+test-container: install
+	bash scripts/container/test-container.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
