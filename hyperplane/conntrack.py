@@ -15,6 +15,11 @@ session through its reply key, whatever addresses it uses.
 Expiry is amortised: a lookup that finds an expired session treats it as a
 miss, and each new session examines at most two of the oldest sessions and
 frees them if they have expired; nothing sweeps the whole table.
+
+A TCP session also carries its connection state and the little sequence
+bookkeeping ``tcpstate`` needs (state, per direction the last ACK and window,
+the window-scale offer, the end of the SYN and of the FIN); ``tcpstate`` owns
+those fields and their timeouts, this module only stores and describes them.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from hyperplane import packet
+from hyperplane import packet, tcpstate
 
 Key = tuple[int, bytes, int]
 INBOUND = 0x100  # tags the protocol field of outside (VPC -> environment) keys
@@ -51,11 +56,16 @@ class Session:
         "ip_out", "full_out", "part_out", "ip_in", "full_in", "part_in",
         "timeout", "expires", "replied", "dead",
         "pkts_out", "bytes_out", "pkts_in", "bytes_in",
+        # TCP only (see tcpstate)
+        "state", "ack_out", "ack_in", "win_out", "win_in", "wscale_out", "wscale_in",
+        "end_out", "end_in", "fin_out", "fin_in",
     )
 
     def describe(self, now: float) -> dict:
         return {
             "protocol": {1: "icmp", 6: "tcp", 17: "udp"}.get(self.proto, str(self.proto)),
+            "state": tcpstate.STATE_NAMES[self.state] if self.proto == packet.PROTO_TCP
+            else None,
             "timeout": max(0, round(self.expires - now)),
             "replied": self.replied,
             "original": {"src": packet.ip_to_str(self.env_ip), "sport": self.env_port,
@@ -102,6 +112,7 @@ def make_session(proto: int, env, env_ip: bytes, env_port: int, remote_ip: bytes
     s.expires = now + timeout
     s.replied = False
     s.dead = False
+    s.state = tcpstate.NONE
     s.pkts_out = s.bytes_out = s.pkts_in = s.bytes_in = 0
     return s
 

@@ -23,10 +23,16 @@ VNET_LEN = 10
 ETH = VNET_LEN
 IP = ETH + 14
 VNET_F_NEEDS_CSUM = 1
+VNET_GSO_TYPE = 1  # offset of gso_type in the virtio header: non-zero means a GSO super-frame
+VNET_CSUM = struct.Struct("<HH")  # at offset 6: csum_start (from the Ethernet header), offset
 
 ETH_P_IP = 0x0800
 ETH_P_ARP = 0x0806
 ETH_P_8021Q = 0x8100
+ETH_P_8021AD = 0x88A8
+
+IP_DF = 0x40  # in byte 6 of the IPv4 header (flags and fragment offset high bits)
+IP_MF = 0x20
 
 PROTO_ICMP = 1
 PROTO_TCP = 6
@@ -36,6 +42,10 @@ ICMP_ECHO_REPLY = 0
 ICMP_UNREACH = 3
 ICMP_ECHO = 8
 ICMP_TIME_EXCEEDED = 11
+ICMP_PARAM_PROBLEM = 12
+ICMP_ERRORS = (ICMP_UNREACH, ICMP_TIME_EXCEEDED, ICMP_PARAM_PROBLEM)
+UNREACH_FRAG_NEEDED = 4
+UNREACH_ADMIN_PROHIBITED = 13
 
 # offset of the L4 checksum field from the start of the L4 header
 L4_CSUM = {PROTO_TCP: 16, PROTO_UDP: 6, PROTO_ICMP: 2}
@@ -77,6 +87,39 @@ def update_full(csum: int, change: int) -> int:
 def update_partial(csum: int, change: int) -> int:
     """An uncomplemented partial (pseudo-header) sum after the same change."""
     return fold(csum + change)
+
+
+def ipv4_header(total: int, ident: int, flags_frag: int, ttl: int, proto: int, src: bytes,
+                dst: bytes, tos: int = 0) -> bytes:
+    """A 20-byte IPv4 header with a valid checksum."""
+    raw = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, tos, total, ident, flags_frag, ttl,
+                                proto, 0, src, dst))
+    struct.pack_into("!H", raw, 10, checksum(raw))
+    return bytes(raw)
+
+
+def complete_checksum(buf: bytearray, length: int) -> None:
+    """Finish a NEEDS_CSUM frame's L4 checksum in software and clear the flag.
+
+    As the kernel's ``skb_checksum_help``: the field holds the pseudo-header sum,
+    so the complement of the sum from ``csum_start`` to the end of the IPv4
+    packet is the checksum.  A UDP result of 0 is sent as 0xFFFF.
+    """
+    if not buf[0] & VNET_F_NEEDS_CSUM:
+        return
+    start, offset = VNET_CSUM.unpack_from(buf, 6)
+    begin = ETH + start
+    end = min(length, IP + ((buf[IP + 2] << 8) | buf[IP + 3]))
+    at = begin + offset
+    if begin < IP + 20 or at + 2 > end:
+        buf[0] &= ~VNET_F_NEEDS_CSUM & 0xFF
+        return
+    value = checksum(buf[begin:end])
+    if value == 0 and buf[IP + 9] == PROTO_UDP:
+        value = 0xFFFF
+    buf[at] = value >> 8
+    buf[at + 1] = value & 0xFF
+    buf[0] &= ~VNET_F_NEEDS_CSUM & 0xFF
 
 
 def ip_to_bytes(ip: str) -> bytes:

@@ -1,97 +1,68 @@
 """The Hyperplane packet pipeline: fast path and slow path (pure).
 
-Two kinds of ports face the pipeline: ``EnvPort`` (the link of one execution
-environment; Hyperplane answers ARP there for the environments' gateway) and
-``EniPort`` (the ENI's link into its subnet; Hyperplane owns the ENI address,
-answers ARP for it and resolves next hops).  ``Pipeline.receive(port, buf,
-length, now)`` handles one frame that arrived on a port, in place in ``buf``.
+Two kinds of ports face the pipeline (``links``, re-exported here): ``EnvPort``
+(the link of one execution environment; Hyperplane answers ARP there for the
+environments' gateway) and ``EniPort`` (the ENI's link into its subnet;
+Hyperplane owns the ENI address, answers ARP for it and resolves next hops).
+``Pipeline.receive(port, buf, length, now)`` handles one frame that arrived on
+a port, in place in ``buf``.
 
 Fast path: find the session under the frame's key, apply its precomputed
 rewrite (address, port, TTL, incremental checksums, MACs) and hand the frame
-to the other port's ``tx``.  Slow path, only on a miss from an environment:
-allocate the ENI port and make the session.  Every drop is counted under a
-named reason in ``Pipeline.counters`` (and per ENI in ``EniPort.counters``).
+to the other port's ``tx``.  For TCP the fast path also covers a plain ACK
+segment of an ESTABLISHED session (it records the ACK and window); any
+segment with SYN, FIN or RST, or of a session in another state, goes through
+``tcpstate.track``.  Slow path, only on a miss from an environment: the
+limits, the ENI port and the new session.
 
-The pipeline does no I/O of its own: ports carry a ``tx`` callable given by
-the I/O layer (``dataplane``), so tests drive it with plain lists.
+Around that, Hyperplane behaves as a router hop (the division of labour):
+
+* ``icmp``: the errors it sends to an environment (time exceeded on TTL
+  expiry, fragmentation needed past the ENI link's MTU with DF, and
+  unreachable code 13 when a new flow is refused for want of ports or ENI
+  capacity), and the translation of ICMP errors about a tracked flow, both
+  ways, without touching the session's state or lifetime;
+* ``fragments``: non-first IPv4 fragments follow the session their first
+  fragment found (held, bounded, until it comes), and a packet too big for
+  the ENI link without DF is fragmented;
+* ``conntrack`` and ``nat``: sessions, expiry and ports.
+
+Every drop is counted under a named reason in ``Pipeline.counters`` (and per
+ENI in ``EniPort.counters``); nothing raises out of ``receive``.  The pipeline
+does no I/O of its own: ports carry a ``tx`` callable given by the I/O layer
+(``dataplane``), so tests drive it with plain lists.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
 
+from hyperplane import fragments, icmp, tcpstate
 from hyperplane import packet as p
-from hyperplane.conntrack import INBOUND, Session, Table, Timeouts, make_session
-from hyperplane.nat import PortAllocator
+from hyperplane.conntrack import INBOUND, Session, Timeouts, make_session
+from hyperplane.links import EniPort, EnvPort, Tx
+from hyperplane.tcpstate import ACK, ESTABLISHED, FAST_MASK, RST
+
+__all__ = ["DROP_REASONS", "EniPort", "EnvPort", "Pipeline", "Tx"]
 
 IPS = struct.Struct("!8s").unpack_from
 WORD32 = struct.Struct("!I").unpack_from
 WORD16 = struct.Struct("!H").unpack_from
-PUT16 = struct.Struct("!H").pack_into
+ACK_WIN = tcpstate.ACK_WIN.unpack_from
 
 DROP_REASONS = (
-    "truncated", "bad-ip-header", "non-ipv4", "fragment", "unknown-protocol",
-    "icmp-unsupported", "spoofed", "no-vpc", "to-hyperplane", "ttl-expired", "no-session",
-    "not-for-eni", "inbound-to-eni", "out-of-ports", "eni-connection-limit", "table-full",
-    "arp-timeout", "arp-queue-full", "tx-full", "tx-error", "arp-ignored",
+    "truncated", "bad-ip-header", "non-ipv4", "vlan", "fragment", "fragment-dropped",
+    "fragment-timeout", "unknown-protocol", "icmp-unsupported", "icmp-bad-checksum",
+    "icmp-error-no-session", "spoofed", "no-vpc", "to-hyperplane", "ttl-expired",
+    "mtu-exceeded", "no-session", "not-for-eni", "inbound-to-eni", "tcp-rst-out-of-window",
+    "out-of-ports", "eni-connection-limit", "table-full", "arp-timeout", "arp-queue-full",
+    "tx-full", "tx-error", "arp-ignored",
 )
 
-Tx = Callable[[memoryview | bytes], None]
 ARP_QUEUE = 16
 ARP_RETRY = 0.2
 ARP_GIVE_UP = 3.0
-
-
-def _discard(_frame: memoryview | bytes) -> None:
-    return None
-
-
-class EniPort:
-    """A Hyperplane ENI: its address, link, sessions, ports and ARP state."""
-
-    def __init__(self, eni_id: str, ifname: str, ip: str, mac: str, cidr: str,
-                 gateway: str, connection_limit: int = 65000,
-                 port_range: tuple[int, int] = (1024, 65535)) -> None:
-        self.id, self.ifname, self.ip = eni_id, ifname, ip
-        self.ip_bytes = p.ip_to_bytes(ip)
-        self.mac_bytes = p.mac_to_bytes(mac)
-        network, prefix = cidr.split("/")
-        self.mask = (0xFFFFFFFF << (32 - int(prefix))) & 0xFFFFFFFF
-        self.net = int.from_bytes(p.ip_to_bytes(network), "big") & self.mask
-        self.gateway_bytes = p.ip_to_bytes(gateway)
-        self.connection_limit = connection_limit
-        self.table = Table()
-        self.ports = {proto: PortAllocator(*port_range)
-                      for proto in (p.PROTO_TCP, p.PROTO_UDP, p.PROTO_ICMP)}
-        self.arp: dict[bytes, bytes] = {}
-        self.pending: dict[bytes, list] = {}  # ip -> [first request time, last, frames]
-        self.counters: dict[str, int] = dict.fromkeys(
-            ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes"), 0)
-        self.tx: Tx = _discard
-
-    def nexthop(self, dst: bytes) -> bytes:
-        on_link = int.from_bytes(dst, "big") & self.mask == self.net
-        return dst if on_link else self.gateway_bytes
-
-    def arp_request(self, target: bytes) -> bytes:
-        return p.arp_frame(1, self.mac_bytes, self.ip_bytes, bytes(6), target,
-                           eth_dst=b"\xff" * 6)
-
-
-class EnvPort:
-    """The link of one execution environment and the ENI it uses (None: no VPC)."""
-
-    def __init__(self, ifname: str, ip: str, mac: str, gateway_ip: str, gateway_mac: str,
-                 eni: EniPort | None) -> None:
-        self.ifname, self.ip = ifname, ip
-        self.ip_bytes = p.ip_to_bytes(ip)
-        self.mac_bytes = p.mac_to_bytes(mac)
-        self.gateway_ip_bytes = p.ip_to_bytes(gateway_ip)
-        self.gateway_mac_bytes = p.mac_to_bytes(gateway_mac)
-        self.eth_in = self.mac_bytes + self.gateway_mac_bytes
-        self.eni = eni
-        self.tx: Tx = _discard
+OUT, IN = 0, 1  # fragment-table directions
 
 
 class Pipeline:
@@ -103,13 +74,14 @@ class Pipeline:
         self.enis: dict[str, EniPort] = {}
         self.envs: dict[str, EnvPort] = {}
         self.counters: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
-        self.counters.update(sessions_created=0, sessions_expired=0, forwarded=0)
+        self.counters.update(sessions_created=0, sessions_expired=0, forwarded=0,
+                             icmp_errors_sent=0, fragmented=0)
 
     # -- bookkeeping -------------------------------------------------------
-    def drop(self, reason: str, eni: EniPort | None = None) -> None:
-        self.counters[reason] += 1
+    def drop(self, reason: str, eni: EniPort | None = None, count: int = 1) -> None:
+        self.counters[reason] += count
         if eni is not None:
-            eni.counters[reason] = eni.counters.get(reason, 0) + 1
+            eni.counters[reason] = eni.counters.get(reason, 0) + count
 
     def session_count(self) -> int:
         return sum(len(e.table) for e in self.enis.values())
@@ -126,54 +98,57 @@ class Pipeline:
             elif ethertype == p.ETH_P_ARP:
                 self.arp_from_env(port, buf, length)
             else:
-                self.drop("non-ipv4")
+                self.drop("vlan" if ethertype in (p.ETH_P_8021Q, p.ETH_P_8021AD)
+                          else "non-ipv4")
         elif ethertype == p.ETH_P_IP:
             self.from_eni(port, buf, length, now)
         elif ethertype == p.ETH_P_ARP:
             self.arp_from_eni(port, buf, length, now)
         else:
-            self.drop("non-ipv4", port)
+            self.drop("vlan" if ethertype in (p.ETH_P_8021Q, p.ETH_P_8021AD) else "non-ipv4",
+                      port)
 
-    # -- IPv4 header checks shared by both directions -------------------------
-    def _l4_offset(self, buf: bytearray, length: int, eni: EniPort | None) -> int:
-        """Offset of the L4 header, or 0 after counting a drop."""
+    def _ip_end(self, buf: bytearray, length: int, eni: EniPort | None) -> int:
+        """Where the IPv4 packet ends in ``buf``, or 0 after counting a bad header."""
         if length < p.IP + 20:
             self.drop("truncated", eni)
             return 0
         vihl = buf[24]
         ihl = (vihl & 0x0F) << 2
-        total = (buf[26] << 8) | buf[27]
-        if vihl >> 4 != 4 or ihl < 20 or total < ihl or p.IP + total > length:
+        end = p.IP + ((buf[26] << 8) | buf[27])
+        if vihl >> 4 != 4 or ihl < 20 or end < p.IP + ihl or end > length:
             self.drop("bad-ip-header", eni)
             return 0
-        if (buf[30] & 0x3F) or buf[31]:
-            self.drop("fragment", eni)
-            return 0
-        l4 = p.IP + ihl
-        proto = buf[33]
-        need = 20 if proto == p.PROTO_TCP else 8
-        if l4 + need > p.IP + total:
-            self.drop("truncated", eni)
-            return 0
-        return l4
+        return end
 
     # -- environment -> VPC -------------------------------------------------------
     def from_env(self, env: EnvPort, buf: bytearray, length: int, now: float) -> None:
         eni = env.eni
-        l4 = self._l4_offset(buf, length, eni)
-        if not l4:
+        end = self._ip_end(buf, length, eni)
+        if not end:
+            return
+        if (buf[30] & 0x1F) or buf[31]:
+            self.fragment_from_env(env, eni, buf, length, end, now)
+            return
+        l4 = p.IP + ((buf[24] & 0x0F) << 2)
+        proto = buf[33]
+        if l4 + (20 if proto == p.PROTO_TCP else 8) > end:
+            self.drop("truncated", eni)
             return
         if buf[36:40] != env.ip_bytes:
             self.drop("spoofed", eni)
             return
-        proto = buf[33]
-        if proto == p.PROTO_ICMP:
-            if buf[l4] != p.ICMP_ECHO:
+        if proto == p.PROTO_TCP or proto == p.PROTO_UDP:
+            key = (proto, IPS(buf, 36)[0], WORD32(buf, l4)[0])
+        elif proto == p.PROTO_ICMP:
+            kind = buf[l4]
+            if kind == p.ICMP_ECHO:
+                key = (proto, IPS(buf, 36)[0], WORD16(buf, l4 + 4)[0] << 16)
+            elif kind in p.ICMP_ERRORS:
+                key = None
+            else:
                 self.drop("icmp-unsupported", eni)
                 return
-            key = (proto, IPS(buf, 36)[0], WORD16(buf, l4 + 4)[0] << 16)
-        elif proto == p.PROTO_TCP or proto == p.PROTO_UDP:
-            key = (proto, IPS(buf, 36)[0], WORD32(buf, l4)[0])
         else:
             self.drop("unknown-protocol", eni)
             return
@@ -183,16 +158,36 @@ class Pipeline:
         if buf[40:44] == eni.ip_bytes:
             self.drop("to-hyperplane", eni)
             return
+        if key is None:
+            self.icmp_error_from_env(eni, buf, length, l4, end, now)
+            return
         if buf[32] <= 1:
             self.drop("ttl-expired", eni)
+            self.answer(env, buf, length, p.ICMP_TIME_EXCEEDED, 0)
             return
+        split = False
+        if end - p.IP > eni.mtu and not buf[p.VNET_GSO_TYPE]:
+            if buf[30] & p.IP_DF:
+                self.drop("mtu-exceeded", eni)
+                self.answer(env, buf, length, p.ICMP_UNREACH, p.UNREACH_FRAG_NEEDED, eni.mtu)
+                return
+            split = True
         s = eni.table.sessions.get(key)
         if s is None or s.expires < now:
-            s = self.new_session(env, eni, buf, l4, proto, now, s)
+            s = self.new_session(env, eni, buf, length, l4, end, proto, now, s)
             if s is None:
                 return
-        elif proto != p.PROTO_TCP or s.replied:
+        elif proto == p.PROTO_TCP:
+            flags = buf[l4 + 13]
+            if flags & FAST_MASK == ACK and s.state == ESTABLISHED:
+                s.ack_out, s.win_out = ACK_WIN(buf, l4 + 8)
+                s.expires = now + s.timeout
+            elif not tcpstate.track(s, buf, l4, end, flags, False, now, self.timeouts):
+                self.drop("tcp-rst-out-of-window", eni)
+                return
+        else:
             s.expires = now + s.timeout
+        fkey = fragments.key_of(OUT, buf) if buf[30] & p.IP_MF else None
         # rewrite: source address and port, TTL, checksums
         buf[36:40] = eni.ip_bytes
         if proto == p.PROTO_ICMP:
@@ -203,8 +198,10 @@ class Pipeline:
         s.pkts_out += 1
         s.bytes_out += length - p.ETH
         mac = eni.arp.get(s.nexthop)
-        if mac is None:
-            self.queue_for_arp(eni, s.nexthop, buf, length, now)
+        if mac is None or split or fkey is not None:
+            self.to_vpc(eni, s.nexthop, buf, length, now, split)
+            if fkey is not None:
+                self._first_fragment(eni, fkey, s, buf, now, False)
             return
         buf[10:22] = mac + eni.mac_bytes
         self.counters["forwarded"] += 1
@@ -215,33 +212,86 @@ class Pipeline:
     @staticmethod
     def _rewrite_checksums(buf: bytearray, l4: int, proto: int, d_ip: int, d_full: int,
                            d_part: int) -> None:
+        """TTL down by one; the IPv4 and L4 checksums updated (RFC 1624, inlined)."""
         buf[32] -= 1
-        c = (buf[34] << 8) | buf[35]
-        c = p.update_full(c, d_ip)
+        c = (((buf[34] << 8) | buf[35]) ^ 0xFFFF) + d_ip
+        c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
         buf[34] = c >> 8
         buf[35] = c & 0xFF
         at = l4 + p.L4_CSUM[proto]
         c = (buf[at] << 8) | buf[at + 1]
         if buf[0] & p.VNET_F_NEEDS_CSUM:
-            c = p.update_partial(c, d_part)
+            c += d_part
+            c = (c & 0xFFFF) + (c >> 16)
         elif proto == p.PROTO_UDP and c == 0:
             return
         else:
-            c = p.update_full(c, d_full)
+            c = (c ^ 0xFFFF) + d_full
+            c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
             if c == 0 and proto == p.PROTO_UDP:
                 c = 0xFFFF
         buf[at] = c >> 8
         buf[at + 1] = c & 0xFF
 
-    def new_session(self, env: EnvPort, eni: EniPort, buf: bytearray, l4: int, proto: int,
-                    now: float, stale: Session | None) -> Session | None:
+    @staticmethod
+    def _rewrite_ip(buf: bytearray, at: int, addr: bytes, d_ip: int) -> None:
+        """Address at ``at`` replaced, TTL down by one, IPv4 checksum updated (fragments)."""
+        buf[at:at + 4] = addr
+        buf[32] -= 1
+        c = (((buf[34] << 8) | buf[35]) ^ 0xFFFF) + d_ip
+        c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
+        buf[34] = c >> 8
+        buf[35] = c & 0xFF
+
+    def answer(self, env: EnvPort, buf: bytearray, length: int, icmp_type: int, code: int,
+               mtu: int = 0) -> None:
+        """Send the environment an ICMP error about the frame in ``buf``, when allowed."""
+        if icmp.may_answer(buf):
+            self.counters["icmp_errors_sent"] += 1
+            env.tx(icmp.error_frame(buf, length, env.eth_in, env.gateway_ip_bytes, env.ip_bytes,
+                                    icmp_type, code, mtu))
+
+    def to_vpc(self, eni: EniPort, nexthop: bytes, buf: bytearray, length: int, now: float,
+               split: bool = False) -> None:
+        """Send a translated frame to ``nexthop`` (fragmented if ``split``), via ARP if needed."""
+        if split:
+            p.complete_checksum(buf, length)
+            pieces = fragments.split(buf, length, eni.mtu)
+            if not pieces:
+                self.drop("mtu-exceeded", eni)
+                return
+            self.counters["fragmented"] += 1
+            for piece in pieces:
+                self.to_vpc(eni, nexthop, piece, len(piece), now)
+            return
+        mac = eni.arp.get(nexthop)
+        if mac is None:
+            self.queue_for_arp(eni, nexthop, buf, length, now)
+            return
+        buf[10:22] = mac + eni.mac_bytes
+        self.counters["forwarded"] += 1
+        eni.counters["tx_packets"] += 1
+        eni.counters["tx_bytes"] += length - p.VNET_LEN
+        eni.tx(memoryview(buf)[:length])
+
+    def to_env(self, s: Session, buf: bytearray, length: int) -> None:
+        buf[10:22] = s.env.eth_in
+        self.counters["forwarded"] += 1
+        s.env.tx(memoryview(buf)[:length])
+
+    def new_session(self, env: EnvPort, eni: EniPort, buf: bytearray, length: int, l4: int,
+                    end: int, proto: int, now: float, stale: Session | None) -> Session | None:
         """Slow path: policy, port allocation and the new session, or None (counted)."""
         if stale is not None:
             self._free(eni, stale)
+        if proto == p.PROTO_TCP and buf[l4 + 13] & RST:
+            self.drop("no-session", eni)  # a RST opens nothing
+            return None
         for old in eni.table.reap(now):
             self._release(eni, old)
         if len(eni.table) >= eni.connection_limit:
             self.drop("eni-connection-limit", eni)
+            self.answer(env, buf, length, p.ICMP_UNREACH, p.UNREACH_ADMIN_PROHIBITED)
             return None
         if self.session_count() >= self.max_sessions:
             self.drop("table-full", eni)
@@ -253,12 +303,15 @@ class Pipeline:
         eni_port = eni.ports[proto].acquire(env.ip_bytes, env_port)
         if eni_port is None:
             self.drop("out-of-ports", eni)
+            self.answer(env, buf, length, p.ICMP_UNREACH, p.UNREACH_ADMIN_PROHIBITED)
             return None
         remote = bytes(buf[40:44])
-        timeout = {p.PROTO_TCP: self.timeouts.tcp_syn, p.PROTO_UDP: self.timeouts.udp,
-                   p.PROTO_ICMP: self.timeouts.icmp}[proto]
+        t = self.timeouts
+        timeout = {p.PROTO_TCP: t.tcp_syn, p.PROTO_UDP: t.udp, p.PROTO_ICMP: t.icmp}[proto]
         s = make_session(proto, env, env.ip_bytes, env_port, remote, remote_port,
                          eni.ip_bytes, eni_port, eni.nexthop(remote), timeout, now)
+        if proto == p.PROTO_TCP:
+            tcpstate.start(s, buf, l4, end, buf[l4 + 13], now, t)
         eni.table.add(s)
         self.counters["sessions_created"] += 1
         return s
@@ -275,22 +328,31 @@ class Pipeline:
     def from_eni(self, eni: EniPort, buf: bytearray, length: int, now: float) -> None:
         eni.counters["rx_packets"] += 1
         eni.counters["rx_bytes"] += length - p.VNET_LEN
-        l4 = self._l4_offset(buf, length, eni)
-        if not l4:
+        end = self._ip_end(buf, length, eni)
+        if not end:
+            return
+        if (buf[30] & 0x1F) or buf[31]:
+            self.fragment_from_eni(eni, buf, length, end, now)
+            return
+        l4 = p.IP + ((buf[24] & 0x0F) << 2)
+        proto = buf[33]
+        if l4 + (20 if proto == p.PROTO_TCP else 8) > end:
+            self.drop("truncated", eni)
             return
         if buf[40:44] != eni.ip_bytes:
             self.drop("not-for-eni", eni)
             return
-        proto = buf[33]
-        if proto == p.PROTO_ICMP:
-            icmp_type = buf[l4]
-            if icmp_type != p.ICMP_ECHO_REPLY:
-                self.drop("inbound-to-eni" if icmp_type == p.ICMP_ECHO else "icmp-unsupported",
-                          eni)
+        if proto == p.PROTO_TCP or proto == p.PROTO_UDP:
+            key = (proto | INBOUND, IPS(buf, 36)[0], WORD32(buf, l4)[0])
+        elif proto == p.PROTO_ICMP:
+            kind = buf[l4]
+            if kind in p.ICMP_ERRORS:
+                self.icmp_error_from_eni(eni, buf, length, l4, end, now)
+                return
+            if kind != p.ICMP_ECHO_REPLY:
+                self.drop("inbound-to-eni" if kind == p.ICMP_ECHO else "icmp-unsupported", eni)
                 return
             key = (proto | INBOUND, IPS(buf, 36)[0], WORD16(buf, l4 + 4)[0] << 16)
-        elif proto == p.PROTO_TCP or proto == p.PROTO_UDP:
-            key = (proto | INBOUND, IPS(buf, 36)[0], WORD32(buf, l4)[0])
         else:
             self.drop("unknown-protocol", eni)
             return
@@ -301,7 +363,17 @@ class Pipeline:
         if buf[32] <= 1:
             self.drop("ttl-expired", eni)
             return
-        self._refresh_on_reply(s, now)
+        if proto == p.PROTO_TCP:
+            flags = buf[l4 + 13]
+            if flags & FAST_MASK == ACK and s.state == ESTABLISHED and s.replied:
+                s.ack_in, s.win_in = ACK_WIN(buf, l4 + 8)
+                s.expires = now + s.timeout
+            elif not tcpstate.track(s, buf, l4, end, flags, True, now, self.timeouts):
+                self.drop("tcp-rst-out-of-window", eni)
+                return
+        else:
+            self._refresh_on_reply(s, now)
+        fkey = fragments.key_of(IN, buf) if buf[30] & p.IP_MF else None
         buf[40:44] = s.env_ip
         if proto == p.PROTO_ICMP:
             buf[l4 + 4:l4 + 6] = s.in_l4
@@ -313,6 +385,8 @@ class Pipeline:
         buf[10:22] = s.env.eth_in
         self.counters["forwarded"] += 1
         s.env.tx(memoryview(buf)[:length])
+        if fkey is not None:
+            self._first_fragment(eni, fkey, s, buf, now, True)
 
     @staticmethod
     def _opens_flow(buf: bytearray, l4: int, proto: int) -> bool:
@@ -324,11 +398,134 @@ class Pipeline:
     def _refresh_on_reply(self, s: Session, now: float) -> None:
         if not s.replied:
             s.replied = True
-            if s.proto == p.PROTO_TCP:
-                s.timeout = self.timeouts.tcp_established
-            elif s.proto == p.PROTO_UDP:
+            if s.proto == p.PROTO_UDP:
                 s.timeout = self.timeouts.udp_replied
         s.expires = now + s.timeout
+
+    # -- ICMP errors about tracked flows ----------------------------------------------
+    def icmp_error_from_eni(self, eni: EniPort, buf: bytearray, length: int, l4: int, end: int,
+                            now: float) -> None:
+        found = self._error_session(eni, buf, l4, end, True, now)
+        if found is None:
+            return
+        s, q, ql4 = found
+        if buf[32] <= 1:
+            self.drop("ttl-expired", eni)
+            return
+        icmp.restore(buf, l4, end, q, ql4, s, True, not buf[0] & p.VNET_F_NEEDS_CSUM)
+        self._rewrite_ip(buf, 40, s.env_ip, s.ip_in)
+        self.to_env(s, buf, length)
+
+    def icmp_error_from_env(self, eni: EniPort, buf: bytearray, length: int, l4: int,
+                            end: int, now: float) -> None:
+        found = self._error_session(eni, buf, l4, end, False, now)
+        if found is None:
+            return
+        s, q, ql4 = found
+        if buf[32] <= 1:
+            self.drop("ttl-expired", eni)
+            return
+        icmp.restore(buf, l4, end, q, ql4, s, False, not buf[0] & p.VNET_F_NEEDS_CSUM)
+        self._rewrite_ip(buf, 36, eni.ip_bytes, s.ip_out)
+        self.to_vpc(eni, eni.nexthop(bytes(buf[40:44])), buf, length, now)
+
+    def _error_session(self, eni: EniPort, buf: bytearray, l4: int, end: int, inbound: bool,
+                       now: float) -> tuple[Session, int, int] | None:
+        """The live session an ICMP error quotes and the quote's offsets, or None (counted)."""
+        if buf[30] & p.IP_MF:
+            self.drop("fragment", eni)  # a fragmented error cannot be checked
+            return None
+        if not buf[0] & p.VNET_F_NEEDS_CSUM and not icmp.checksum_ok(buf, l4, end):
+            self.drop("icmp-bad-checksum", eni)
+            return None
+        found = icmp.locate(buf, l4, end, inbound)
+        s = eni.table.sessions.get(found[0]) if found is not None else None
+        if s is None or s.expires < now:
+            self.drop("icmp-error-no-session", eni)
+            return None
+        return s, found[1], found[2]
+
+    # -- fragments ----------------------------------------------------------------------
+    def fragment_from_env(self, env: EnvPort, eni: EniPort | None, buf: bytearray,
+                          length: int, end: int, now: float) -> None:
+        """A non-first fragment from an environment."""
+        if buf[36:40] != env.ip_bytes:
+            self.drop("spoofed", eni)
+        elif buf[33] not in p.L4_CSUM:
+            self.drop("unknown-protocol", eni)
+        elif eni is None:
+            self.drop("no-vpc")
+        elif buf[40:44] == eni.ip_bytes:
+            self.drop("to-hyperplane", eni)
+        elif buf[32] <= 1:
+            self.drop("ttl-expired", eni)  # no ICMP error about a non-first fragment
+        else:
+            self._fragment(eni, buf, length, end, OUT, now)
+
+    def fragment_from_eni(self, eni: EniPort, buf: bytearray, length: int, end: int,
+                          now: float) -> None:
+        """A non-first fragment from the VPC."""
+        if buf[40:44] != eni.ip_bytes:
+            self.drop("not-for-eni", eni)
+        elif buf[33] not in p.L4_CSUM:
+            self.drop("unknown-protocol", eni)
+        elif buf[32] <= 1:
+            self.drop("ttl-expired", eni)
+        else:
+            self._fragment(eni, buf, length, end, IN, now)
+
+    def _fragment(self, eni: EniPort, buf: bytearray, length: int, end: int, direction: int,
+                  now: float) -> None:
+        offset, payload, more = fragments.span(buf)
+        if offset + payload > 0xFFFF - 20:
+            self.drop("fragment", eni)
+            return
+        key = fragments.key_of(direction, buf)
+        entry = eni.frags.get(key, now)
+        if entry is None or entry.session is None:
+            held, timed_out = eni.frags.hold(key, bytearray(buf[:length]), offset, payload,
+                                             more, now)
+            if timed_out:
+                self.drop("fragment-timeout", eni, timed_out)
+            if not held:
+                self.drop("fragment-dropped", eni)
+            return
+        s = entry.session
+        if s.dead or s.expires < now:
+            self.drop("fragment-dropped", eni)
+            return
+        eni.frags.account(entry, offset, payload, more)
+        self._send_fragment(eni, s, buf, length, end, direction, now)
+
+    def _send_fragment(self, eni: EniPort, s: Session, buf: bytearray, length: int, end: int,
+                       direction: int, now: float) -> None:
+        if direction == IN:
+            self._rewrite_ip(buf, 40, s.env_ip, s.ip_in)
+            s.pkts_in += 1
+            s.bytes_in += length - p.ETH
+            self.to_env(s, buf, length)
+            return
+        split = False
+        if end - p.IP > eni.mtu and not buf[p.VNET_GSO_TYPE]:
+            if buf[30] & p.IP_DF:
+                self.drop("mtu-exceeded", eni)
+                return
+            split = True
+        self._rewrite_ip(buf, 36, eni.ip_bytes, s.ip_out)
+        s.pkts_out += 1
+        s.bytes_out += length - p.ETH
+        self.to_vpc(eni, s.nexthop, buf, length, now, split)
+
+    def _first_fragment(self, eni: EniPort, key: fragments.FragKey, s: Session,
+                        buf: bytearray, now: float, inbound: bool) -> None:
+        """Remember the session of a first fragment just sent; send what was held for it."""
+        payload = ((buf[26] << 8) | buf[27]) - ((buf[24] & 0x0F) << 2)
+        held, timed_out = eni.frags.first(key, s, payload, True, now)
+        if timed_out:
+            self.drop("fragment-timeout", eni, timed_out)
+        for frame in held:
+            end = p.IP + ((frame[26] << 8) | frame[27])
+            self._send_fragment(eni, s, frame, len(frame), end, IN if inbound else OUT, now)
 
     # -- ARP ----------------------------------------------------------------------
     def arp_from_env(self, env: EnvPort, buf: bytearray, length: int) -> None:
@@ -385,7 +582,7 @@ class Pipeline:
         entry[2].append(bytearray(buf[:length]))
 
     def tick(self, now: float) -> None:
-        """Timers: ARP retries and give-ups (called a few times a second at most)."""
+        """Timers: ARP retries and give-ups, held fragments timing out (a few times a second)."""
         for eni in self.enis.values():
             for ip, entry in list(eni.pending.items()):
                 if now - entry[0] > ARP_GIVE_UP:
@@ -395,6 +592,9 @@ class Pipeline:
                 elif now - entry[1] >= ARP_RETRY:
                     entry[1] = now
                     eni.tx(eni.arp_request(ip))
+            timed_out = eni.frags.expire(now)
+            if timed_out:
+                self.drop("fragment-timeout", eni, timed_out)
 
     def has_timers(self) -> bool:
-        return any(e.pending for e in self.enis.values())
+        return any(e.pending or e.frags.waiting() for e in self.enis.values())

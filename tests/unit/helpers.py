@@ -10,6 +10,7 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet, Raw
 
 from hyperplane import packet as p
+from hyperplane.conntrack import Session
 from hyperplane.pipeline import DROP_REASONS, EniPort, EnvPort, Pipeline
 
 ENI_IP = "10.0.1.4"
@@ -98,6 +99,34 @@ def udp_out(sport: int = 5353, chksum: int | None = None, env: int = 0) -> bytes
 def udp_back(eni_port: int, chksum: int | None = None) -> bytes:
     return vpc_frame(IP(src=DB_IP, dst=ENI_IP) / UDP(sport=53, dport=eni_port, chksum=chksum)
                      / b"answer!")
+
+
+def tcp_out(flags: str, seq: int, ack: int = 0, sport: int = 40000, window: int = 65535,
+            payload: bytes = b"", options: list | None = None, env: int = 0, dst: str = DB_IP,
+            dport: int = 8080, **ip_fields) -> bytes:
+    """A TCP segment from environment ``env`` with explicit sequence numbers."""
+    return env_frame(IP(src=ENV_IPS[env], dst=dst, **{"ttl": 64, **ip_fields})
+                     / TCP(sport=sport, dport=dport, flags=flags, seq=seq, ack=ack,
+                           window=window, options=options or []) / payload, env)
+
+
+def tcp_in(flags: str, seq: int, ack: int = 0, eni_port: int = 40000, window: int = 65535,
+           payload: bytes = b"", options: list | None = None, src: str = DB_IP,
+           sport: int = 8080, **ip_fields) -> bytes:
+    """A TCP segment from the VPC to the ENI with explicit sequence numbers."""
+    return vpc_frame(IP(src=src, dst=ENI_IP, **{"ttl": 64, **ip_fields})
+                     / TCP(sport=sport, dport=eni_port, flags=flags, seq=seq, ack=ack,
+                           window=window, options=options or []) / payload)
+
+
+def only_session(rig: Rig, now: float = 0.0) -> Session:
+    (s,) = rig.eni.table.live(now)
+    return s
+
+
+def ip_of(frame: bytes) -> bytes:
+    """The IPv4 packet of a frame (without the virtio and Ethernet headers)."""
+    return frame[p.IP:]
 
 
 def eni_port_of(frame: bytes) -> int:

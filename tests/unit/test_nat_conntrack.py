@@ -7,22 +7,32 @@ from helpers import (
     DB_IP,
     ENI_IP,
     ENV_IPS,
+    ENV_MACS,
+    GW_IP,
+    GW_MACS,
     Rig,
     assert_checksums_valid,
+    drop_delta,
+    drops,
     eni_port_of,
+    env_frame,
+    ip_of,
     make_rig,
+    only_session,
     parse,
     send,
     send_and_assert_no_replies,
     send_and_expect,
     syn,
     synack,
+    tcp_in,
+    tcp_out,
     udp_back,
     udp_out,
 )
 from hypothesis import given
 from hypothesis import strategies as st
-from scapy.layers.inet import IP, TCP
+from scapy.layers.inet import ICMP, IP, TCP, UDP
 
 from hyperplane import packet as p
 from hyperplane.conntrack import INBOUND, Table, Timeouts, make_session
@@ -221,14 +231,18 @@ def test_retransmitted_syns_do_not_refresh_a_tcp_session(rig: Rig) -> None:
                                now=31.0)
 
 
-def test_reply_makes_the_tcp_session_established(rig: Rig) -> None:
+def test_handshake_makes_the_tcp_session_established(rig: Rig) -> None:
     t = rig.pipeline.timeouts
     send(rig.pipeline, rig.env, syn(40000), now=0.0)
     send_and_expect(rig.pipeline, rig.eni, synack(40000), rig.env_out[0], now=10.0)
     (s,) = rig.eni.table.live(10.0)
-    assert s.replied and s.expires == 10.0 + t.tcp_established
-    send_and_expect(rig.pipeline, rig.env, syn(40000), rig.eni_out, now=300.0)  # refreshes now
-    back = send_and_expect(rig.pipeline, rig.eni, synack(40000), rig.env_out[0], now=600.0)
+    assert s.replied and s.expires == 10.0 + t.tcp_syn  # SYN_RECV
+    send_and_expect(rig.pipeline, rig.env, tcp_out("A", 1001, 5001), rig.eni_out, now=20.0)
+    assert s.expires == 20.0 + t.tcp_established
+    send_and_expect(rig.pipeline, rig.env, tcp_out("PA", 1001, 5001, payload=b"hi"),
+                    rig.eni_out, now=300.0)  # refreshes
+    back = send_and_expect(rig.pipeline, rig.eni, tcp_in("A", 5001, 1003), rig.env_out[0],
+                           now=600.0)
     assert_checksums_valid(back)
 
 
@@ -258,19 +272,53 @@ def test_new_sessions_reap_expired_ones_and_free_their_ports(rig: Rig) -> None:
     assert len(rig.eni.table) == 1 and rig.pipeline.counters["sessions_expired"] == 2
 
 
+def assert_refused_with_code_13(rig: Rig, frame: bytes, reason: str, now: float = 0.0) -> None:
+    """The flow is refused: one drop, and unreachable code 13 back to the environment."""
+    before, sent = drops(rig.pipeline), len(rig.eni_out)
+    send(rig.pipeline, rig.env, frame, now)
+    assert drop_delta(before, rig.pipeline) == {reason: 1} and len(rig.eni_out) == sent
+    error = parse(rig.env_out[0][-1])
+    assert (error.src, error.dst) == (GW_MACS[0], ENV_MACS[0])
+    assert (error[IP].src, error[IP].dst, error[ICMP].type, error[ICMP].code) == (
+        GW_IP, ENV_IPS[0], 3, 13)
+    assert bytes(error[ICMP].payload) == ip_of(frame)[:28]  # IPv4 header + 8 bytes
+    assert_checksums_valid(rig.env_out[0][-1])
+
+
 def test_connection_limit_is_enforced_per_eni() -> None:
     rig = make_rig(connection_limit=2)
     for port in (41000, 41001):
         send_and_expect(rig.pipeline, rig.env, syn(port), rig.eni_out)
-    send_and_assert_no_replies(rig.pipeline, rig.env, syn(41002), rig.outs(),
-                               "eni-connection-limit")
+    assert_refused_with_code_13(rig, syn(41002), "eni-connection-limit")
+    assert rig.eni.counters["eni-connection-limit"] == 1 and len(rig.eni.table) == 2
 
 
-def test_out_of_ports_is_counted() -> None:
+def test_out_of_ports_is_counted_and_existing_flows_keep_working() -> None:
     rig = make_rig(port_range=(2000, 2001))
     for port in (2000, 2001):
         send_and_expect(rig.pipeline, rig.env, syn(port), rig.eni_out)
-    send_and_assert_no_replies(rig.pipeline, rig.env, syn(2002), rig.outs(), "out-of-ports")
+    assert_refused_with_code_13(rig, syn(2002), "out-of-ports")
+    back = send_and_expect(rig.pipeline, rig.eni, synack(2000), rig.env_out[0], now=1.0)
+    assert parse(back)[TCP].dport == 2000
+
+
+def test_out_of_ports_recovers_after_expiry() -> None:
+    rig = make_rig(port_range=(2000, 2000))
+    send_and_expect(rig.pipeline, rig.env, udp_out(5353), rig.eni_out)
+    assert_refused_with_code_13(rig, udp_out(5354), "out-of-ports", now=1.0)
+    later = rig.pipeline.timeouts.udp + 1
+    out = send_and_expect(rig.pipeline, rig.env, udp_out(5354), rig.eni_out, now=later)
+    assert parse(out)[UDP].sport == 2000
+
+
+def test_refused_icmp_echo_gets_code_13_too() -> None:
+    rig = make_rig(port_range=(2000, 2000))
+    for ident in (7, 8):
+        frame = env_frame(IP(src=ENV_IPS[0], dst=DB_IP) / ICMP(type=8, id=ident) / b"ping")
+        if ident == 7:
+            send_and_expect(rig.pipeline, rig.env, frame, rig.eni_out)
+        else:
+            assert_refused_with_code_13(rig, frame, "out-of-ports")
 
 
 def test_table_full_is_counted(rig: Rig) -> None:
@@ -281,11 +329,21 @@ def test_table_full_is_counted(rig: Rig) -> None:
 
 def test_describe_reports_both_directions(rig: Rig) -> None:
     send(rig.pipeline, rig.env, syn(40000), now=0.0)
+    assert only_session(rig).describe(0.0)["state"] == "SYN_SENT"
     send(rig.pipeline, rig.eni, synack(40000), now=5.0)
+    assert only_session(rig).describe(5.0)["state"] == "SYN_RECV"
+    send(rig.pipeline, rig.env, tcp_out("A", 1001, 5001), now=5.0)
     (s,) = rig.eni.table.live(5.0)
     row = s.describe(5.0)
     assert row["protocol"] == "tcp" and row["replied"] and row["timeout"] == 350
+    assert row["state"] == "ESTABLISHED"
     assert row["original"] == {"src": ENV_IPS[0], "sport": 40000, "dst": DB_IP, "dport": 8080}
     assert row["reply"] == {"src": DB_IP, "sport": 8080, "dst": ENI_IP, "dport": 40000}
-    assert row["packets"] == {"original": 1, "reply": 1}
+    assert row["packets"] == {"original": 2, "reply": 1}
     assert parse(rig.env_out[0][-1])[TCP].dport == 40000
+
+
+def test_describe_has_no_state_for_udp(rig: Rig) -> None:
+    send(rig.pipeline, rig.env, udp_out(), now=0.0)
+    row = only_session(rig).describe(0.0)
+    assert row["protocol"] == "udp" and row["state"] is None and not row["replied"]
