@@ -92,6 +92,8 @@ volume_path = "$BUILD/storage/volumes"
 image_copy_tmp_dir = "$RUNSTATE/tmp"
 lock_type = "file"
 EOF
+# podman also makes short-lived files in /var/tmp whatever TMPDIR says: redirect it too
+mount --bind "$RUNSTATE/tmp" /var/tmp
 export CONTAINERS_STORAGE_CONF=$RUNSTATE/storage.conf
 export CONTAINERS_CONF=$RUNSTATE/containers.conf
 export TMPDIR=$RUNSTATE/tmp
