@@ -39,8 +39,14 @@ def _raise_nofile(want: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def serve(ports: list[int], ready: str | None, seconds: float) -> dict:
-    """An epoll server: each line received is answered with "ok"."""
+def serve(ports: list[int], ready: str | None, seconds: float,
+          close_ports: tuple[int, ...] = ()) -> dict:
+    """An epoll server: each line received is answered with "ok".
+
+    On ``close_ports`` the server closes right after answering (so TIME_WAIT
+    stays on the server side and the client can open connections for as long
+    as it likes); on the others connections are held until the client closes.
+    """
     _raise_nofile(200_000)
     ep = select.epoll()
     listeners = {}
@@ -51,10 +57,12 @@ def serve(ports: list[int], ready: str | None, seconds: float) -> dict:
         lsock.listen(4096)
         lsock.setblocking(False)
         listeners[lsock.fileno()] = lsock
+        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
         ep.register(lsock.fileno(), select.EPOLLIN)
     if ready:
         Path(ready).touch()
     conns: dict[int, socket.socket] = {}
+    closing: set[int] = set()
     accepted = 0
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -66,6 +74,8 @@ def serve(ports: list[int], ready: str | None, seconds: float) -> dict:
                     except BlockingIOError:
                         break
                     conn.setblocking(False)
+                    if conn.getsockname()[1] in close_ports:
+                        closing.add(conn.fileno())
                     conns[conn.fileno()] = conn
                     ep.register(conn.fileno(), select.EPOLLIN)
                     accepted += 1
@@ -80,6 +90,7 @@ def serve(ports: list[int], ready: str | None, seconds: float) -> dict:
             except OSError:
                 data = b""
             if not data:
+                closing.discard(fd)
                 ep.unregister(fd)
                 del conns[fd]
                 conn.close()
@@ -88,6 +99,11 @@ def serve(ports: list[int], ready: str | None, seconds: float) -> dict:
                 conn.send(b"ok\n")
             except OSError:
                 pass
+            if fd in closing:
+                closing.discard(fd)
+                ep.unregister(fd)
+                del conns[fd]
+                conn.close()
     return {"accepted": accepted}
 
 
@@ -143,7 +159,10 @@ def connrate(dst: str, port: int, seconds: float) -> dict:
         try:
             sock.connect((dst, port))
             sock.sendall(b"hi\n")
-            if sock.recv(16):
+            answer = sock.recv(16)
+            while answer and not answer.endswith(b"\n"):
+                answer += sock.recv(16)
+            if answer and sock.recv(16) == b"":  # the server closes first
                 done += 1
             else:
                 failed += 1
@@ -163,13 +182,15 @@ def hold(dst: str, ports: list[int], count: int, ready: str | None, seconds: flo
     failed = 0
     started = time.monotonic()
     for i in range(count):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.settimeout(5)
+        sock = None
         try:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.settimeout(5)
             sock.connect((dst, ports[i % len(ports)]))
             conns.append(sock)
         except OSError as exc:
-            sock.close()
+            if sock is not None:
+                sock.close()
             failed += 1
             if exc.errno in (errno.EMFILE, errno.ENFILE) or failed > 100:
                 break
@@ -190,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("serve")
     p.add_argument("--ports", required=True)
     p.add_argument("--ready")
+    p.add_argument("--close-ports", default="")
     p.add_argument("--seconds", type=float, default=3600)
     p = sub.add_parser("rtt")
     p.add_argument("--dst", required=True)
@@ -207,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=120)
     args = parser.parse_args(argv)
     if args.cmd == "serve":
-        result = serve([int(x) for x in args.ports.split(",")], args.ready, args.seconds)
+        close = tuple(int(x) for x in args.close_ports.split(",") if x)
+        result = serve([int(x) for x in args.ports.split(",")], args.ready, args.seconds, close)
     elif args.cmd == "rtt":
         result = rtt(args.dst, args.count, args.interval)
     elif args.cmd == "connrate":

@@ -144,8 +144,11 @@ class Bench:
         w["ping_p99"] = {"unit": "us", "higher_is_better": False, "paths": {
             name: summary([r[1] for r in values]) for name, values in rtts.items()}}
         self.results["extra"]["ping_lost"] = {n: sum(r[2] for r in v) for n, v in rtts.items()}
+
+    def connections(self) -> None:
+        """Last of the traffic workloads: its closed sessions linger for the TCP timeouts."""
         self.interleaved("connections_per_s", "conn/s",
-                         lambda p: workloads.connection_rate(p, plan.seconds))
+                         lambda p: workloads.connection_rate(p, self.plan.seconds))
 
     def concurrent(self) -> None:
         count = self.plan.concurrent
@@ -244,6 +247,7 @@ def run(plan: Plan, log=print) -> dict:
         bench.setup()
         bench.traffic()
         bench.concurrent()
+        bench.connections()
         bench.environments()
         bench.cold_starts()
     finally:

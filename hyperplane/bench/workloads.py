@@ -23,7 +23,11 @@ from pathlib import Path as FsPath
 from hyperplane import netlink
 
 IPERF_PORT = 5201
-PROBE_PORTS = (7000, 7001, 7002)
+CONNRATE_PORT = 7000
+# one server process and one client process per port: a process may hold at most
+# RLIMIT_NOFILE sockets (20,000 here, and the hard limit cannot be raised without
+# CAP_SYS_RESOURCE), so 65,000 connections are spread over four of each
+HOLD_PORTS = (7001, 7002, 7003, 7004)
 
 
 @dataclass
@@ -57,11 +61,15 @@ def start_servers(path: Path) -> None:
     path.servers.append(subprocess.Popen(
         ["iperf3", "-s", "-p", str(IPERF_PORT)], stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL, preexec_fn=enter))
-    path.servers.append(subprocess.Popen(
-        probe("serve", "--ports", ",".join(map(str, PROBE_PORTS)), "--ready", str(ready)),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=enter))
+    readies = []
+    for port in (CONNRATE_PORT, *HOLD_PORTS):
+        readies.append(ready.with_name(f"ready-{port}"))
+        path.servers.append(subprocess.Popen(
+            probe("serve", "--ports", str(port), "--ready", str(readies[-1]),
+                  "--close-ports", str(CONNRATE_PORT)),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=enter))
     deadline = time.monotonic() + 10
-    while not ready.exists() and time.monotonic() < deadline:
+    while not all(r.exists() for r in readies) and time.monotonic() < deadline:
         time.sleep(0.01)
     _wait_port(path, IPERF_PORT)
 
@@ -125,31 +133,46 @@ def ping_rtt(path: Path, count: int) -> tuple[float, float, int]:
 
 def connection_rate(path: Path, seconds: float) -> float:
     data = run_json(path.client_ns, probe("connrate", "--dst", path.server_ip, "--port",
-                                          str(PROBE_PORTS[0]), "--seconds", str(seconds)),
+                                          str(CONNRATE_PORT), "--seconds", str(seconds)),
                     timeout=seconds + 30)
     return data["per_second"]
 
 
 def hold_connections(path: Path, count: int, measure: Callable[[], dict]) -> dict:
     """Open ``count`` connections through the path; ``measure`` runs while they are held."""
-    ready = FsPath(tempfile.mkdtemp(prefix="hp-bench-")) / "held"
+    tmp = FsPath(tempfile.mkdtemp(prefix="hp-bench-"))
     before = measure()
-    proc = subprocess.Popen(
-        probe("hold", "--dst", path.server_ip, "--ports", ",".join(map(str, PROBE_PORTS[1:])),
-              "--count", str(count), "--ready", str(ready), "--seconds", "600"),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        preexec_fn=lambda: netlink.enter_netns(path.client_ns))
+    shares = [count // len(HOLD_PORTS) + (i < count % len(HOLD_PORTS))
+              for i in range(len(HOLD_PORTS))]
+    procs = []
     try:
+        for port, share in zip(HOLD_PORTS, shares, strict=True):
+            procs.append(subprocess.Popen(
+                probe("hold", "--dst", path.server_ip, "--ports", str(port), "--count",
+                      str(share), "--ready", str(tmp / f"held-{port}"), "--seconds", "600"),
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                preexec_fn=lambda: netlink.enter_netns(path.client_ns)))
+        readies = [tmp / f"held-{port}" for port in HOLD_PORTS]
         deadline = time.monotonic() + 600
-        while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+        while not all(r.exists() for r in readies) and time.monotonic() < deadline and \
+                all(p.poll() is None for p in procs):
             time.sleep(0.1)
-        if not ready.exists():
+        if not all(r.exists() for r in readies):
             raise RuntimeError(f"holding {count} connections through {path.name} failed")
-        opened = json.loads(ready.read_text())
+        held = [json.loads(r.read_text()) for r in readies]
+        opened = {"open": sum(h["open"] for h in held), "failed": sum(h["failed"] for h in held),
+                  "seconds": max(h["seconds"] for h in held)}
         after = measure()
     finally:
-        proc.stdin.close()
-        proc.wait(timeout=120)
+        for proc in procs:
+            if proc.stdin:
+                proc.stdin.close()
+        for proc in procs:
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     return {"opened": opened, "before": before, "after": after}
 
 
