@@ -12,7 +12,13 @@ and adjusts checksums incrementally (RFC 1624).  A full checksum field holds
 the complement of the ones'-complement sum; when the virtio header says
 NEEDS_CSUM the L4 field holds instead the *uncomplemented* pseudo-header sum
 that the kernel completes later, so it is adjusted with the opposite sign and
-only for pseudo-header (address) changes.
+only for pseudo-header (address) changes.  ``complete_checksum`` finishes such
+a frame in software instead (as the kernel's ``skb_checksum_help``), for the
+rare frame that must be cut into fragments.
+
+Builders (ARP frames, a plain IPv4 header) are here too.  This module knows
+layouts and arithmetic only; what to do with a frame is ``pipeline``'s (with
+``tcpstate``, ``icmp`` and ``fragments``).
 """
 
 from __future__ import annotations
