@@ -366,3 +366,14 @@ def test_env_port_unreachable_goes_out_from_the_eni(rig: Rig) -> None:
     quote = ip_of(out)[28:]
     assert quote == expected_quote(reply) and p.ipv4_checksum_ok(quote[:20])
     assert_checksums_valid(out)
+
+
+def test_error_with_a_partial_checksum_leaves_the_outer_checksum_to_the_kernel(rig: Rig) -> None:
+    sent = send_and_expect(rig.pipeline, rig.env, udp_out(5353), rig.eni_out)
+    error = bytearray(vpc_error(ip_of(sent)))
+    icmp_at = p.IP + 20
+    error[icmp_at + 2:icmp_at + 4] = b"\0\0"  # what an skb with CHECKSUM_PARTIAL carries
+    error[:10] = struct.pack("<BBHHHH", p.VNET_F_NEEDS_CSUM, 0, 0, 0, 34, 2)
+    got = send_and_expect(rig.pipeline, rig.eni, bytes(error), rig.env_out[0])
+    assert got[icmp_at + 2:icmp_at + 4] == b"\0\0"
+    assert IP(ip_of(got)[28:]).src == ENV_IPS[0] and p.ipv4_checksum_ok(ip_of(got)[:20])

@@ -7,8 +7,9 @@ import struct
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
-from scapy.layers.inet import IP, TCP
+from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import ARP, Ether
+from scapy.packet import Raw
 from scapy.utils import checksum as scapy_checksum
 
 from hyperplane import packet as p
@@ -201,3 +202,53 @@ def test_parse_arp_rejects_short_frames() -> None:
     frame = p.arp_frame(1, MAC_A, IP_A, bytes(6), IP_B)
     assert p.parse_arp(frame, len(frame) - 1) is None
     assert p.parse_arp(frame[:30], 30) is None
+
+
+# -- builders and software checksum completion ------------------------------------------------
+
+
+@given(src=ipv4, dst=ipv4, ttl=st.integers(0, 255), ident=st.integers(0, 0xFFFF))
+def test_ipv4_header_has_a_valid_checksum(src: bytes, dst: bytes, ttl: int, ident: int) -> None:
+    header = p.ipv4_header(60, ident, 0x4000, ttl, 17, src, dst, 0xC0)
+    assert len(header) == 20 and p.ipv4_checksum_ok(header)
+    parsed = IP(header)
+    assert (parsed.len, parsed.id, parsed.ttl, parsed.proto, parsed.tos) == (60, ident, ttl,
+                                                                              17, 0xC0)
+
+
+def partial(l4, payload: bytes) -> bytearray:
+    """A frame as Linux hands over a CHECKSUM_PARTIAL skb (pseudo-header sum in the field)."""
+    proto = 6 if l4 is TCP else 17
+    seg = bytearray(bytes(l4(sport=1, dport=2) / payload))
+    at = 16 if proto == 6 else 6
+    pseudo = p.ones_sum(bytes([10, 0, 0, 1, 10, 0, 0, 2, 0, proto])
+                        + len(seg).to_bytes(2, "big"))
+    seg[at:at + 2] = pseudo.to_bytes(2, "big")
+    vnet = struct.pack("<BBHHHH", p.VNET_F_NEEDS_CSUM, 0, 0, 0, 34, at)
+    ip = IP(src="10.0.0.1", dst="10.0.0.2", proto=proto) / Raw(bytes(seg))
+    return bytearray(vnet + bytes(Ether() / ip))
+
+
+@pytest.mark.parametrize("l4", [TCP, UDP], ids=["tcp", "udp"])
+@given(payload=st.binary(max_size=300))
+def test_complete_checksum_gives_what_scapy_computes(l4, payload: bytes) -> None:
+    frame = partial(l4, payload)
+    p.complete_checksum(frame, len(frame))
+    assert frame[0] == 0
+    done = IP(bytes(frame[p.IP:]))
+    want = IP(bytes(IP(src="10.0.0.1", dst="10.0.0.2") / l4(sport=1, dport=2) / payload))
+    assert done[l4].chksum == want[l4].chksum
+
+
+def test_complete_checksum_leaves_other_frames_alone_and_survives_bad_offsets() -> None:
+    frame = partial(TCP, b"data")
+    plain = bytearray(frame)
+    plain[0] = 0
+    untouched = bytes(plain)
+    p.complete_checksum(plain, len(plain))
+    assert bytes(plain) == untouched
+    for start, offset in ((0, 16), (34, 4000), (9000, 0)):
+        bad = bytearray(frame)
+        struct.pack_into("<HH", bad, 6, start, offset)
+        p.complete_checksum(bad, len(bad))
+        assert bad[0] == 0 and bad[p.ETH:p.IP + 20] == frame[p.ETH:p.IP + 20]
