@@ -30,6 +30,7 @@ from hyperplane.controller.envs import Env, new_env
 from hyperplane.topology import Function, Topology, load_topology, parse_topology
 
 READY_TIMEOUT = 15.0
+BUILD_CHUNK = 64  # environments built per plan (fewer than netlink.SOCKET_CACHE namespaces)
 
 
 class UsageError(Exception):
@@ -278,8 +279,10 @@ def _make_envs(running: Running, function: Function, count: int) -> list[Env]:
         data["namespaces"].append(env.netns)
         made.append(env)
     state.save(data)  # recorded before anything exists, so cleanup always finds it
-    objs = frozenset(o for env in made for o in fabric.env_objects(env))
-    build.apply(fabric.plan(frozenset(), objs))
+    for start in range(0, len(made), BUILD_CHUNK):  # chunks keep netlink sockets cached
+        objs = frozenset(o for env in made[start:start + BUILD_CHUNK]
+                         for o in fabric.env_objects(env))
+        build.apply(fabric.plan(frozenset(), objs))
     push_config(running)
     for env in made:
         data["procs"][env.id] = _spawn_agent(running, function, env)

@@ -38,7 +38,10 @@ NETNS_DIR = "/var/run/netns"
 CLONE_NEWNET = 0x40000000
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _SOCKETS: dict[str, IPRoute] = {}
-SOCKET_CACHE = 32
+SOCKET_CACHE = 128
+_INDEX: dict[tuple[str, str], int] = {}  # (namespace, ifname) -> ifindex, learnt once
+_CREATED_UP: set[tuple[str, str]] = set()  # links this process created already up
+LOOPBACK_INDEX = 1  # lo is always the first interface of a new namespace
 
 
 def check_name(name: str) -> str:
@@ -81,7 +84,7 @@ def ensure_netns(name: str) -> None:
         finally:
             netns.popns()
     with ipr(name) as ip:
-        ip.link("set", index=ip.link_lookup(ifname="lo")[0], state="up")
+        ip.link("set", index=LOOPBACK_INDEX, state="up")
 
 
 def remove_netns(name: str) -> None:
@@ -89,6 +92,8 @@ def remove_netns(name: str) -> None:
     cached = _SOCKETS.pop(name, None)
     if cached is not None:
         cached.close()
+    for key in [k for k in _INDEX if k[0] == name]:
+        del _INDEX[key]
     if netns_exists(name):
         try:
             netns.remove(name)
@@ -149,15 +154,15 @@ def add_veth(ns: str, ifname: str, peer_ns: str, peer_ifname: str,
     check_name(ifname)
     check_name(peer_ifname)
     with ipr(ns) as ip:
-        if _index(ip, ifname) is not None:
-            return
         peer: dict = {"ifname": peer_ifname, "net_ns_fd": peer_ns, "mtu": mtu}
         if peer_mac:
             peer["address"] = peer_mac
-        kwargs: dict = {"ifname": ifname, "kind": "veth", "peer": peer, "mtu": mtu}
+        kwargs: dict = {"ifname": ifname, "kind": "veth", "peer": peer, "mtu": mtu,
+                        "state": "up"}
         if mac:
             kwargs["address"] = mac
-        _tolerate(errno.EEXIST, ip.link, "add", **kwargs)
+        if _tolerate(errno.EEXIST, ip.link, "add", **kwargs) is not None:
+            _CREATED_UP.add((ns, ifname))
 
 
 def add_bridge(ns: str, ifname: str) -> None:
@@ -170,12 +175,14 @@ def add_bridge(ns: str, ifname: str) -> None:
 
 def set_master(ns: str, ifname: str, bridge: str) -> None:
     with ipr(ns) as ip:
-        ip.link("set", index=_require(ip, ifname), master=_require(ip, bridge))
+        ip.link("set", index=_require(ip, ifname, ns), master=_require(ip, bridge, ns))
 
 
 def link_up(ns: str, ifname: str) -> None:
+    if (ns, ifname) in _CREATED_UP:
+        return
     with ipr(ns) as ip:
-        ip.link("set", index=_require(ip, ifname), state="up")
+        ip.link("set", index=_require(ip, ifname, ns), state="up")
 
 
 def delete_link(ns: str, ifname: str) -> None:
@@ -185,6 +192,8 @@ def delete_link(ns: str, ifname: str) -> None:
         index = _index(ip, ifname)
         if index is not None:
             _tolerate(errno.ENODEV, ip.link, "del", index=index)
+    _INDEX.pop((ns, ifname), None)
+    _CREATED_UP.discard((ns, ifname))
 
 
 def link_names(ns: str) -> list[str]:
@@ -192,10 +201,15 @@ def link_names(ns: str) -> list[str]:
         return [link.get("IFLA_IFNAME") for link in ip.link("dump")]
 
 
-def _require(ip: IPRoute, ifname: str) -> int:
+def _require(ip: IPRoute, ifname: str, ns: str | None = None) -> int:
+    """The index of ``ifname``, waiting for it to appear; cached per namespace."""
+    if ns is not None and (ns, ifname) in _INDEX:
+        return _INDEX[(ns, ifname)]
     index = _wait_index(ip, ifname)
     if index is None:
         raise LookupError(f"interface {ifname} did not appear")
+    if ns is not None:
+        _INDEX[(ns, ifname)] = index
     return index
 
 
@@ -210,7 +224,7 @@ def _wait_index(ip: IPRoute, ifname: str, timeout: float = 5.0) -> int | None:
 
 def add_address(ns: str, ifname: str, address: str, prefixlen: int) -> None:
     with ipr(ns) as ip:
-        _tolerate(errno.EEXIST, ip.addr, "add", index=_require(ip, ifname),
+        _tolerate(errno.EEXIST, ip.addr, "add", index=_require(ip, ifname, ns),
                   address=address, prefixlen=prefixlen)
 
 
@@ -222,7 +236,7 @@ def add_route(ns: str, dst: str | None, gateway: str | None = None,
         if gateway:
             kwargs["gateway"] = gateway
         if ifname:
-            kwargs["oif"] = _require(ip, ifname)
+            kwargs["oif"] = _require(ip, ifname, ns)
             if not gateway:
                 kwargs["scope"] = 253  # link
         _tolerate(errno.EEXIST, ip.route, "add", **kwargs)
