@@ -247,12 +247,12 @@ if ! pm image exists "$IMAGE"; then
   t0=$SECONDS
   BASE=localhost/hyperplane-rootfs:$ROOTFS_KEY
   pm image exists "$BASE" || \
-    tar -C "$ROOTFS" -c . | pm import -q --change 'CMD ["/bin/bash"]' - "$BASE" >/dev/null
+    tar -C "$ROOTFS" -c . | timeout 600 "${PODMAN[@]}" import -q --change 'CMD ["/bin/bash"]' - "$BASE" >/dev/null
   bounded 600 "${PODMAN[@]}" run --name "$RUN_ID-venv" "${RUN_OPTS[@]}" -v "$WHEELS:/wheels:ro" "$BASE" \
     sh -c 'python3 -m venv /opt/venv &&
            /opt/venv/bin/pip install -q --no-index --find-links /wheels -r /wheels/requirements.txt' \
     || die "installing the wheelhouse inside the container failed"
-  pm commit -q --change 'ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+  timeout 300 "${PODMAN[@]}" commit -q --change 'ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'WORKDIR /hyperplane' "$RUN_ID-venv" "$IMAGE" >/dev/null
   pm rm "$RUN_ID-venv" >/dev/null
   # Older images (a previous key) are dropped so the cache does not grow.
@@ -311,7 +311,7 @@ say "suite finished in $((SECONDS - t0)) s with exit $suite_rc"
 
 # --- results --------------------------------------------------------------------------------
 [ -s "$BUILD/results/junit.xml" ] || die "no JUnit XML came out of the container (exit $suite_rc)"
-summary=$(python3 - "$BUILD/results/junit.xml" <<'EOF'
+summary=$("$HOST_PY" - "$BUILD/results/junit.xml" <<'EOF'
 import sys
 import xml.etree.ElementTree as ET
 root = ET.parse(sys.argv[1]).getroot()
