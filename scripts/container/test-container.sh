@@ -301,9 +301,10 @@ bounded "$SUITE_TIMEOUT" "${PODMAN[@]}" run --name "$RUN_ID-suite" --privileged 
   bash -c 'set -e
     pip install -q --no-index --no-deps --no-build-isolation -e /hyperplane >/results/pip.log 2>&1 ||
       { cat /results/pip.log; exit 3; }
-    # word splitting of PYTEST_ARGS is wanted here
+    # PYTEST_ARGS is shell words, as in the Makefile: -k "a or b" stays one argument
+    eval "set -- $PYTEST_ARGS"
     exec pytest -q -rfEs -p no:cacheprovider --junitxml=/results/junit.xml \
-      tests/unit tests/integration $PYTEST_ARGS'
+      tests/unit tests/integration "$@"'
 suite_rc=$?
 set -e
 remove_leftovers
