@@ -66,6 +66,11 @@ mount -o remount,bind,ro /var/lib
 # every run and removed at the end. Locks are files there too (no /dev/shm lock).
 RUNSTATE=$BUILD/run
 rm -rf "$RUNSTATE"
+# podman's database records the paths it was made with: a moved or copied tree starts afresh
+if [ -d "$BUILD/storage" ] && [ "$(cat "$BUILD/storage.path" 2>/dev/null)" != "$BUILD" ]; then
+  rm -rf "$BUILD/storage"
+fi
+echo "$BUILD" >"$BUILD/storage.path"
 mkdir -p "$BUILD/storage" "$RUNSTATE/storage" "$RUNSTATE/libpod" "$RUNSTATE/tmp" \
          "$RUNSTATE/networks" "$BUILD/results"
 cat >"$RUNSTATE/storage.conf" <<EOF
@@ -141,7 +146,7 @@ host_state() {
   local place
   for place in /var/lib/containers /run/containers /run/libpod /var/run/libpod \
                /dev/shm/libpod_lock /etc/containers/networks /sys/fs/cgroup/*/libpod_parent \
-               /sys/fs/cgroup/*/hp-test-* /sys/fs/cgroup/hp-test-*; do
+               /sys/fs/cgroup/*"$CGROUP_PARENT" /sys/fs/cgroup"$CGROUP_PARENT"; do
     [ -e "$place" ] && echo "exists: $place"
   done
   # mounts in the host's (PID 1's) mount namespace under the build folder
