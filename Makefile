@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 TOOLS := ip:iproute2 ping:iputils-ping curl:curl iperf3:iperf3 nft:nftables \
          tcpdump:tcpdump ethtool:ethtool traceroute:traceroute
 
-.PHONY: install system-deps demo test test-unit test-integration lint bench bench-quick test-container clean help
+.PHONY: install system-deps demo test test-unit test-integration lint fuzz bench bench-quick test-container clean help
 
 help:
 	@echo "make install | demo | test | test-unit | test-integration | lint | bench | clean"
@@ -55,6 +55,9 @@ test-container: install
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+fuzz: $(STAMP)
+	$(BIN)/python scripts/fuzz.py --frames $(or $(FRAMES),1000000)
 
 bench: install
 	$(BIN)/hyperplane bench $(BENCH_ARGS)

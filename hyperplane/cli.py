@@ -205,7 +205,8 @@ def conntrack(eni_id: str | None, as_json: bool) -> None:
     text = []
     for r in rows:
         o, p = r["original"], r["reply"]
-        text.append(f"{r['protocol']:<5} {r['timeout']:>6} src={o['src']} dst={o['dst']} "
+        text.append(f"{r['protocol']:<5} {r['timeout']:>6} {(r.get('state') or ''):<11} "
+                    f"src={o['src']} dst={o['dst']} "
                     f"sport={o['sport']} dport={o['dport']} packets={r['packets']['original']} "
                     f"bytes={r['bytes']['original']} src={p['src']} dst={p['dst']} "
                     f"sport={p['sport']} dport={p['dport']} packets={r['packets']['reply']} "

@@ -105,10 +105,12 @@ class Dataplane:
             if eni is None:
                 eni = EniPort(eni_id, e["ifname"], e["ip"], e["mac"], e["cidr"], e["gateway"],
                               int(e.get("connection_limit", 65000)),
-                              tuple(e.get("port_range", (1024, 65535))))
+                              tuple(e.get("port_range", (1024, 65535))),
+                              int(e.get("mtu", 1500)))
                 pl.enis[eni_id] = eni
                 self._open(eni)
             eni.connection_limit = int(e.get("connection_limit", eni.connection_limit))
+            eni.mtu = int(e.get("mtu", eni.mtu))
             pl.resolve(eni, eni.gateway_bytes, now)
         wanted_envs = {e["ifname"]: e for e in config.get("envs", [])}
         for ifname in list(pl.envs):

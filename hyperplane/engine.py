@@ -188,7 +188,7 @@ def snapshot(running: Running) -> dict:
     enis = [{"id": e.id, "ifname": e.plane_link, "ip": e.ip, "mac": e.mac,
              "cidr": e.subnet_cidr, "gateway": ipam.gateway(e.subnet_cidr),
              "connection_limit": dataplane["eni_connection_limit"],
-             "port_range": dataplane["port_range"]}
+             "port_range": dataplane["port_range"], "mtu": names.LINK_MTU}
             for e in running.enis]
     envs = [{"ifname": e.plane_link, "ip": e.ip, "mac": e.mac, "gateway_ip": names.ENV_GATEWAY,
              "gateway_mac": e.gateway_mac, "eni": e.eni_id} for e in running.envs]

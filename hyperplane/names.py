@@ -23,6 +23,7 @@ IFNAMSIZ = 15
 ENV_GATEWAY = "169.254.0.1"      # the address Hyperplane answers for on every env link
 ENV_NETWORK = "169.254.0.0/16"   # execution environments' private addresses
 ENV_POOL = "169.254.128.0/17"    # addresses handed to environments
+LINK_MTU = 1500                  # every link the fabric makes
 
 
 def router_ns(vpc_index: int) -> str:

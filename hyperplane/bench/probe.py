@@ -195,9 +195,10 @@ def hold(dst: str, ports: list[int], count: int, ready: str | None, seconds: flo
             if exc.errno in (errno.EMFILE, errno.ENFILE) or failed > 100:
                 break
     opened = time.monotonic() - started
-    if ready:
-        Path(ready).write_text(json.dumps({"open": len(conns), "failed": failed,
-                                           "seconds": opened}))
+    if ready:  # written whole, then renamed: a reader never sees it half-written
+        Path(ready + ".tmp").write_text(json.dumps({"open": len(conns), "failed": failed,
+                                                    "seconds": opened}))
+        os.replace(ready + ".tmp", ready)
     # hold until told to stop (stdin closes) or the time is up
     select.select([sys.stdin], [], [], seconds)
     for sock in conns:
