@@ -35,6 +35,7 @@ from hyperplane.pipeline import EniPort, EnvPort, Pipeline
 from hyperplane.ports import PacketSocket
 
 BATCH = 64
+SPIN = 0.0002  # seconds of polling without sleep after traffic (adaptive, idle CPU stays 0)
 BUFFER = 65536 + 256
 
 
@@ -183,13 +184,22 @@ class Dataplane:
         receive = pl.receive
         server_fd = self.server.fileno()
         last_tick = 0.0
+        spin_until = 0.0
         while self.running:
-            timeout = 0.05 if pl.has_timers() else 1.0
+            # Adaptive polling: right after traffic, look again without sleeping for a
+            # short while (a reply usually follows within tens of microseconds), so a
+            # request/response pays one wake-up instead of two; idle, block in epoll.
+            if time.monotonic() < spin_until:
+                timeout = 0
+            else:
+                timeout = 0.05 if pl.has_timers() else 1.0
             try:
                 events = self.epoll.poll(timeout)
             except InterruptedError:
                 continue
             now = time.monotonic()
+            if events:
+                spin_until = now + SPIN
             for fd, _mask in events:
                 if fd == server_fd:
                     self.handle_control()
