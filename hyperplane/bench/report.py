@@ -128,8 +128,10 @@ def table_text(results: dict) -> str:
 
 def markdown(results: dict) -> str:
     m = results["machine"]
+    load = f", load average at the end {m['load_average']}" if "load_average" in m else ""
     out = [f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, Linux {m['kernel']}, "
-           f"Python {m['python']}. Plan: {results['plan']}. Took {results['seconds']:.0f} s.",
+           f"Python {m['python']}{load}. Plan: {results['plan']}. "
+           f"Took {results['seconds']:.0f} s.",
            "", "| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
     out += ["| " + " | ".join(r) + " |" for r in rows(results)]
     out += [""] + [f"- {line}" for line in extra_lines(results)]

@@ -219,7 +219,8 @@ def machine() -> dict:
     except OSError:
         pass
     return {"cpu": model, "cores": os.cpu_count(), "kernel": os.uname().release,
-            "python": sys.version.split()[0], "memory_gb": round(_mem_total() / 2**30, 1)}
+            "python": sys.version.split()[0], "memory_gb": round(_mem_total() / 2**30, 1),
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
 
 
 def _mem_total() -> int:
