@@ -4,6 +4,7 @@ Test side (imported by ``test_dataplane_*.py``):
 
 * ``stats`` / ``conntrack`` / ``drops`` / ``delta``: the dataplane's counters and sessions
   through the real CLI (``hyperplane stats --json``, ``hyperplane conntrack --json``);
+  ``conntrack_now`` the same sessions from the control socket, for fine-grained polls;
 * ``Job``: a ``hyperplane exec`` command in the background with line-by-line stdout (and
   stdin), always stopped (SIGTERM, then SIGKILL) by ``Job.stop``;
 * ``serving`` / ``capturing``: paired start/stop of this module's ``serve`` and of
@@ -26,6 +27,7 @@ or an execution environment (``hyperplane exec db -- ...`` or ``hyperplane exec
     inject       craft TCP/UDP packets (scapy) and send them with a raw socket
     rst-after    watch a flow on eth0, then send a RST relative to the last ACK seen
     flows        open one flow of each kind the timeouts apply to, hold them for a while
+    exhaust      hold N connections, try one more, then retry until one is accepted
 
 scapy is imported only by the commands that build packets, so the others start fast.
 """
@@ -44,6 +46,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -87,6 +90,14 @@ def stats(state_dir: Path) -> dict:
 def conntrack(state_dir: Path) -> list[dict]:
     from tests.integration import hp
     return hp.run_json("conntrack", state_dir=state_dir)
+
+
+def conntrack_now(state_dir: Path) -> list[dict]:
+    """The same sessions as ``hyperplane conntrack --json``, asked on the dataplane's
+    control socket directly: no process to start, so timing polls are fine-grained."""
+    from hyperplane import client
+    return client.request(str(state_dir / "dataplane.sock"),
+                          {"op": "conntrack", "eni": None})["sessions"]
 
 
 def counters(snapshot: dict, eni: str | None = None) -> dict:
@@ -167,9 +178,6 @@ class Job:
 
     def finish(self, timeout: float = 30.0) -> tuple[int, str, str]:
         """Close stdin, wait for the exit; (code, the rest of stdout, stderr)."""
-        if self.proc.stdin:
-            with contextlib.suppress(OSError):
-                self.proc.stdin.close()
         try:
             out, err = self.proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -286,6 +294,13 @@ def ipv4_of(frame: bytes) -> bytes | None:
     if len(frame) < 34 or frame[12:14] != b"\x08\x00":
         return None
     return frame[14:14 + struct.unpack_from("!H", frame, 16)[0]]
+
+
+def addressed_to(frames: list[bytes], ip: str, proto: int | None = None) -> list[bytes]:
+    """The IPv4 frames whose destination is ``ip`` (and protocol ``proto``, if given)."""
+    want = socket.inet_aton(ip)
+    return [f for f in frames if (p := ipv4_of(f)) and p[16:20] == want
+            and (proto is None or p[9] == proto)]
 
 
 def checksum_problems(frames: list[bytes], l4: bool = True,
@@ -451,8 +466,9 @@ def _send_fragments(raw: socket.socket, src: str, dst: str, sport: int, dport: i
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """TCP: greet each connection with the address and port seen, then echo.  UDP: per
-    port ``echo``, ``sink`` (receive only) or ``refrag`` (echo as reversed fragments)."""
+    """TCP: greet each connection with the address and port seen, then echo; at the end
+    reset the connections still open.  UDP: per port ``echo``, ``sink`` (receive only)
+    or ``refrag`` (echo as reversed fragments)."""
     import selectors
     stop = _stop_on_term()
     sel = selectors.DefaultSelector()
@@ -515,6 +531,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                         peer[0], local, peer[1], data, True, ident)
             except OSError as exc:
                 record.setdefault("errors", []).append(f"{kind}: {exc}")
+    for key in list(sel.get_map().values()):
+        if key.data[0] == "conn":  # reset, not FIN: nothing retransmitted after the test
+            key.fileobj.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        key.fileobj.close()
     Path(args.out).write_text(json.dumps(record))
     return 0
 
@@ -764,53 +784,123 @@ def cmd_rst_after(args: argparse.Namespace) -> int:
 
 
 def cmd_flows(args: argparse.Namespace) -> int:
-    """One flow of each kind whose timeout the topology sets; print their ports, hold
-    them ``--hold`` seconds (TCP SYN to a silent address: one retransmission only)."""
+    """One flow of each kind whose timeout the topology sets, each with the moment
+    (``time.monotonic``, the same clock in every namespace) its timeout started; hold
+    them ``--hold`` seconds.  The SYN goes to a silent address and is retransmitted once
+    (after 1 s) before its socket is closed (at 1.5 s)."""
     made: dict[str, dict] = {}
     keep: list[socket.socket] = []
-    # UDP never answered (a sink) and UDP answered (an echo)
-    for kind, port in (("udp", args.sink), ("udp_replied", args.echo)):
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        u.connect((args.dst, port))
-        u.send(b"timeout test")
-        if kind == "udp_replied":
-            u.settimeout(2)
-            u.recv(100)
-        made[kind] = {"protocol": "udp", "sport": u.getsockname()[1], "dst": args.dst,
-                      "dport": port}
-        keep.append(u)
-    # TCP established and left idle; TCP opened and closed at once (both FINs)
-    for kind in ("tcp_established", "tcp_transitory"):
-        t = _connect(args.dst, args.tcp)
-        _read_greeting(t)
-        made[kind] = {"protocol": "tcp", "sport": t.getsockname()[1], "dst": args.dst,
-                      "dport": args.tcp}
-        if kind == "tcp_transitory":
-            t.shutdown(socket.SHUT_WR)
-            t.settimeout(2)
-            while t.recv(4096):
-                pass
-            t.close()
-        else:
-            keep.append(t)
-    # TCP SYN never answered: an address nobody has; one retransmission, then nothing
+    # UDP never answered (a sink): the timeout starts with the datagram
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.connect((args.dst, args.sink))
+    u.send(b"timeout test")
+    made["udp"] = {"protocol": "udp", "sport": u.getsockname()[1], "dport": args.sink,
+                   "t": time.monotonic()}
+    keep.append(u)
+    # UDP answered (an echo): the replied timeout starts with the reply
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.connect((args.dst, args.echo))
+    u.settimeout(2)
+    u.send(b"timeout test")
+    u.recv(100)
+    made["udp_replied"] = {"protocol": "udp", "sport": u.getsockname()[1], "dport": args.echo,
+                           "t": time.monotonic()}
+    keep.append(u)
+    # TCP established, then idle from its last segment (the ACK of db's greeting)
+    t = _connect(args.dst, args.tcp)
+    _read_greeting(t)
+    made["tcp_established"] = {"protocol": "tcp", "sport": t.getsockname()[1],
+                               "dport": args.tcp, "t": time.monotonic()}
+    keep.append(t)
+    # TCP closed by both sides: lingers from the second FIN
+    t = _connect(args.dst, args.tcp)
+    _read_greeting(t)
+    sport = t.getsockname()[1]
+    t.shutdown(socket.SHUT_WR)
+    t.settimeout(2)
+    while t.recv(4096):
+        pass
+    made["tcp_transitory"] = {"protocol": "tcp", "sport": sport, "dport": args.tcp,
+                              "t": time.monotonic()}
+    t.close()
+    # TCP SYN never answered: an address nobody has; the kernel retransmits it after 1 s,
+    # and the socket is closed at 1.5 s so that no later SYN opens a new session
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_SYNCNT, 1)
     s.setblocking(False)
+    began = time.monotonic()
     with contextlib.suppress(BlockingIOError):
         s.connect((args.silent, args.tcp))
     made["tcp_syn"] = {"protocol": "tcp", "sport": s.getsockname()[1], "dst": args.silent,
-                       "dport": args.tcp}
-    keep.append(s)
-    # ICMP echo: one ping (identifier = a datagram ICMP socket's port)
+                       "dport": args.tcp, "t": began}
+    threading.Timer(max(0.0, began + 1.5 - time.monotonic()), s.close).start()
+    # ICMP echo: one ping
+    began = time.monotonic()
     subprocess.run(["ping", "-c", "1", "-W", "1", args.dst], stdout=subprocess.DEVNULL,
                    check=False)
-    made["icmp"] = {"protocol": "icmp", "dst": args.dst}
+    made["icmp"] = {"protocol": "icmp", "dport": 0, "t": began}
     emit(ip=_local_address(args.dst), flows=made)
     stop = _stop_on_term()
     wait_for(lambda: stop, args.hold, 0.1)
     for sock in keep:
         sock.close()
+    return 0
+
+
+def _attempt(dst: str, port: int) -> tuple[socket.socket | None, dict]:
+    """One connection from a port bound first (so a refused one still has its port)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("", 0))
+    sport = sock.getsockname()[1]
+    sock.settimeout(3)
+    try:
+        sock.connect((dst, port))
+        _read_greeting(sock)
+    except OSError as exc:
+        sock.close()
+        return None, {"connected": False, "sport": sport, "error": _errname(exc)}
+    return sock, {"connected": True, "sport": sport}
+
+
+def cmd_exhaust(args: argparse.Namespace) -> int:
+    """Hold ``--hold`` connections, try one more (step "refused"); after a stdin line,
+    a round trip on each held one (step "held-ok"), then a new connection every
+    ``--every`` s until one is accepted, within ``--seconds`` (step "recovered"); close
+    them all at the next stdin line (or EOF)."""
+    held = []
+    for _ in range(args.hold):
+        sock, result = _attempt(args.dst, args.port)
+        if sock is None:
+            emit(step="held", error=result["error"], sports=[])
+            return 1
+        held.append(sock)
+    emit(step="held", sports=[s.getsockname()[1] for s in held])
+    sock, result = _attempt(args.dst, args.port)
+    if sock is not None:
+        held.append(sock)
+    emit(step="refused", **result)
+    sys.stdin.readline()
+    try:
+        for s in held:
+            _roundtrip(s)
+        emit(step="held-ok", ok=True)
+    except OSError as exc:
+        emit(step="held-ok", ok=False, error=_errname(exc))
+    began, attempts, errors, refused = time.monotonic(), 0, [], []
+    while time.monotonic() - began < args.seconds:
+        attempts += 1
+        sock, result = _attempt(args.dst, args.port)
+        if sock is not None:
+            held.append(sock)
+            break
+        errors.append(result["error"])
+        refused.append(result["sport"])
+        time.sleep(args.every)
+    emit(step="recovered", after=time.monotonic() - began, attempts=attempts, errors=errors,
+         refused_sports=refused, began=began, **result)
+    sys.stdin.readline()  # closed when the test has looked
+    for s in held:
+        s.close()
     return 0
 
 
@@ -896,6 +986,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--silent", required=True, help="an address that never answers")
     p.add_argument("--hold", type=float, default=15)
     p.set_defaults(run=cmd_flows)
+    p = sub.add_parser("exhaust")
+    p.add_argument("--dst", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--hold", type=int, default=4)
+    p.add_argument("--every", type=float, default=0.25)
+    p.add_argument("--seconds", type=float, default=15)
+    p.set_defaults(run=cmd_exhaust)
     args = parser.parse_args(argv)
     return args.run(args)
 
