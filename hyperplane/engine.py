@@ -333,6 +333,9 @@ def invoke(name: str, payload: object) -> dict:
     function = function_of(require(), name)
     env, lock, cold = acquire_env(function)
     try:
+        # an environment being reset (after a timeout) opens its socket again shortly
+        client.wait_until(lambda: os.path.exists(state.env_socket(env.index)), READY_TIMEOUT,
+                          0.002)
         reply = client.request(state.env_socket(env.index),
                                {"payload": payload, "request_id": str(uuid.uuid4())},
                                timeout=function.timeout + 10)

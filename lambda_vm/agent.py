@@ -1,93 +1,193 @@
-"""The init agent of one execution environment.
+"""The init agent of one execution environment: Runtime API server and runtime keeper.
 
-Started inside the environment's namespace.  It imports the handler
-(``module.function`` under the code directory) once, measuring the init
-duration, then listens on a Unix socket and serves one invocation at a time:
+Started inside the environment's namespace (forked by ``lambda_vm.zygote``).
+It starts the function's runtime and serves it the Lambda Runtime API on
+127.0.0.1:9001 (``runtime_api``), exactly as AWS's environment does, with
+``AWS_LAMBDA_RUNTIME_API`` and the other documented variables set:
+
+    built-in  ``module.function`` handlers: ``lambda_vm.bootstrap`` runs in a thread of
+              the agent (no second interpreter: a thousand environments stay cheap)
+    custom    an executable ``bootstrap`` in the code directory, run as its own process
+              (a custom runtime, e.g. one that runs ``python -m awslambdaric handler.fn``)
+
+Invocations arrive from the controller on a Unix socket in the state
+directory, one JSON line each way, one at a time:
 
     request : {"payload": <JSON>, "request_id": "..."}
     reply   : {"result": <JSON>, "duration_ms": ..., "init_duration_ms": ...}
            or {"errorMessage": "...", "errorType": "...", "stackTrace": [...]}
 
-A handler that raises, returns something that is not JSON, or runs past the
-function's timeout gives an AWS-shaped error instead of a result.
+Init is measured from the runtime's start to its first ``/invocation/next``.
+A failed init (``/runtime/init/error``, or a runtime that dies first) is
+returned to every invocation.  After a timeout (``Sandbox.Timedout``) the
+environment is reset, as AWS does: a custom runtime is killed and started
+again; with the built-in runtime (a thread cannot be killed) the agent
+replies, then re-executes itself in place (same process id, new init).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import asyncio
 import json
 import os
 import signal
 import socket
+import subprocess
 import sys
+import threading
 import time
-import traceback
 
-from lambda_vm.context import LambdaContext
+from lambda_vm import bootstrap
+from lambda_vm.runtime_api import Broker
 
-
-class TimedOutError(Exception):
-    pass
-
-
-def _on_alarm(_signum, _frame):
-    raise TimedOutError()
+API_HOST, API_PORT = "127.0.0.1", 9001
+INIT_TIMEOUT = 10.0
 
 
-def load_handler(code: str, handler: str):
-    module_name, _, function_name = handler.rpartition(".")
-    sys.path.insert(0, code)
-    module = importlib.import_module(module_name)
-    return getattr(module, function_name)
+class Runtime:
+    """The function's runtime: a custom ``bootstrap`` process, or the built-in thread."""
+
+    def __init__(self, code: str) -> None:
+        custom = os.path.join(code, "bootstrap")
+        self.custom = custom if os.access(custom, os.X_OK) else None
+        self.proc: subprocess.Popen | None = None
+        self.thread: threading.Thread | None = None
+        self.started = 0.0
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+        if self.custom:
+            self.proc = subprocess.Popen([self.custom], cwd=os.path.dirname(self.custom))
+        else:
+            self.thread = threading.Thread(target=bootstrap.run, name="runtime", daemon=True)
+            self.thread.start()
+
+    def alive(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return self.thread is not None and self.thread.is_alive()
+
+    def can_restart(self) -> bool:
+        return self.custom is not None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
 
 
-def error(exc: BaseException, error_type: str | None = None, message: str | None = None) -> dict:
-    return {"errorMessage": message or str(exc), "errorType": error_type or type(exc).__name__,
-            "stackTrace": traceback.format_exception(exc)[1:]}
+class Agent:
+    def __init__(self, args: argparse.Namespace, runtime: Runtime) -> None:
+        self.args = args
+        self.runtime = runtime
+        self.broker: Broker | None = None
+        self.init_duration_ms: float | None = None
+        self.lock = asyncio.Lock()
+        self.reset_after_reply = False
 
+    def arn(self) -> str:
+        return f"arn:aws:lambda:us-east-1:{self.args.account}:function:{self.args.function}"
 
-def invoke(handler, request: dict, args) -> dict:
-    context = LambdaContext(args.function, args.memory, request.get("request_id", ""),
-                            args.timeout, account=args.account)
-    started = time.monotonic()
-    signal.setitimer(signal.ITIMER_REAL, args.timeout)
-    try:
-        result = handler(request.get("payload"), context)
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        reply = {"result": json.loads(json.dumps(result))}
-    except TimedOutError:
-        reply = {"errorMessage": f"Task timed out after {args.timeout:.2f} seconds",
-                 "errorType": "Sandbox.Timedout"}
-    except Exception as exc:  # the handler's failure is the caller's result
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        reply = error(exc)
-    reply["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
-    return reply
+    async def wait_init(self) -> None:
+        """Until the runtime asks for its first event, reports an init error, or dies.
 
+        Waits on the event itself; the runtime's liveness is looked at every 50 ms
+        only (a thousand environments starting at once must not spin).
+        """
+        deadline = time.monotonic() + INIT_TIMEOUT
+        while not self.broker.first_next.done():
+            await asyncio.wait({self.broker.first_next}, timeout=0.05)
+            if self.broker.first_next.done():
+                break
+            if not self.runtime.alive():
+                self.broker.init_error = {"errorMessage": "the runtime exited during init",
+                                          "errorType": "Runtime.ExitError"}
+                break
+            if time.monotonic() > deadline:
+                self.broker.init_error = {"errorMessage": "init timed out",
+                                          "errorType": "Sandbox.Timedout"}
+                break
+        self.init_duration_ms = round((time.monotonic() - self.runtime.started) * 1000, 3)
 
-def serve(listener: socket.socket, handler, init_reply: dict, args) -> None:
-    while True:
-        conn, _ = listener.accept()
-        with conn:
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = conn.recv(1 << 20)
-                if not chunk:
-                    break
-                data += chunk
+    async def restart(self) -> None:
+        self.runtime.kill()
+        self.broker.first_next = asyncio.get_running_loop().create_future()
+        self.broker.init_error = None
+        self.runtime.start()
+        await self.wait_init()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await reader.readline()
             try:
-                request = json.loads(data or b"{}")
+                request = json.loads(line or b"{}")
             except ValueError as exc:
-                reply = error(exc, "InvalidRequestContentException")
+                reply = {"errorMessage": str(exc), "errorType": "InvalidRequestContentException"}
             else:
-                reply = dict(init_reply) if init_reply else invoke(handler, request, args)
-            reply["init_duration_ms"] = args.init_duration_ms
-            args.init_duration_ms = None  # reported once, with the cold invocation
-            try:
-                conn.sendall(json.dumps(reply).encode() + b"\n")
-            except OSError:
-                pass
+                async with self.lock:
+                    reply = await self.invoke(request)
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+        if self.reset_after_reply:
+            self.reset()
+
+    def reset(self) -> None:
+        """Start this environment's agent afresh in the same process (a new init)."""
+        if os.path.exists(self.args.socket):
+            os.unlink(self.args.socket)
+        os.execv(sys.executable, [sys.executable, "-m", "lambda_vm.agent", *self.args.argv])
+
+    async def invoke(self, request: dict) -> dict:
+        started = time.monotonic()
+        if self.broker.init_error:
+            reply = dict(self.broker.init_error)
+        else:
+            reply = await self.broker.invoke(request.get("payload"), request.get("request_id"),
+                                             self.args.timeout)
+            if reply.get("errorType") == "Sandbox.Timedout":
+                if self.runtime.can_restart():
+                    await self.restart()
+                else:
+                    self.reset_after_reply = True
+        reply["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
+        reply["init_duration_ms"], self.init_duration_ms = self.init_duration_ms, None
+        return reply
+
+    async def serve(self) -> None:
+        self.broker = Broker(self.arn())
+        # a socket bound by hand: asyncio's own host lookup would start a thread pool
+        api = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        api.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        api.bind((API_HOST, API_PORT))
+        await asyncio.start_server(self.broker.handle, sock=api)
+        self.runtime.start()
+        await self.wait_init()
+        sock = self.args.socket
+        if os.path.exists(sock):
+            os.unlink(sock)
+        server = await asyncio.start_unix_server(self.handle, sock + ".tmp")
+        os.rename(sock + ".tmp", sock)  # appears only once the runtime is initialised
+        async with server:
+            await server.serve_forever()
+
+
+def runtime_environment(args: argparse.Namespace) -> dict:
+    return {
+        "AWS_LAMBDA_RUNTIME_API": f"{API_HOST}:{API_PORT}", "_HANDLER": args.handler,
+        "LAMBDA_TASK_ROOT": args.code, "LAMBDA_RUNTIME_DIR": os.path.dirname(__file__),
+        "AWS_LAMBDA_FUNCTION_NAME": args.function, "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(args.memory),
+        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{args.function}",
+        "AWS_LAMBDA_LOG_STREAM_NAME": "hyperplane", "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1", "AWS_EXECUTION_ENV": "AWS_Lambda_hyperplane",
+        "TZ": ":UTC", "HYPERPLANE_ACCOUNT": args.account, "HYPERPLANE_PYTHON": sys.executable,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,27 +200,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=3.0)
     parser.add_argument("--account", default="000000000000")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGALRM, _on_alarm)
-    os.environ.update(AWS_LAMBDA_FUNCTION_NAME=args.function,
-                      AWS_LAMBDA_FUNCTION_MEMORY_SIZE=str(args.memory),
-                      AWS_REGION="us-east-1", LAMBDA_TASK_ROOT=args.code, _HANDLER=args.handler)
+    args.argv = list(argv if argv is not None else sys.argv[1:])
+    os.environ.update(runtime_environment(args))
     os.chdir(args.code)
-    started = time.monotonic()
-    init_reply: dict = {}
+    runtime = Runtime(args.code)
+    signal.signal(signal.SIGTERM, lambda *_: (runtime.kill(), os._exit(0)))
     try:
-        handler = load_handler(args.code, args.handler)
-    except Exception as exc:  # reported to every invocation, like Runtime.ImportModuleError
-        handler = None
-        init_reply = error(exc, "Runtime.ImportModuleError",
-                           f"Unable to import module '{args.handler}': {exc}")
-    args.init_duration_ms = round((time.monotonic() - started) * 1000, 3)
-    if os.path.exists(args.socket):
-        os.unlink(args.socket)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(args.socket + ".tmp")
-    listener.listen(4)
-    os.rename(args.socket + ".tmp", args.socket)  # appears only once listening
-    serve(listener, handler, init_reply, args)
+        asyncio.run(Agent(args, runtime).serve())
+    finally:
+        runtime.kill()
     return 0
 
 

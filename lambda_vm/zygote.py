@@ -90,10 +90,21 @@ def serve(listener: socket.socket) -> None:
                 pass
 
 
+def warm_up() -> None:
+    """Import now what every agent would import at start (children share the pages)."""
+    import asyncio
+    import email.parser  # noqa: F401 - http.client parses headers with it, lazily
+    import http.client  # noqa: F401
+
+    loop = asyncio.new_event_loop()
+    loop.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="execution environment zygote")
     parser.add_argument("--socket", required=True)
     args = parser.parse_args(argv)
+    warm_up()
     signal.signal(signal.SIGCHLD, _reap)
     if os.path.exists(args.socket):
         os.unlink(args.socket)
