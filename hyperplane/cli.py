@@ -14,7 +14,7 @@ import sys
 
 import click
 
-from hyperplane import clean, client, engine
+from hyperplane import clean, cli_vpc, client, engine
 from hyperplane.topology import TopologyError
 
 NO_ROOT = ("validate",)
@@ -238,6 +238,10 @@ def bench(quick: bool, as_json: bool, out_dir: str | None) -> None:
     else:
         click.echo(report.table_text(results))
         click.echo(f"\nwritten: {', '.join(str(f) for f in files.values())}")
+
+
+for _command in cli_vpc.COMMANDS:  # sg, reach
+    main.add_command(_command)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import traceback
 from hyperplane.conntrack import Timeouts
 from hyperplane.pipeline import EniPort, EnvPort, Pipeline
 from hyperplane.ports import PacketSocket
+from hyperplane.secgroups import RuleSet
 
 BATCH = 64
 SPIN = 0.0002  # seconds of polling without sleep after traffic (adaptive, idle CPU stays 0)
@@ -111,6 +112,8 @@ class Dataplane:
                 pl.enis[eni_id] = eni
                 self._open(eni)
             eni.connection_limit = int(e.get("connection_limit", eni.connection_limit))
+            # new flows follow the new rules; tracked ones keep going (stateful)
+            eni.egress = None if e.get("egress") is None else RuleSet(e["egress"])
             eni.mtu = int(e.get("mtu", eni.mtu))
             pl.resolve(eni, eni.gateway_bytes, now)
         wanted_envs = {e["ifname"]: e for e in config.get("envs", [])}

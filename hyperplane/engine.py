@@ -23,7 +23,19 @@ from typing import IO
 
 import yaml
 
-from hyperplane import build, client, fabric, names, netlink, procs, settings, state
+from hyperplane import (
+    build,
+    client,
+    fabric,
+    names,
+    netlink,
+    procs,
+    secgroups,
+    settings,
+    state,
+    topology_egress,
+    vpcnet,
+)
 from hyperplane.controller import ipam
 from hyperplane.controller.enis import Eni, plan_enis
 from hyperplane.controller.envs import Env, new_env
@@ -107,6 +119,7 @@ def up(path: str) -> dict:
         state.save(data)
         try:
             build.apply(fabric.plan(frozenset(), objs))
+            vpcnet.start(data, topology, enis)
             _start_dataplane(data)
             _start_zygote(data)
             _start_hosts(data, topology)
@@ -185,10 +198,12 @@ def dataplane_request(message: dict) -> dict:
 def snapshot(running: Running) -> dict:
     """The dataplane's whole desired configuration."""
     dataplane = settings.dataplane(running.topology.settings)
+    membership = secgroups.members(running.topology, running.enis)
     enis = [{"id": e.id, "ifname": e.plane_link, "ip": e.ip, "mac": e.mac,
              "cidr": e.subnet_cidr, "gateway": ipam.gateway(e.subnet_cidr),
              "connection_limit": dataplane["eni_connection_limit"],
-             "port_range": dataplane["port_range"], "mtu": names.LINK_MTU}
+             "port_range": dataplane["port_range"], "mtu": names.LINK_MTU,
+             "egress": secgroups.eni_egress(running.topology, e, membership)}
             for e in running.enis]
     envs = [{"ifname": e.plane_link, "ip": e.ip, "mac": e.mac, "gateway_ip": names.ENV_GATEWAY,
              "gateway_mac": e.gateway_mac, "eni": e.eni_id} for e in running.envs]
@@ -294,7 +309,7 @@ def _spawn_agent(running: Running, function: Function, env: Env) -> int:
     args = ["--socket", state.env_socket(env.index), "--code", function.code,
             "--handler", function.handler, "--function", function.name,
             "--memory", str(function.memory), "--timeout", str(function.timeout),
-            "--account", running.topology.account]
+            "--account", topology_egress.function_account(running.topology, function)]
     reply = client.request(state.zygote_socket(), {
         "op": "spawn", "netns": env.netns, "args": args, "log": str(state.log(env.id)),
         "cwd": function.code})

@@ -6,7 +6,9 @@ otherwise the subnet router), the link MTU, and everything the pipeline keeps
 per ENI: the session table (``conntrack.Table``), one port allocator per
 protocol (``nat.PortAllocator``), the fragment table
 (``fragments.FragmentTable``), the ARP cache and the frames waiting for ARP,
-and the per-ENI counters.  ``EnvPort`` is the link of one execution
+the per-ENI counters, and ``egress``: the compiled egress rules of its security groups
+(``secgroups.RuleSet``; None allows every flow), consulted only when a flow opens.
+``EnvPort`` is the link of one execution
 environment: its address and MAC, the gateway address and MAC Hyperplane
 answers for, and the ENI it uses (None: a function without VPC access).
 
@@ -53,6 +55,7 @@ class EniPort:
         self.pending: dict[bytes, list] = {}  # ip -> [first request time, last, frames]
         self.counters: dict[str, int] = dict.fromkeys(
             ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes"), 0)
+        self.egress = None  # secgroups.RuleSet | None, set by each configuration push
         self.tx: Tx = _discard
 
     def nexthop(self, dst: bytes) -> bytes:

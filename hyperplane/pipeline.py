@@ -13,7 +13,8 @@ to the other port's ``tx``.  For TCP the fast path also covers a plain ACK
 segment of an ESTABLISHED session (it records the ACK and window); any
 segment with SYN, FIN or RST, or of a session in another state, goes through
 ``tcpstate.track``.  Slow path, only on a miss from an environment: the
-limits, the ENI port and the new session.
+policy (``secgroups.admit``: the ENI's egress rules, nothing toward 169.254/16),
+the limits, the ENI port and the new session.
 
 Around that, Hyperplane behaves as a router hop (the division of labour):
 
@@ -37,7 +38,7 @@ from __future__ import annotations
 
 import struct
 
-from hyperplane import fragments, icmp, tcpstate
+from hyperplane import fragments, icmp, secgroups, tcpstate
 from hyperplane import packet as p
 from hyperplane.conntrack import INBOUND, Session, Timeouts, make_session
 from hyperplane.links import EniPort, EnvPort, Tx
@@ -56,7 +57,7 @@ DROP_REASONS = (
     "icmp-error-no-session", "spoofed", "no-vpc", "to-hyperplane", "ttl-expired",
     "mtu-exceeded", "no-session", "not-for-eni", "inbound-to-eni", "tcp-rst-out-of-window",
     "out-of-ports", "eni-connection-limit", "table-full", "arp-timeout", "arp-queue-full",
-    "tx-full", "tx-error", "arp-ignored",
+    "tx-full", "tx-error", "arp-ignored", "sg-egress-deny", "env-to-env",
 )
 
 ARP_QUEUE = 16
@@ -287,6 +288,14 @@ class Pipeline:
         if proto == p.PROTO_TCP and buf[l4 + 13] & RST:
             self.drop("no-session", eni)  # a RST opens nothing
             return None
+        if proto == p.PROTO_ICMP:
+            env_port, remote_port = WORD16(buf, l4 + 4)[0], 0
+        else:
+            env_port, remote_port = WORD16(buf, l4)[0], WORD16(buf, l4 + 2)[0]
+        refused = secgroups.admit(eni.egress, buf, proto, remote_port)
+        if refused:
+            self.drop(refused, eni)  # silently, as AWS: the environment's connect times out
+            return None
         for old in eni.table.reap(now):
             self._release(eni, old)
         if len(eni.table) >= eni.connection_limit:
@@ -296,10 +305,6 @@ class Pipeline:
         if self.session_count() >= self.max_sessions:
             self.drop("table-full", eni)
             return None
-        if proto == p.PROTO_ICMP:
-            env_port, remote_port = WORD16(buf, l4 + 4)[0], 0
-        else:
-            env_port, remote_port = WORD16(buf, l4)[0], WORD16(buf, l4 + 2)[0]
         eni_port = eni.ports[proto].acquire(env.ip_bytes, env_port)
         if eni_port is None:
             self.drop("out-of-ports", eni)

@@ -31,6 +31,9 @@ from typing import Any, NoReturn
 import netaddr
 import yaml
 
+from hyperplane import topology_egress
+from hyperplane.topology_egress import VpcNetwork
+
 FILE_PATH = "<file>"  # the field path of errors about the file itself (I/O, YAML, root)
 PREFIX_RANGE = (16, 28)  # allowed prefix lengths of VPCs and subnets (AWS)
 MAX_FUNCTION_SUBNETS = 16
@@ -39,6 +42,8 @@ PROTOCOLS = ("tcp", "udp", "icmp", "all")
 PORT_PROTOCOLS = ("tcp", "udp")
 MEMORY_RANGE = (128, 10240)
 TIMEOUT_RANGE = (1, 900)
+# no `egress` key: AWS's default egress rule of a new group (no `ingress`: no rule)
+DEFAULT_RULES = {"ingress": [], "egress": [{"protocol": "all", "cidr": "0.0.0.0/0"}]}
 RESERVED_LABELS = ("network address", "VPC router", "DNS", "reserved for future use", "broadcast")
 
 _ACCOUNT = re.compile(r"[0-9]{12}")
@@ -99,6 +104,7 @@ class Vpc:
     subnets: tuple[Subnet, ...]
     security_groups: tuple[SecurityGroup, ...]
     hosts: tuple[Host, ...]
+    network: VpcNetwork = VpcNetwork()  # account, DNS zone, gateways, route tables
 
 
 @dataclass(frozen=True)
@@ -249,6 +255,10 @@ class _Parser:
         self.host_paths: dict[str, str] = {}
         self.function_paths: dict[str, str] = {}
         self.group_refs: list[tuple[str, str, str]] = []  # (path, group id, vpc id)
+        self.default_account = ""  # for topology_egress: VPCs, gateways, Elastic IPs
+        self.gateway_paths: dict[str, str] = {}
+        self.eip_paths: dict[str, str] = {}
+        self.internet_gateways: list[str] = []
 
     def fail(self, path: str, reason: str) -> NoReturn:
         raise TopologyError(self.source, path, reason)
@@ -336,7 +346,7 @@ class _Parser:
         if data is None:
             self.fail(FILE_PATH, "the document is empty; expected a mapping with an account")
         doc = self.mapping(data, "", ("account",), ("vpcs", "functions", "settings"))
-        account = self.account(doc["account"])
+        account = self.default_account = self.account(doc["account"])
         vpcs = tuple(self.vpc(raw, f"vpcs[{i}]")
                      for i, raw in enumerate(self.list_of(doc.get("vpcs", []), "vpcs")))
         for v_index, vpc in enumerate(vpcs):
@@ -362,7 +372,8 @@ class _Parser:
     # -- VPCs -------------------------------------------------------------------------
 
     def vpc(self, raw: object, path: str) -> Vpc:
-        m = self.mapping(raw, path, ("id", "cidr"), ("subnets", "security_groups", "hosts"))
+        m = self.mapping(raw, path, ("id", "cidr"), ("subnets", "security_groups", "hosts") +
+                         topology_egress.VPC_KEYS)
         vpc_id = self.ident(m["id"], _key(path, "id"))
         self.unique(self.vpc_paths, vpc_id, _key(path, "id"), "VPC id")
         net = self.cidr(m["cidr"], _key(path, "cidr"), PREFIX_RANGE, "VPC")
@@ -374,7 +385,8 @@ class _Parser:
         hosts_path = _key(path, "hosts")
         hosts = tuple(self.host(h, f"{hosts_path}[{i}]", vpc_id)
                       for i, h in enumerate(self.list_of(m.get("hosts", []), hosts_path)))
-        return Vpc(vpc_id, str(net.cidr), subnets, groups, hosts)
+        network = topology_egress.parse_vpc(self, m, path, vpc_id, net, subnets, hosts)
+        return Vpc(vpc_id, str(net.cidr), subnets, groups, hosts, network)
 
     def subnets_of(self, raw: object, path: str, vpc_id: str,
                    vpc_net: netaddr.IPNetwork) -> tuple[Subnet, ...]:
@@ -393,7 +405,7 @@ class _Parser:
         return tuple(subnet for subnet, _ in placed)
 
     def subnet(self, raw: object, path: str, vpc_id: str) -> tuple[Subnet, netaddr.IPNetwork]:
-        m = self.mapping(raw, path, ("id", "cidr", "az"))
+        m = self.mapping(raw, path, ("id", "cidr", "az"), topology_egress.SUBNET_KEYS)
         subnet_id = self.ident(m["id"], _key(path, "id"))
         if subnet_id in self.subnets:
             self.fail(_key(path, "id"), f"duplicate subnet id '{subnet_id}' "
@@ -415,7 +427,7 @@ class _Parser:
         rules = {}
         for direction in ("ingress", "egress"):
             rules_path = _key(path, direction)
-            items = self.list_of(m.get(direction, []), rules_path)
+            items = self.list_of(m.get(direction, DEFAULT_RULES[direction]), rules_path)
             rules[direction] = tuple(self.rule(r, f"{rules_path}[{i}]", direction, vpc_id)
                                      for i, r in enumerate(items))
         return SecurityGroup(group_id, rules["ingress"], rules["egress"])

@@ -3,7 +3,8 @@
 Since 2019 Lambda creates one Hyperplane ENI for each unique combination of
 subnet and *set* of security groups, when a function is created or its VPC
 configuration changes, and shares it across every function and execution
-environment with that combination.  ``plan_enis`` computes the ENIs a topology
+environment with that combination (in the VPC's own account: a VPC may name another
+account than the file's, the ENI id includes it).  ``plan_enis`` computes the ENIs a topology
 needs from the ones that already exist: existing ENIs whose key is still
 wanted are kept as they are (same id, address and interface), new keys get a
 new ENI with the lowest free address of the subnet, and ENIs whose key no
@@ -87,7 +88,9 @@ def wanted_keys(topology: Topology) -> dict[EniKey, tuple[str, ...]]:
 def used_addresses(topology: Topology, enis: list[Eni], subnet_id: str) -> set[str]:
     subnet = topology.subnet(subnet_id)
     hosts = {h.ip for v in topology.vpcs for h in v.hosts if h.subnet == subnet_id}
-    return hosts | {e.ip for e in enis if e.key.subnet_id == subnet.id}
+    gateways = {n.private_ip for v in topology.vpcs for n in v.network.nat_gateways
+                if n.subnet == subnet_id}
+    return hosts | gateways | {e.ip for e in enis if e.key.subnet_id == subnet.id}
 
 
 def plan_enis(topology: Topology, existing: list[Eni]) -> list[Eni]:
@@ -101,7 +104,8 @@ def plan_enis(topology: Topology, existing: list[Eni]) -> list[Eni]:
             continue
         subnet = topology.subnet(key.subnet_id)
         ip = ipam.allocate_in_subnet(subnet.cidr, used_addresses(topology, result, subnet.id))
-        result.append(Eni(eni_id(topology.account, key), next_index, key, ip,
+        account = topology.vpc(key.vpc_id).network.account or topology.account
+        result.append(Eni(eni_id(account, key), next_index, key, ip,
                           names.mac(names.MAC_ENI, next_index), subnet.cidr, functions))
         next_index += 1
     return sorted(result, key=lambda eni: eni.index)

@@ -46,3 +46,8 @@ def gateway(cidr: str) -> str:
 
 def prefixlen(cidr: str) -> int:
     return IPNetwork(cidr).prefixlen
+
+
+def resolver(vpc_cidr: str) -> str:
+    """The VPC's DNS resolver (Route 53 Resolver): the VPC network address + 2."""
+    return str(IPAddress(IPNetwork(vpc_cidr).first + 2))

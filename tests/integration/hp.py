@@ -34,6 +34,13 @@ def start(*args: str, state_dir: Path) -> subprocess.Popen:
                             stderr=subprocess.DEVNULL)
 
 
+def start_capture(*args: str, state_dir: Path) -> subprocess.Popen:
+    """``hyperplane ARGS`` in the background, its stdout and stderr kept as text."""
+    env = dict(os.environ, HYPERPLANE_STATE_DIR=str(state_dir))
+    return subprocess.Popen(CLI + list(args), cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
 def run_json(*args: str, state_dir: Path):
     return json.loads(run(*args, "--json", state_dir=state_dir).stdout)
 

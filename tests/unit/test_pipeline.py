@@ -46,6 +46,7 @@ from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.packet import Raw
 
 from hyperplane import packet as p
+from hyperplane.conntrack import make_session
 from hyperplane.pipeline import ARP_GIVE_UP, ARP_QUEUE, ARP_RETRY
 
 
@@ -464,7 +465,13 @@ def test_foreign_arp_on_the_eni_is_counted(rig: Rig) -> None:
 
 def test_env_frame_never_uses_a_session_through_its_reply_key(rig: Rig) -> None:
     first = env_frame(IP(src=ENV_IPS[0], dst=ENV_IPS[1]) / UDP(sport=5000, dport=6000) / b"x")
-    send_and_expect(rig.pipeline, rig.envs[0], first, rig.eni_out)
+    # the policy refuses a flow toward another environment before any session exists
+    send_and_assert_no_replies(rig.pipeline, rig.envs[0], first, [rig.eni_out], "env-to-env")
+    eni_port = rig.eni.ports[17].acquire(rig.envs[0].ip_bytes, 5000)
+    rig.eni.table.add(make_session(17, rig.envs[0], rig.envs[0].ip_bytes, 5000,
+                                   rig.envs[1].ip_bytes, 6000, rig.eni.ip_bytes, eni_port,
+                                   rig.eni.gateway_bytes, 120.0, 0.0))
+    rig.pipeline.counters["sessions_created"] += 1
     # env 1 now sends exactly the reply key of env 0's session: (env 1 -> ENI, 6000 -> 5000)
     second = env_frame(IP(src=ENV_IPS[1], dst=ENI_IP) / UDP(sport=6000, dport=5000) / b"y", 1)
     send_and_assert_no_replies(rig.pipeline, rig.envs[1], second, [rig.eni_out],
