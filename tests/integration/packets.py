@@ -134,6 +134,14 @@ def sessions(rows: list[dict], **match: object) -> list[dict]:
     return [r for r in rows if all(value(r, k) == v for k, v in match.items())]
 
 
+def env_address(state_dir: Path, fn: str) -> str:
+    """The address of an environment of function ``fn`` (the one an exec takes now)."""
+    from tests.integration import hp
+    out = hp.run("exec", "--function", fn, "--", "ip", "-4", "-o", "addr", "show", "dev",
+                 "eth0", state_dir=state_dir).stdout
+    return out.split(" inet ", 1)[1].split("/", 1)[0]
+
+
 def env_link(state_dir: Path, env_ip: str) -> tuple[str, str]:
     """(namespace, link in hp-plane) of the environment with address ``env_ip``."""
     from hyperplane import names
@@ -549,7 +557,12 @@ def _local_address(peer: str) -> str:
 
 
 def cmd_with_capture(args: argparse.Namespace) -> int:
-    """Run COMMAND while eth0 is captured to ``--out``; exit with COMMAND's code."""
+    """Run COMMAND while eth0 is captured to ``--out``; exit with COMMAND's code.  On
+    SIGTERM both COMMAND and the capture are ended (the capture still writes its file)."""
+
+    def terminated(*_args: object) -> None:
+        raise SystemExit(143)  # subprocess.run kills COMMAND; finally stops the capture
+    signal.signal(signal.SIGTERM, terminated)
     ready = Path(args.out + ".ready")
     cap = subprocess.Popen(CAPTURE + ["--out", args.out, "--ready", str(ready),
                                       "--seconds", str(args.seconds)])

@@ -25,7 +25,7 @@ TIMEOUTS = {"tcp_transitory": 1, "icmp": 2, "tcp_syn": 2, "udp": 3, "tcp_establi
 STATES = {"tcp_established": {"ESTABLISHED"}, "tcp_transitory": {"LAST_ACK", "TIME_WAIT"},
           "tcp_syn": {"SYN_SENT"}}
 PORTS = set(range(40000, 40004))
-SLACK = 0.35  # seconds either side of the expected expiry (polls are 50 ms apart)
+SLACK = 0.5  # seconds either side of the expected expiry (polls are 50 ms apart)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_sessions_expire_at_their_configured_timeouts(
     (tcp_syn, 2 s: the retransmission does not extend it), one ping (icmp, 2 s).
 
     Each session is listed with its state and ``timeout``, and disappears within
-    0.35 s of the moment its timeout started + its configured value (the flows report
+    0.5 s of the moment its timeout started + its configured value (the flows report
     that moment on the shared monotonic clock; the sessions are polled every 50 ms on
     the dataplane's control socket, the data ``hyperplane conntrack --json`` prints).
     After expiry, a datagram from db to the expired UDP mapping is not delivered: it
@@ -69,7 +69,9 @@ def test_sessions_expire_at_their_configured_timeouts(
             assert made, job.stderr_text()
             me, flows = made["ip"], made["flows"]
             first = pk.conntrack_now(state_dir)
+            cli_began = time.monotonic()
             listed = pk.conntrack(state_dir)  # the CLI shows the same sessions
+            cli_ended = time.monotonic()
             polls: list[tuple[float, float, dict[str, dict]]] = []
             deadline = time.monotonic() + 8
             while time.monotonic() < deadline:
@@ -98,9 +100,10 @@ def test_sessions_expire_at_their_configured_timeouts(
                                          "icmp")), (kind, s)
         if kind in STATES:
             assert s["state"] in STATES[kind], (kind, s)
-    for kind in ("udp_replied", "tcp_established", "udp"):
+    for kind in ("udp_replied", "tcp_established", "udp"):  # the CLI's "timeout" left
         [s] = _find(listed, me, flows[kind])
-        assert TIMEOUTS[kind] - 1 <= s["timeout"] <= TIMEOUTS[kind], (kind, s)
+        expiry = flows[kind]["t"] + TIMEOUTS[kind]
+        assert expiry - cli_ended - 1 <= s["timeout"] <= expiry - cli_began + 1, (kind, s)
     assert not polls[-1][2], f"still there after 8 s: {polls[-1][2]}"
     syn = [(round(t0 - flows["tcp_syn"]["t"], 2), p["tcp_syn"]["packets"]["original"])
            for t0, _t1, p in polls if "tcp_syn" in p]

@@ -50,10 +50,13 @@ def test_bulk_tcp_both_directions_byte_identical_offloads_on(
     """6 MB down and 6 MB up with curl, default offloads (TSO/GSO, partial checksums).
 
     With offloads on, Hyperplane forwards GSO super-frames whose TCP checksum is only a
-    partial sum that the receiving kernel completes, so a capture cannot check L4
-    checksums.  Checked instead: both payloads arrive byte-identical; the receiving
+    partial sum, which nothing completes on veth, so a capture here cannot check L4
+    checksums (``test_checksums_valid_on_every_captured_packet[on]`` does, by making the
+    kernel complete them at Hyperplane's egress).  Checked here, with nothing changed on
+    any link: both payloads arrive byte-identical; the receiving
     kernels (environment and db) count no checksum error (``/proc/net/snmp``
-    ``InCsumErrors``) and retransmit under 1 % of their segments; the dataplane counts no
+    ``InCsumErrors``) and retransmit under 5 % of their segments (a bad checksum would
+    have every segment retransmitted; a loaded machine loses a few); the dataplane counts no
     drop; db's capture shows super-frames (> 1514 bytes) leaving the ENI whole, each with a
     valid IPv4 header checksum; the session (conntrack) carried the bytes each way.
     """
@@ -94,7 +97,7 @@ def test_bulk_tcp_both_directions_byte_identical_offloads_on(
     for a, b in ((env_before, env_after), (db_snmp, db_after)):
         assert b["Tcp.InCsumErrors"] == a["Tcp.InCsumErrors"]
         sent = b["Tcp.OutSegs"] - a["Tcp.OutSegs"]
-        assert b["Tcp.RetransSegs"] - a["Tcp.RetransSegs"] <= max(5, sent // 100), (a, b)
+        assert b["Tcp.RetransSegs"] - a["Tcp.RetransSegs"] <= max(20, sent // 20), (a, b)
     # counters: nothing dropped; the ENI carried both payloads
     assert pk.drops(before, after) == {}
     assert pk.delta(before, after, "rx_bytes", eni["id"]) >= size
@@ -119,16 +122,42 @@ def _aton(ip: str) -> bytes:
     return socket.inet_aton(ip)
 
 
-# -- checksums, offloads off ---------------------------------------------------------------
-def test_checksums_valid_on_every_captured_packet_offloads_off(
-        state_dir: Path, enis: dict, tmp_path: Path) -> None:
-    """TX checksum offload off on both ends (``ethtool -K eth0 tx off`` in the
-    environment and in db): every packet then carries a full checksum, so every IPv4,
-    TCP, UDP and ICMP checksum captured on both sides of Hyperplane (db's eth0: what it
-    sent into the VPC; the environment's eth0: what it delivered) is recomputed.  Traffic:
-    1 MB each way over TCP, a UDP echo, a ping."""
+# -- checksums, offloads off and on ---------------------------------------------------------
+def _ethtool_tx(ns: str, link: str, state: str) -> None:
+    subprocess.run(["ip", "netns", "exec", ns, "ethtool", "-K", link, "tx", state],
+                   check=True, capture_output=True, timeout=10)
+
+
+@pytest.mark.parametrize("offloads", ["off", "on"])
+def test_checksums_valid_on_every_captured_packet(
+        offloads: str, state_dir: Path, enis: dict, tmp_path: Path) -> None:
+    """Traffic between ``near`` and db: 1 MB each way over TCP, a UDP echo, a ping,
+    captured on the environment's eth0 and on db's eth0; every checksum recomputed.
+
+    ``off``: TX checksum offload off at both ends (``ethtool -K eth0 tx off`` in the
+    environment and in db), so every packet carries a full checksum and Hyperplane updates
+    full checksums: every IPv4, TCP, UDP and ICMP checksum in both captures is checked,
+    what each end sent as well as what Hyperplane delivered.
+
+    ``on``: both ends keep their offloads, so they send GSO super-frames with partial
+    checksums and Hyperplane adjusts the partial sums (the NEEDS_CSUM rule).  On veth a
+    partial checksum is never completed, so to check what Hyperplane wrote, its two egress
+    links in hp-plane (the environment's ``hpeN`` and the ENI's ``hpiM``) get ``tx off``:
+    the kernel then completes each partial sum (and segments the super-frames) as it
+    leaves Hyperplane.  Every packet Hyperplane delivered (to the environment in its
+    capture, from the ENI in db's) is checked in full; what the two ends sent is a partial
+    sum there and is left out."""
     eni = enis["subnet-a"]
-    hp.run(*pk.host("db"), "ethtool", "-K", "eth0", "tx", "off", state_dir=state_dir)
+    me = pk.env_address(state_dir, "near")
+    _ns, env_link = pk.env_link(state_dir, me)
+    if offloads == "off":
+        hp.run(*pk.host("db"), "ethtool", "-K", "eth0", "tx", "off", state_dir=state_dir)
+        prefix = "ethtool -K eth0 tx off >/dev/null && trap 'ethtool -K eth0 tx on " \
+                 ">/dev/null' EXIT && "
+    else:
+        _ethtool_tx("hp-plane", env_link, "off")
+        _ethtool_tx("hp-plane", eni["interface"], "off")
+        prefix = ""
     try:
         before = pk.stats(state_dir)
         with pk.serving(state_dir, pk.host("db"), tmp_path, udp="7000:echo"), \
@@ -138,28 +167,38 @@ def test_checksums_valid_on_every_captured_packet_offloads_off(
             script = tmp_path / "traffic.sh"
             script.write_text(
                 "set -e\n"
+                "ip -4 -o addr show dev eth0\n"
                 f"curl -sS --max-time 30 -o /dev/null 'http://{DB}:8080/bytes?n=1000000'\n"
                 "head -c 1000000 /dev/zero | curl -sS --max-time 30 --data-binary @- "
                 f"'http://{DB}:8080/sha256'\n"
                 f"{module} udp-probe --dst {DB} --port 7000\n"
                 f"ping -c 2 -i 0.2 -W 2 {DB} >/dev/null\n")
             out = hp.run(*pk.function("near"), "sh", "-c",
-                         "ethtool -K eth0 tx off >/dev/null && "
-                         "trap 'ethtool -K eth0 tx on >/dev/null' EXIT && "
-                         f"{module} with-capture --out {env_pcap} -- sh {script}",
+                         f"{prefix}{module} with-capture --out {env_pcap} -- sh {script}",
                          state_dir=state_dir).stdout
         after = pk.stats(state_dir)
     finally:
-        hp.run(*pk.host("db"), "ethtool", "-K", "eth0", "tx", "on", state_dir=state_dir)
+        if offloads == "off":
+            hp.run(*pk.host("db"), "ethtool", "-K", "eth0", "tx", "on", state_dir=state_dir)
+        else:
+            _ethtool_tx("hp-plane", env_link, "on")
+            _ethtool_tx("hp-plane", eni["interface"], "on")
+    assert f"inet {me}/32" in out  # the environment whose link was set
     assert '"length": 1000000' in out and '"reply": "probe"' in out
     assert pk.drops(before, after) == {}
-    for pcap, ours in ((db_pcap, eni["ip"]), (env_pcap, None)):
-        frames = pk.read_pcap(pcap)
-        assert pk.checksum_problems(frames, quoted_l4=True) == [], pcap.name
-        seen = {proto: pk.flows(frames, proto) for proto in (6, 17)}
-        assert len(seen[6]) > 100 and seen[17], pcap.name
-        if ours:  # db's side: the translated packets carry the ENI address
-            assert {f["src"] for f in seen[6] if f["dport"] == 8080} == {ours}
+    env_frames, db_frames = pk.read_pcap(env_pcap), pk.read_pcap(db_pcap)
+    delivered = pk.addressed_to(env_frames, me)
+    from_eni = [f for f in db_frames if (ip := pk.ipv4_of(f)) and ip[12:16] == _aton(eni["ip"])]
+    for frames in (delivered, from_eni):  # TCP, UDP and ICMP went through, both ways
+        assert {pk.ipv4_of(f)[9] for f in frames} == {1, 6, 17}
+        assert len(pk.flows(frames, 6)) > 100
+    if offloads == "off":
+        checked = {"environment": env_frames, "db": db_frames}
+    else:
+        checked = {"environment": delivered, "db": from_eni}
+        assert max(len(f) for f in delivered + from_eni) <= 1514  # segmented on the way out
+    for side, frames in checked.items():
+        assert pk.checksum_problems(frames, quoted_l4=True) == [], side
 
 
 # -- 100 environments, one source port ------------------------------------------------------
@@ -186,7 +225,7 @@ def test_hundred_environments_same_source_port_all_connect_distinct_eni_ports(
                 jobs.append(pk.Job(*pk.function("fleet"), *pk.MODULE, "tcp-hold", "--dst", DB,
                                    "--port", "7100", "--sport", "40000", "--dir", str(sync),
                                    "--name", str(n), state_dir=state_dir))
-            assert pk.wait_for(lambda: len(list(sync.glob("ready-*"))) == 100, 90, 0.1), \
+            assert pk.wait_for(lambda: len(list(sync.glob("ready-*"))) == 100, 150, 0.1), \
                 [j.proc.poll() for j in jobs]
             (sync / "go").touch()
             assert pk.wait_for(lambda: len(list(sync.glob("result-*[0-9]"))) == 100, 30, 0.05)
@@ -215,10 +254,12 @@ def test_hundred_environments_same_source_port_all_connect_distinct_eni_ports(
 
 
 # -- RST ------------------------------------------------------------------------------------
-def _open(state_dir: Path, eni: dict) -> tuple[pk.Job, dict, dict]:
-    """A connection near -> db:ECHO_TCP (interactive), its first answer, its session."""
-    client = pk.Job(*pk.function("near"), *pk.MODULE, "tcp-client", "--dst", DB, "--port",
-                    str(ECHO_TCP), state_dir=state_dir, stdin=True)
+def _open(state_dir: Path, eni: dict, pcap: Path) -> tuple[pk.Job, dict, dict]:
+    """A connection near -> db:ECHO_TCP (interactive, its environment's eth0 captured to
+    ``pcap`` until the client ends), its first answer, its session."""
+    client = pk.Job(*pk.function("near"), *pk.MODULE, "with-capture", "--out", str(pcap),
+                    "--", *pk.MODULE, "tcp-client", "--dst", DB, "--port", str(ECHO_TCP),
+                    state_dir=state_dir, stdin=True)
     hello = client.readline(15)
     assert hello and hello["connected"], (hello, client.stderr_text())
     assert client.ask("roundtrip") == {"ok": True}
@@ -248,15 +289,20 @@ def _rst_from_db(state_dir: Path, tmp_path: Path, client: pk.Job, eni: dict, eni
     return sent
 
 
+def _rsts(pcap: Path, me: str) -> list[dict]:
+    return [f for f in pk.flows(pk.read_pcap(pcap), 6) if f["dst"] == me and f["flags"] & 4]
+
+
 def test_out_of_window_rst_is_dropped_and_the_connection_goes_on(
         state_dir: Path, enis: dict, tmp_path: Path) -> None:
     """A RST from db's side with the right addresses and ports but a sequence number 2**30
     past the environment's last ACK: Hyperplane drops it (``tcp-rst-out-of-window`` +1
-    globally and on the ENI), the session stays ESTABLISHED and the connection still
-    echoes."""
+    globally and on the ENI; the environment's capture shows no RST), the session stays
+    ESTABLISHED and the connection still echoes."""
     eni = enis["subnet-a"]
+    pcap = tmp_path / "env.pcap"
     with pk.serving(state_dir, pk.host("db"), tmp_path, tcp=str(ECHO_TCP)):
-        client, hello, session = _open(state_dir, eni)
+        client, hello, session = _open(state_dir, eni, pcap)
         try:
             before = pk.stats(state_dir)
             _rst_from_db(state_dir, tmp_path, client, eni, session["reply"]["dport"], 1 << 30)
@@ -266,8 +312,10 @@ def test_out_of_window_rst_is_dropped_and_the_connection_goes_on(
             after = pk.stats(state_dir)
             [now] = pk.sessions(pk.conntrack(state_dir), protocol="tcp", src=hello["ip"],
                                 sport=hello["sport"], dport=ECHO_TCP)
+            client.finish()
         finally:
             client.stop()
+    assert _rsts(pcap, hello["ip"]) == []
     assert pk.drops(before, after) == {"tcp-rst-out-of-window": 1}
     assert pk.delta(before, after, "tcp-rst-out-of-window", eni["id"]) == 1
     assert now["state"] == "ESTABLISHED"
@@ -279,13 +327,15 @@ def test_exact_rst_closes_and_the_session_lingers_transitory(
     """A RST from db's side whose sequence number is exactly the environment's last ACK:
     Hyperplane forwards it (the environment's connection is reset), the session goes to
     CLOSE with the transitory timeout (3 s in this topology), still listed a second later,
-    and gone after the timeout; nothing is counted as dropped."""
+    and gone after the timeout; the environment's capture shows that one RST, translated
+    to its address and port; nothing is counted as dropped."""
     eni = enis["subnet-a"]
+    pcap = tmp_path / "env.pcap"
     with pk.serving(state_dir, pk.host("db"), tmp_path, tcp=str(ECHO_TCP)):
-        client, hello, session = _open(state_dir, eni)
+        client, hello, session = _open(state_dir, eni, pcap)
         try:
             before = pk.stats(state_dir)
-            _rst_from_db(state_dir, tmp_path, client, eni, session["reply"]["dport"], 0)
+            sent = _rst_from_db(state_dir, tmp_path, client, eni, session["reply"]["dport"], 0)
             match = {"protocol": "tcp", "src": hello["ip"], "sport": hello["sport"],
                      "dport": ECHO_TCP}
             closed: list[dict] = []
@@ -297,8 +347,14 @@ def test_exact_rst_closes_and_the_session_lingers_transitory(
             assert pk.sessions(pk.conntrack(state_dir), **match), "gone before its timeout"
             assert pk.wait_for(lambda: not pk.sessions(pk.conntrack(state_dir), **match),
                                6, 0.2), "still there after the transitory timeout"
+            client.finish()
         finally:
             client.stop()
+    [rst] = _rsts(pcap, hello["ip"])
+    assert (rst["src"], rst["sport"], rst["dport"]) == (DB, ECHO_TCP, hello["sport"])
+    rst_frames = [f for f in pk.addressed_to(pk.read_pcap(pcap), hello["ip"], proto=6)
+                  if (ip := pk.ipv4_of(f))[(ip[0] & 15) * 4 + 13] & 4]
+    assert len(rst_frames) == 1 and pk.checksum_problems(rst_frames) == [], sent
     assert reset["ok"] is False and reset["error"] in ("ECONNRESET", "EPIPE"), reset
     assert closed[0]["timeout"] <= 3
     assert pk.drops(before, after) == {}

@@ -43,19 +43,6 @@ def in_env(state_dir: Path, fn: str, pcap: Path, *command: str,
                   *command, state_dir=state_dir, check=check)
 
 
-def received(frames: list[bytes], ip: str) -> list[bytes]:
-    """The frames addressed to ``ip`` (what Hyperplane delivered to that environment)."""
-    import socket
-    want = socket.inet_aton(ip)
-    return [f for f in frames if (p := pk.ipv4_of(f)) and p[16:20] == want]
-
-
-def env_ip(state_dir: Path, fn: str) -> str:
-    out = hp.run(*pk.function(fn), "ip", "-4", "-o", "addr", "show", "dev", "eth0",
-                 state_dir=state_dir).stdout
-    return re.search(r"inet (\S+)/32", out).group(1)
-
-
 # -- UDP mapping -------------------------------------------------------------------------
 def test_udp_mapping_keeps_one_eni_port_across_1000_packets(
         state_dir: Path, enis: dict, tmp_path: Path) -> None:
@@ -87,13 +74,16 @@ def test_udp_to_a_closed_port_gives_port_unreachable_quoting_the_environment(
         offloads: str, state_dir: Path, enis: dict, tmp_path: Path) -> None:
     """A datagram to a port of db where nothing listens: the environment's socket gets
     ECONNREFUSED, and its capture shows db's port unreachable addressed to the
-    environment's own 169.254 address, quoting the environment's address and port.
+    environment's own 169.254 address, quoting the environment's address and port (not
+    the ENI's: the environment's port is below 1024, so its ENI port differs).
 
     Checksums of what Hyperplane delivered: the IPv4 header and the ICMP message always,
     the quoted IPv4 header always; the quoted UDP checksum only with offloads off (with
     them on, the environment sent a partial checksum, which db quotes as it received it).
     The error does not end the session (still listed, unreplied); nothing is dropped."""
-    pcap, sport = tmp_path / "env.pcap", 46000 if offloads == "off" else 46001
+    # a port below 1024: the default range (1024-65535) has none of that class, so the ENI
+    # port differs and the quoted port shows that Hyperplane restored it
+    pcap, sport = tmp_path / "env.pcap", 900 if offloads == "off" else 901
     before = pk.stats(state_dir)
     probe = [*pk.MODULE, "udp-probe", "--dst", DB, "--port", "9", "--sport", str(sport)]
     if offloads == "off":
@@ -108,7 +98,7 @@ def test_udp_to_a_closed_port_gives_port_unreachable_quoting_the_environment(
     after = pk.stats(state_dir)
     result = json.loads(out)
     assert result["error"] == "ECONNREFUSED"
-    frames = received(pk.read_pcap(pcap), result["ip"])
+    frames = pk.addressed_to(pk.read_pcap(pcap), result["ip"])
     [error] = pk.icmp_errors(frames)
     assert (error["type"], error["code"]) == (3, 3)
     assert (error["src"], error["dst"]) == (DB, result["ip"])
@@ -116,14 +106,14 @@ def test_udp_to_a_closed_port_gives_port_unreachable_quoting_the_environment(
     assert (error["quoted_dst"], error["quoted_dport"]) == (DB, 9)
     assert pk.checksum_problems(frames, quoted_l4=offloads == "off") == []
     [s] = pk.sessions(rows, protocol="udp", src=result["ip"], sport=sport, dport=9)
-    assert s["replied"] is False
+    assert s["replied"] is False and s["reply"]["dport"] != sport
     assert pk.drops(before, after) == {}
 
 
 # -- traceroute --------------------------------------------------------------------------------
 def test_traceroute_shows_hyperplane_the_vpc_router_and_db(
         state_dir: Path, enis: dict, tmp_path: Path) -> None:
-    """``traceroute -n`` from an environment of subnet-b to db in subnet-a: hop 1 is
+    """``traceroute -n --sport=902`` from an environment of subnet-b to db in subnet-a: hop 1 is
     Hyperplane (169.254.0.1: it decrements TTL and sends time exceeded itself), hop 2 the
     VPC router on subnet-b (10.0.2.1: its time exceeded is translated back), hop 3 db
     (its port unreachable, translated).  Each error in the capture is addressed to the
@@ -132,20 +122,26 @@ def test_traceroute_shows_hyperplane_the_vpc_router_and_db(
     pcap = tmp_path / "env.pcap"
     before = pk.stats(state_dir)
     out = in_env(state_dir, "far", pcap, "traceroute", "-n", "-q", "1", "-w", "2", "-m", "6",
-                 DB).stdout
+                 "--sport=902", DB).stdout
+    rows = pk.conntrack(state_dir)
     after = pk.stats(state_dir)
     hops = re.findall(r"^\s*(\d+)\s+(\S+)", out, re.M)
     assert hops == [("1", "169.254.0.1"), ("2", "10.0.2.1"), ("3", DB)], out
     frames = pk.read_pcap(pcap)
     me = next(f["src"] for f in pk.flows(frames, 17) if f["dst"] == DB)
     probes = {(f["sport"], f["dport"]) for f in pk.flows(frames, 17) if f["src"] == me}
-    errors = pk.icmp_errors(received(frames, me))
+    errors = pk.icmp_errors(pk.addressed_to(frames, me))
     assert {(e["src"], e["type"]) for e in errors} >= {("169.254.0.1", 11), ("10.0.2.1", 11),
                                                         (DB, 3)}
     for e in errors:
         assert e["quoted_src"] == me and e["quoted_dst"] == DB
         assert (e["quoted_sport"], e["quoted_dport"]) in probes
-    assert pk.checksum_problems(received(frames, me)) == []
+    # the probes left from port 902 and got another ENI port (one, for all: the mapping
+    # is endpoint-independent); the errors quote 902, so Hyperplane restored it
+    assert {port for port, _ in probes} == {902}
+    assert len({s["reply"]["dport"] for s in pk.sessions(rows, protocol="udp", sport=902)}
+               - {902}) == 1
+    assert pk.checksum_problems(pk.addressed_to(frames, me)) == []
     assert pk.delta(before, after, "ttl-expired", eni["id"]) == 1
     assert pk.delta(before, after, "icmp_errors_sent") == 1
     assert pk.drops(before, after) == {"ttl-expired": 1}
@@ -161,7 +157,7 @@ def test_ping_past_the_eni_mtu_is_fragmented_without_df_and_refused_with_df(
     do -s 2000``: Hyperplane answers fragmentation needed with MTU 1500, from 169.254.0.1,
     quoting the environment's packet; the environment then caches path MTU 1500."""
     eni = enis["subnet-a"]
-    me = env_ip(state_dir, "jumbo")
+    me = pk.env_address(state_dir, "jumbo")
     _ns, link = pk.env_link(state_dir, me)
     env_pcap = tmp_path / "env.pcap"
     subprocess.run(["ip", "-n", "hp-plane", "link", "set", link, "mtu", "9000"], check=True)
@@ -186,7 +182,7 @@ def test_ping_past_the_eni_mtu_is_fragmented_without_df_and_refused_with_df(
                      out), out
     assert re.search(r"\bmtu 1500\b", out.split(DB)[-1]), out  # the route cache learnt it
     frames = pk.read_pcap(env_pcap)
-    [error] = pk.icmp_errors(received(frames, me))
+    [error] = pk.icmp_errors(pk.addressed_to(frames, me))
     assert (error["src"], error["type"], error["code"], error["mtu"]) == \
         ("169.254.0.1", 3, 4, 1500)
     assert (error["quoted_src"], error["quoted_dst"]) == (me, DB)
@@ -240,11 +236,11 @@ def test_path_mtu_discovery_through_a_smaller_mtu_router_link(
         "sha256": hashlib.sha256(payload).hexdigest(), "length": len(payload)}
     frames = pk.read_pcap(pcap)
     me = next(f["src"] for f in pk.flows(frames, 6) if f["dst"] == DB)
-    errors = [e for e in pk.icmp_errors(received(frames, me)) if e["type"] == 3]
+    errors = [e for e in pk.icmp_errors(pk.addressed_to(frames, me)) if e["type"] == 3]
     assert errors and {(e["code"], e["mtu"]) for e in errors} == {(4, 1280)}
     assert {e["quoted_src"] for e in errors} == {me}
     assert {e["src"] for e in errors} <= {"10.0.1.1", "10.0.2.1"}
-    assert pk.checksum_problems(received(frames, me), l4=False) == []
+    assert pk.checksum_problems(pk.addressed_to(frames, me), l4=False) == []
     assert pk.drops(before, after) == {}
     assert pk.delta(before, after, "rx_packets", eni["id"]) > 0
 
