@@ -297,6 +297,16 @@ def _l4_ok(proto: int, src: bytes, dst: bytes, segment: bytes) -> bool:
     return ones_sum(pseudo + segment) == 0xFFFF
 
 
+def ipv4_src(frame: bytes) -> str | None:
+    ip = ipv4_of(frame)
+    return socket.inet_ntoa(ip[12:16]) if ip else None
+
+
+def ipv4_dst(frame: bytes) -> str | None:
+    ip = ipv4_of(frame)
+    return socket.inet_ntoa(ip[16:20]) if ip else None
+
+
 def ipv4_of(frame: bytes) -> bytes | None:
     """The IPv4 packet of an Ethernet frame (cut to its total length), or None."""
     if len(frame) < 34 or frame[12:14] != b"\x08\x00":

@@ -111,37 +111,49 @@ def test_udp_to_a_closed_port_gives_port_unreachable_quoting_the_environment(
 
 
 # -- traceroute --------------------------------------------------------------------------------
+METHODS = {  # traceroute options, probe protocol, what db answers the probe that reaches it
+    "udp": (["--sport=902"], 17, (DB, 3)),
+    "icmp": (["-I"], 1, None),
+    "tcp": (["-T", "-p", "8080", "--sport=903"], 6, None),
+}
+
+
+@pytest.mark.parametrize("method", list(METHODS))
 def test_traceroute_shows_hyperplane_the_vpc_router_and_db(
-        state_dir: Path, enis: dict, tmp_path: Path) -> None:
-    """``traceroute -n --sport=902`` from an environment of subnet-b to db in subnet-a: hop 1 is
-    Hyperplane (169.254.0.1: it decrements TTL and sends time exceeded itself), hop 2 the
-    VPC router on subnet-b (10.0.2.1: its time exceeded is translated back), hop 3 db
-    (its port unreachable, translated).  Each error in the capture is addressed to the
-    environment and quotes one of its own probes; ``ttl-expired`` +1 on subnet-b's ENI."""
+        method: str, state_dir: Path, enis: dict, tmp_path: Path) -> None:
+    """``traceroute -n`` (UDP probes, ICMP echo with ``-I``, TCP SYN with ``-T``) from an
+    environment of subnet-b to db in subnet-a: hop 1 is Hyperplane (169.254.0.1: it
+    decrements TTL and sends time exceeded itself), hop 2 the VPC router on subnet-b
+    (10.0.2.1: its time exceeded is translated back), hop 3 db (a port unreachable, an
+    echo reply or a SYN-ACK, translated).  Each ICMP error in the capture is addressed to
+    the environment, quotes one of its own probes, and has valid checksums.  UDP and TCP
+    probes leave from a port below 1024 whose ENI port differs, so the quoted port shows
+    that Hyperplane restored it.  ``ttl-expired`` +1 on subnet-b's ENI, one error sent."""
+    options, proto, last = METHODS[method]
     eni = enis["subnet-b"]
     pcap = tmp_path / "env.pcap"
     before = pk.stats(state_dir)
     out = in_env(state_dir, "far", pcap, "traceroute", "-n", "-q", "1", "-w", "2", "-m", "6",
-                 "--sport=902", DB).stdout
+                 *options, DB).stdout
     rows = pk.conntrack(state_dir)
     after = pk.stats(state_dir)
     hops = re.findall(r"^\s*(\d+)\s+(\S+)", out, re.M)
     assert hops == [("1", "169.254.0.1"), ("2", "10.0.2.1"), ("3", DB)], out
     frames = pk.read_pcap(pcap)
-    me = next(f["src"] for f in pk.flows(frames, 17) if f["dst"] == DB)
-    probes = {(f["sport"], f["dport"]) for f in pk.flows(frames, 17) if f["src"] == me}
-    errors = pk.icmp_errors(pk.addressed_to(frames, me))
-    assert {(e["src"], e["type"]) for e in errors} >= {("169.254.0.1", 11), ("10.0.2.1", 11),
-                                                        (DB, 3)}
+    me = pk.ipv4_src(next(f for f in frames if pk.ipv4_dst(f) == DB))
+    errors = pk.icmp_errors(pk.addressed_to(frames, me, proto=1))
+    wanted = {("169.254.0.1", 11), ("10.0.2.1", 11)} | ({last} if last else set())
+    assert {(e["src"], e["type"]) for e in errors} >= wanted
     for e in errors:
-        assert e["quoted_src"] == me and e["quoted_dst"] == DB
-        assert (e["quoted_sport"], e["quoted_dport"]) in probes
-    # the probes left from port 902 and got another ENI port (one, for all: the mapping
-    # is endpoint-independent); the errors quote 902, so Hyperplane restored it
-    assert {port for port, _ in probes} == {902}
-    assert len({s["reply"]["dport"] for s in pk.sessions(rows, protocol="udp", sport=902)}
-               - {902}) == 1
-    assert pk.checksum_problems(pk.addressed_to(frames, me)) == []
+        assert (e["quoted_src"], e["quoted_dst"], e["quoted_proto"]) == (me, DB, proto)
+    if proto != 1:
+        sport = int(options[-1].split("=")[1])
+        probes = {(f["sport"], f["dport"]) for f in pk.flows(frames, proto) if f["src"] == me}
+        assert {port for port, _ in probes} == {sport}
+        assert {(e["quoted_sport"], e["quoted_dport"]) for e in errors} <= probes
+        mapped = {s["reply"]["dport"] for s in pk.sessions(rows, sport=sport)}
+        assert len(mapped) == 1 and mapped != {sport}  # one ENI port (endpoint-independent)
+    assert pk.checksum_problems(pk.addressed_to(frames, me, proto=1)) == []
     assert pk.delta(before, after, "ttl-expired", eni["id"]) == 1
     assert pk.delta(before, after, "icmp_errors_sent") == 1
     assert pk.drops(before, after) == {"ttl-expired": 1}
