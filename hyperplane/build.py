@@ -28,7 +28,9 @@ def _create(obj: fabric.KernelObject) -> None:
     elif isinstance(obj, fabric.Address):
         netlink.add_address(obj.ns, obj.ifname, obj.ip, obj.prefixlen)
     elif isinstance(obj, fabric.Route):
-        netlink.add_route(obj.ns, obj.dst, obj.gateway, obj.ifname)
+        netlink.add_route(obj.ns, obj.dst, obj.gateway, obj.ifname, obj.table, obj.kind)
+    elif isinstance(obj, fabric.PolicyRule):
+        netlink.add_rule(obj.ns, obj.iif, obj.table, obj.priority)
     else:  # pragma: no cover - the union is closed
         raise TypeError(obj)
 

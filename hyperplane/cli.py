@@ -186,12 +186,18 @@ def exec_(function: str | None, args: tuple[str, ...]) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def stats(as_json: bool) -> None:
     """Dataplane counters: per ENI and global, every drop reason by name."""
-    engine.require()
+    running = engine.require()
     result = engine.dataplane_request({"op": "stats"})["stats"]
     lines = [f"{k:<24} {v}" for k, v in sorted(result["global"].items())]
     for eni_id, counters in sorted(result["enis"].items()):
         lines.append(f"[{eni_id}]")
         lines += [f"  {k:<22} {v}" for k, v in sorted(counters.items())]
+    if "natgw" in running.data["procs"]:  # the NAT gateway role's own counters
+        natgw = cli_vpc.natgw_stats()
+        result["nat_gateways"] = natgw
+        for gateway_id, counters in sorted(natgw["gateways"].items()):
+            lines.append(f"[{gateway_id}]")
+            lines += [f"  {k:<22} {v}" for k, v in sorted(counters.items())]
     _emit(result, as_json, "\n".join(lines))
 
 

@@ -10,7 +10,7 @@ import json
 
 import click
 
-from hyperplane import engine, security
+from hyperplane import engine, security, vpcnet
 
 
 def _emit(data: object, as_json: bool, text: str) -> None:
@@ -81,6 +81,12 @@ def authorize(**kwargs) -> None:
 def revoke(**kwargs) -> None:
     """Remove a rule from a group; tracked flows keep going, new flows are refused."""
     _change("revoke", **kwargs)
+
+
+def natgw_stats() -> dict:
+    """The NAT gateway process's counters: ``{"global": {...}, "gateways": {id: {...}}}``."""
+    stats = vpcnet.natgw_request({"op": "stats"})["stats"]
+    return {"global": stats["global"], "gateways": stats["enis"]}
 
 
 COMMANDS = (sg,)

@@ -27,6 +27,7 @@ from hyperplane import (
     build,
     client,
     fabric,
+    fabric_egress,
     names,
     netlink,
     procs,
@@ -205,8 +206,17 @@ def snapshot(running: Running) -> dict:
              "port_range": dataplane["port_range"], "mtu": names.LINK_MTU,
              "egress": secgroups.eni_egress(running.topology, e, membership)}
             for e in running.enis]
+    egress = fabric_egress.has_egress_port(running.topology)  # Lambda's own, for no-VPC envs
+    if egress:
+        enis.append({"id": names.EGRESS_ID, "ifname": names.EGRESS_PLANE_LINK,
+                     "ip": names.EGRESS_IP, "mac": names.mac(names.MAC_EGRESS, 0),
+                     "cidr": names.EGRESS_NET, "gateway": names.EGRESS_GATEWAY,
+                     "connection_limit": dataplane["eni_connection_limit"],
+                     "port_range": dataplane["port_range"], "mtu": names.LINK_MTU,
+                     "egress": None})
     envs = [{"ifname": e.plane_link, "ip": e.ip, "mac": e.mac, "gateway_ip": names.ENV_GATEWAY,
-             "gateway_mac": e.gateway_mac, "eni": e.eni_id} for e in running.envs]
+             "gateway_mac": e.gateway_mac,
+             "eni": e.eni_id or (names.EGRESS_ID if egress else None)} for e in running.envs]
     return {"enis": enis, "envs": envs, "timeouts": dataplane["timeouts"],
             "max_sessions": dataplane["max_sessions"]}
 
@@ -238,9 +248,9 @@ def _teardown(data: dict) -> None:
 
 
 def forget_state() -> None:
-    for name in ("state.json", "dataplane.sock", "zygote.sock"):
+    for name in ("state.json", "dataplane.sock", "zygote.sock", "natgw.sock"):
         state.path(name).unlink(missing_ok=True)
-    for sub in ("envs", "ready"):
+    for sub in ("envs", "ready", "resolv"):
         shutil.rmtree(state.path(sub), ignore_errors=True)
 
 
@@ -312,7 +322,7 @@ def _spawn_agent(running: Running, function: Function, env: Env) -> int:
             "--account", topology_egress.function_account(running.topology, function)]
     reply = client.request(state.zygote_socket(), {
         "op": "spawn", "netns": env.netns, "args": args, "log": str(state.log(env.id)),
-        "cwd": function.code})
+        "cwd": function.code, "resolv": vpcnet.resolv_file(env_vpc(function))})
     if not reply.get("ok"):
         raise RuntimeError(f"could not start environment {env.id}: {reply.get('error')}")
     return reply["pid"]
@@ -369,14 +379,20 @@ def exec_in_host(name: str, argv: list[str]) -> int:
         running.topology.host(name)
     except KeyError:
         raise UsageError(f"no host named {name!r} in {running.data['source']}") from None
-    return procs.exec_in(fabric.host_netns(running.topology, name), argv)
+    host = running.topology.host(name)
+    return procs.exec_in(fabric.host_netns(running.topology, name), argv,
+                         vpcnet.resolv_file(host.vpc_id))
 
 
 def exec_in_function(name: str, argv: list[str]) -> int:
     function = function_of(require(), name)
     env, lock, _cold = acquire_env(function)
     os.set_inheritable(lock.fileno(), True)  # the command holds the environment until it ends
-    return procs.exec_in(env.netns, argv)
+    return procs.exec_in(env.netns, argv, vpcnet.resolv_file(env_vpc(function)))
+
+
+def env_vpc(function: Function) -> str | None:
+    return function.vpc_config.vpc_id if function.vpc_config else None
 
 
 # -- views ------------------------------------------------------------------------------

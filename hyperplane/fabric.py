@@ -5,6 +5,8 @@ it into kernel objects, with Snabb's configuration diff: ``desired(...)``
 lists every namespace, bridge, veth, address, route and sysctl as frozen
 records; ``plan(old, new)`` is a pure function giving the ordered actions
 that turn the ``old`` set into the ``new`` one; ``build.apply`` performs them.
+What VPC egress adds (route tables, internet and NAT gateways, the emulated
+internet, the resolver's address) comes from ``fabric_egress``.
 Tearing down is ``plan(current, set())``.
 
 The picture (one VPC, one subnet shown)::
@@ -19,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from hyperplane import names
+from hyperplane import fabric_egress, names
 from hyperplane.controller import ipam
 from hyperplane.controller.enis import Eni
 from hyperplane.controller.envs import Env
@@ -92,10 +94,23 @@ class Route:
     dst: str | None
     gateway: str | None
     ifname: str | None = None
+    table: int | None = None  # None: main
+    kind: str | None = None   # None: unicast; "blackhole" drops silently
     stage: ClassVar[int] = 7
 
 
-KernelObject = Netns | Sysctl | Bridge | Veth | Master | Up | Address | Route
+@dataclass(frozen=True)
+class PolicyRule:
+    """``ip rule add iif IIF lookup TABLE pref PRIORITY`` (a subnet's route table)."""
+
+    ns: str
+    iif: str
+    table: int
+    priority: int
+    stage: ClassVar[int] = 8
+
+
+KernelObject = Netns | Sysctl | Bridge | Veth | Master | Up | Address | Route | PolicyRule
 
 
 @dataclass(frozen=True)
@@ -185,6 +200,7 @@ def desired(topology: Topology, enis: list[Eni], envs: list[Env]) -> frozenset[K
             objs += _host(topology, host.name)
     for eni in enis:
         objs += _eni(topology, eni)
+    objs += fabric_egress.objects(topology)
     for env in envs:
         objs += env_objects(env)
     return frozenset(objs)
@@ -223,8 +239,8 @@ def _goes_with_link(obj: KernelObject, gone: frozenset[KernelObject]) -> bool:
 
 
 def _uses_link(obj: KernelObject, gone: frozenset[KernelObject]) -> bool:
-    """Routes leave with the links of their namespace."""
-    if not isinstance(obj, Route):
+    """Routes leave with the links of their namespace (blackholes use no link)."""
+    if not isinstance(obj, Route) or obj.kind == "blackhole":
         return False
     return any(isinstance(o, Veth) and obj.ns in (o.ns, o.peer_ns) for o in gone)
 

@@ -68,3 +68,41 @@ def mac(kind: int, index: int) -> str:
 MAC_ENI = 0xE1          # ENI address as the VPC sees it (hpi<N>)
 MAC_ENV = 0xE0          # the environment's eth0
 MAC_ENV_GATEWAY = 0xE2  # Hyperplane's side of an environment link (hpe<N>)
+
+
+# -- VPC egress: the emulated internet, internet gateways, NAT gateways (documentation ranges
+# only: nothing here is ever routed out of the project's namespaces) --------------------------
+INET_NS = "hp-inet"              # the emulated internet: a router and the public test server
+PUBLIC_SERVER = "203.0.113.10"   # on hp-inet's lo; HTTP on PUBLIC_PORT (/whoami)
+PUBLIC_PORT = 80
+EGRESS_ID = "lambda-egress"      # Lambda's own internet egress (functions without VpcConfig)
+EGRESS_PLANE_LINK = "hpw0"       # in hp-plane; its address EGRESS_IP is Lambda-owned
+EGRESS_INET_LINK = "hpw1"        # in hp-inet, EGRESS_GATEWAY/29
+EGRESS_NET = "192.0.2.8/29"
+EGRESS_GATEWAY = "192.0.2.9"
+EGRESS_IP = "192.0.2.10"
+IGW_TRANSIT = "192.0.2.128/25"   # one /30 per internet gateway: .1 hp-inet, .2 the VPC router
+MAC_NATGW = 0xE3                 # a NAT gateway's link on its subnet (hpz<K>)
+MAC_EGRESS = 0xE4                # Lambda's egress link (hpw0)
+
+
+def igw_router_link(vpc_index: int) -> str:
+    return f"hpx{vpc_index}"
+
+
+def igw_inet_link(vpc_index: int) -> str:
+    return f"hpy{vpc_index}"
+
+
+def igw_transit(igw_index: int) -> tuple[str, str]:
+    """(hp-inet's address, the VPC router's address) on internet gateway N's /30."""
+    base = 128 + 4 * igw_index
+    return f"192.0.2.{base + 1}", f"192.0.2.{base + 2}"
+
+
+def natgw_plane_link(index: int) -> str:
+    return f"hpz{index}"
+
+
+def natgw_vpc_link(index: int) -> str:
+    return f"hpm{index}"

@@ -229,8 +229,12 @@ def add_address(ns: str, ifname: str, address: str, prefixlen: int) -> None:
 
 
 def add_route(ns: str, dst: str | None, gateway: str | None = None,
-              ifname: str | None = None) -> None:
-    """``dst`` None means the default route; without gateway the route is on-link."""
+              ifname: str | None = None, table: int | None = None,
+              kind: str | None = None) -> None:
+    """``dst`` None means the default route; without gateway the route is on-link.
+
+    ``table`` None is the main table; ``kind`` "blackhole" drops silently (no ICMP).
+    """
     with ipr(ns) as ip:
         kwargs: dict = {"dst": dst or "0.0.0.0/0"}
         if gateway:
@@ -239,7 +243,21 @@ def add_route(ns: str, dst: str | None, gateway: str | None = None,
             kwargs["oif"] = _require(ip, ifname, ns)
             if not gateway:
                 kwargs["scope"] = 253  # link
+        if table is not None:
+            kwargs["table"] = table
+        if kind is not None:
+            kwargs["type"] = kind
         _tolerate(errno.EEXIST, ip.route, "add", **kwargs)
+
+
+def add_rule(ns: str, iif: str, table: int, priority: int) -> None:
+    """A policy rule: packets arriving on ``iif`` look up ``table`` (idempotent)."""
+    with ipr(ns) as ip:
+        for rule in ip.rule("dump"):
+            if rule.get("FRA_PRIORITY") == priority and rule.get("FRA_TABLE") == table \
+                    and rule.get("FRA_IIFNAME") == iif:
+                return
+        _tolerate(errno.EEXIST, ip.rule, "add", table=table, priority=priority, iifname=iif)
 
 
 def set_sysctl(ns: str, key: str, value: str) -> None:

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from hyperplane import netlink
+from hyperplane import mounts, netlink
 
 OURS = ("hyperplane", "lambda_vm")  # marks in the command line of every process we start
 
@@ -32,14 +32,17 @@ def spawn(ns: str, argv: list[str], log_path: Path, env: dict | None = None,
     return proc.pid
 
 
-def exec_in(ns: str, argv: list[str]) -> int:
+def exec_in(ns: str, argv: list[str], resolv: str | None = None) -> int:
     """Become ``argv`` inside namespace ``ns`` (like ``ip netns exec``).
 
     The calling process enters the namespace and execs the command, so
     signals reach the command directly and its exit code is ours.  Returns
-    only if the command cannot be started (127).
+    only if the command cannot be started (127).  ``resolv``: a file shown
+    to the command as /etc/resolv.conf (the VPC resolver), as ``ip netns``
+    does with /etc/netns/NS/resolv.conf.
     """
     netlink.enter_netns(ns)
+    mounts.bind_resolv(resolv)
     try:
         os.execvp(argv[0], argv)
     except OSError as exc:

@@ -8,8 +8,14 @@
         timeouts: {tcp_established: 350, tcp_transitory: 240, tcp_syn: 30,
                    udp: 120, udp_replied: 180, icmp: 60}   # seconds
 
+      nat_gateway:                       # every NAT gateway (natgw)
+        connections_per_destination: 55000
+        idle_timeout: 350                # seconds, any protocol
+        port_range: [1024, 65535]
+
 ``check`` raises ``TopologyError`` naming the field, like every other
-topology error; ``dataplane(settings)`` returns the section with defaults.
+topology error; ``dataplane(settings)`` and ``nat_gateway(settings)`` return
+the sections with defaults.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from hyperplane.topology import TopologyError
 DEFAULTS = {"eni_connection_limit": 65000, "port_range": [1024, 65535],
             "max_sessions": 1_000_000, "timeouts": {}}
 TIMEOUT_KEYS = tuple(f.name for f in fields(Timeouts))
+NAT_GATEWAY_DEFAULTS = {"connections_per_destination": 55000, "idle_timeout": 350,
+                        "port_range": [1024, 65535]}
 
 
 def _positive_int(value: object) -> bool:
@@ -30,10 +38,11 @@ def _positive_int(value: object) -> bool:
 
 def check(settings: dict, source: str) -> None:
     """Refuse settings the runtime could not apply."""
-    unknown = set(settings) - {"dataplane"}
+    unknown = set(settings) - {"dataplane", "nat_gateway"}
     if unknown:
         raise TopologyError(source, f"settings.{sorted(unknown)[0]}", "unknown setting "
-                            "(known: dataplane)")
+                            "(known: dataplane, nat_gateway)")
+    _check_nat_gateway(source, settings.get("nat_gateway") or {})
     section = settings.get("dataplane", {})
     if section is None:
         section = {}
@@ -67,6 +76,25 @@ def _check_dataplane_key(source: str, path: str, key: str, value: object) -> Non
     else:
         raise TopologyError(source, path, "unknown dataplane setting (known: "
                             f"{', '.join(DEFAULTS)})")
+
+
+def _check_nat_gateway(source: str, section: object) -> None:
+    if not isinstance(section, dict):
+        raise TopologyError(source, "settings.nat_gateway", "expected a mapping")
+    for key, value in section.items():
+        path = f"settings.nat_gateway.{key}"
+        if key == "port_range":
+            _check_dataplane_key(source, path, key, value)
+        elif key in NAT_GATEWAY_DEFAULTS:
+            if not _positive_int(value):
+                raise TopologyError(source, path, f"expected a positive integer, got {value!r}")
+        else:
+            raise TopologyError(source, path, "unknown NAT gateway setting (known: "
+                                f"{', '.join(NAT_GATEWAY_DEFAULTS)})")
+
+
+def nat_gateway(settings: dict) -> dict:
+    return {**NAT_GATEWAY_DEFAULTS, **(settings.get("nat_gateway") or {})}
 
 
 def dataplane(settings: dict) -> dict:

@@ -11,7 +11,8 @@ would in Lambda (and a cold start still pays for it).  Children share the
 zygote's pages copy-on-write.
 
 Protocol (Unix socket, one JSON line each way):
-    {"op": "spawn", "netns": NAME, "args": [...agent args...], "log": PATH, "cwd": DIR}
+    {"op": "spawn", "netns": NAME, "args": [...agent args...], "log": PATH, "cwd": DIR,
+     "resolv": FILE or null (shown to the agent as /etc/resolv.conf)}
         -> {"ok": true, "pid": PID}
     {"op": "ping"} -> {"ok": true, "pid": ...}
 """
@@ -27,6 +28,7 @@ import sys
 
 from pyroute2 import netns  # imported before forking: children only call setns
 
+from hyperplane import mounts
 from lambda_vm import agent
 
 
@@ -53,6 +55,7 @@ def _child(request: dict) -> None:
         os.dup2(log, 1)
         os.dup2(log, 2)
         netns.setns(request["netns"], flags=0)
+        mounts.bind_resolv(request.get("resolv"))  # the VPC resolver as /etc/resolv.conf
         os.chdir(request.get("cwd") or "/")
         sys.argv = ["lambda_vm.agent", *request["args"]]
         code = agent.main(request["args"]) or 0

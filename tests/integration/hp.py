@@ -60,6 +60,7 @@ def our_processes() -> list[int]:
         except OSError:
             continue
         if any(part in (b"hyperplane.dataplane", b"hyperplane.services.httpd", b"lambda_vm.agent",
-                        b"lambda_vm.zygote") for part in cmd):
+                        b"lambda_vm.zygote", b"hyperplane.services.dns",
+                        b"hyperplane.natgw_dataplane") for part in cmd):
             found.append(int(entry))
     return found
