@@ -25,6 +25,7 @@ or an execution environment (``hyperplane exec db -- ...`` or ``hyperplane exec
     udp-probe    one datagram on a connected socket; report what comes back (or the error)
     frag-send    a UDP datagram as IPv4 fragments (in order or reversed), wait for the echo
     inject       craft TCP/UDP packets (scapy) and send them with a raw socket
+    icmp-error   a port unreachable (scapy) quoting a given flow, checksum right or wrong
     rst-after    watch a flow on eth0, then send a RST relative to the last ACK seen
     flows        open one flow of each kind the timeouts apply to, hold them for a while
     exhaust      hold N connections, try one more, then retry until one is accepted
@@ -53,7 +54,6 @@ from pathlib import Path
 
 MODULE = [sys.executable, "-m", "tests.integration.packets"]
 CAPTURE = [sys.executable, "-m", "tests.integration.capture"]
-GATEWAY = "169.254.0.1"
 ETH_P_ALL = 3
 DROP_EXTRA = ("rx-error", "internal-error")
 
@@ -545,8 +545,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     elif mode == "refrag":
                         ident = ident % 0xFFFF + 1
                         local = sock.getsockname()[1]
-                        _send_fragments(raw, args.address or _local_address(peer[0]),
-                                        peer[0], local, peer[1], data, True, ident)
+                        _send_fragments(raw, _local_address(peer[0]), peer[0], local,
+                                        peer[1], data, True, ident)
             except OSError as exc:
                 record.setdefault("errors", []).append(f"{kind}: {exc}")
     for key in list(sel.get_map().values()):
@@ -769,6 +769,21 @@ def cmd_inject(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_icmp_error(args: argparse.Namespace) -> int:
+    """A port unreachable to ``--dst`` quoting a UDP datagram ``--dst``:QSPORT -> here:QDPORT
+    (as if this host had received it), optionally with a wrong ICMP checksum."""
+    from scapy.layers.inet import ICMP, IP, UDP
+    src = _local_address(args.dst)
+    quoted = IP(src=args.dst, dst=src) / UDP(sport=args.quoted_sport, dport=args.quoted_dport)
+    icmp = ICMP(type=3, code=3) / bytes(quoted / b"forged")
+    if args.bad_checksum:
+        good = ICMP(bytes(icmp)).chksum
+        icmp.chksum = good ^ 0x5A5A
+    _raw_sender().sendto(bytes(IP(src=src, dst=args.dst) / icmp), (args.dst, 0))
+    emit(sent=1, src=src, bad_checksum=args.bad_checksum)
+    return 0
+
+
 def cmd_rst_after(args: argparse.Namespace) -> int:
     """Watch the flow PEER:PEER_PORT -> here:PORT on eth0; once it has been quiet for
     ``--quiet`` s, send a RST to the peer with seq = the last ACK seen + ``--offset``."""
@@ -933,7 +948,6 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("serve")
     p.add_argument("--tcp", default="")
     p.add_argument("--udp", default="", help="PORT[:echo|sink|refrag],...")
-    p.add_argument("--address", help="source address for crafted replies")
     p.add_argument("--out", required=True)
     p.add_argument("--ready", required=True)
     p.add_argument("--seconds", type=float, default=120)
@@ -991,6 +1005,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=int, default=64240)
     p.add_argument("--count", type=int, default=1)
     p.set_defaults(run=cmd_inject)
+    p = sub.add_parser("icmp-error")
+    p.add_argument("--dst", required=True)
+    p.add_argument("--quoted-sport", type=int, required=True)
+    p.add_argument("--quoted-dport", type=int, required=True)
+    p.add_argument("--bad-checksum", action="store_true")
+    p.set_defaults(run=cmd_icmp_error)
     p = sub.add_parser("rst-after")
     p.add_argument("--iface", default="eth0")
     p.add_argument("--peer", required=True)

@@ -367,13 +367,18 @@ def test_unsolicited_inbound_syn_and_udp_reach_no_environment_and_get_no_answer(
     namespace sends the ENI, with scapy: 3 SYNs and 3 UDP datagrams to that mapped port
     from other db ports, and 3 + 3 to an unmapped port.  Hyperplane counts 12
     ``inbound-to-eni`` (globally and on the ENI) and makes no session; db's capture shows
-    no packet from the ENI; the environment receives nothing more than its own echo."""
+    no packet from the ENI; the environment receives nothing more than its own echo.
+
+    Then two forged port unreachables: one quoting a flow that does not exist
+    (``icmp-error-no-session``), one quoting the live flow with a wrong ICMP checksum
+    (``icmp-bad-checksum``).  Neither reaches the environment: its connected socket would
+    report ECONNREFUSED, and its capture would show them."""
     eni = enis["subnet-a"]
     env_pcap = tmp_path / "env.pcap"
     with pk.serving(state_dir, pk.host("db"), tmp_path, udp="7000:echo"):
         listener = pk.Job(*pk.function("near"), *pk.MODULE, "with-capture", "--out",
                           str(env_pcap), "--", *pk.MODULE, "udp-probe", "--dst", DB,
-                          "--port", "7000", "--sport", "45000", "--more", "6",
+                          "--port", "7000", "--sport", "45000", "--more", "8",
                           state_dir=state_dir)
         try:
             # the first answer (the echo) arrives at once; then the probe waits for more
@@ -388,12 +393,19 @@ def test_unsolicited_inbound_syn_and_udp_reach_no_environment_and_get_no_answer(
                        "3", state_dir=state_dir)
                 assert pk.wait_for(lambda: pk.delta(before, pk.stats(state_dir),
                                                     "inbound-to-eni") >= 12, 5, 0.1)
+                for quoted, bad in ((23456, []), (mapped, ["--bad-checksum"])):
+                    hp.run(*pk.host("db"), *pk.MODULE, "icmp-error", "--dst", eni["ip"],
+                           "--quoted-sport", str(quoted), "--quoted-dport", "7000", *bad,
+                           state_dir=state_dir)
+                assert pk.wait_for(lambda: len(pk.drops(before, pk.stats(state_dir))) >= 3,
+                                   5, 0.1)
                 after = pk.stats(state_dir)
             code, out, err = listener.finish(timeout=20)
         finally:
             listener.stop()
-    assert pk.drops(before, after) == {"inbound-to-eni": 12}
-    assert pk.delta(before, after, "inbound-to-eni", eni["id"]) == 12
+    assert pk.drops(before, after) == {"inbound-to-eni": 12, "icmp-error-no-session": 1,
+                                       "icmp-bad-checksum": 1}
+    assert pk.drops(before, after, eni["id"]) == pk.drops(before, after)
     assert pk.delta(before, after, "sessions_created") == 0
     db_frames = pk.read_pcap(db_pcap)
     assert [f for f in db_frames if (ip := pk.ipv4_of(f)) and ip[12:16] == _aton(eni["ip"])] \
@@ -407,3 +419,4 @@ def test_unsolicited_inbound_syn_and_udp_reach_no_environment_and_get_no_answer(
     received = [f for f in pk.flows(env_frames, 6) + pk.flows(env_frames, 17)
                 if f["dst"] != DB]
     assert [(f["src"], f["sport"]) for f in received] == [(DB, 7000)]  # the echo only
+    assert pk.icmp_errors(env_frames) == []
