@@ -28,6 +28,7 @@ import copy
 from collections.abc import Iterable
 from typing import Any
 
+from hyperplane.controller import ipam
 from hyperplane.controller.enis import Eni
 from hyperplane.topology import Rule, Topology
 
@@ -145,9 +146,17 @@ def admit(egress: RuleSet | None, buf: bytearray, proto: int, port: int) -> str 
     return None
 
 
+def resolver_rules(resolver: str) -> list[dict]:
+    """DNS to the VPC resolver (base + 2), which AWS never filters with security groups."""
+    return [{"protocol": protocol, "ports": [53, 53], "cidrs": [f"{resolver}/32"],
+             "peer_group": None, "rule": "VPC resolver"} for protocol in ("udp", "tcp")]
+
+
 def eni_egress(topology: Topology, eni: Eni, membership: dict[str, tuple[str, ...]]) -> list:
-    """The snapshot's ``egress`` of one ENI: every egress rule of its groups."""
-    return compile_rules(topology, eni.key.security_group_ids, "egress", membership)
+    """The snapshot's ``egress`` of one ENI: every egress rule of its groups, and DNS."""
+    resolver = ipam.resolver(topology.vpc(eni.key.vpc_id).cidr)
+    return compile_rules(topology, eni.key.security_group_ids, "egress", membership) + \
+        resolver_rules(resolver)
 
 
 # -- sg authorize | revoke ----------------------------------------------------------------

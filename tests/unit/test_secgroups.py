@@ -218,3 +218,15 @@ def test_edit_errors() -> None:
         secgroups.rule_document("ingress", "tcp", None, "10.0.0.0/8", "sg-db")
     with pytest.raises(RuleEditError, match="exactly one"):
         secgroups.rule_document("ingress", "tcp", None, None, None)
+
+
+def test_eni_egress_always_allows_the_vpc_resolver() -> None:
+    doc = quickstart_doc()
+    doc["vpcs"][0]["security_groups"][0]["egress"] = []
+    topology = parse_topology(doc, "q.yaml")
+    eni = plan_enis(topology, [])[0]
+    rs = RuleSet(secgroups.eni_egress(topology, eni, secgroups.members(topology, [eni])))
+    resolver = secgroups.ip_int("10.0.0.2")
+    assert rs.match(17, resolver, 53) == rs.match(6, resolver, 53) == "VPC resolver"
+    assert rs.match(17, resolver, 54) is None
+    assert rs.match(17, secgroups.ip_int("10.0.1.10"), 53) is None
