@@ -53,12 +53,12 @@ def test_bulk_tcp_both_directions_byte_identical_offloads_on(
     partial sum, which nothing completes on veth, so a capture here cannot check L4
     checksums (``test_checksums_valid_on_every_captured_packet[on]`` does, by making the
     kernel complete them at Hyperplane's egress).  Checked here, with nothing changed on
-    any link: both payloads arrive byte-identical; the receiving
-    kernels (environment and db) count no checksum error (``/proc/net/snmp``
-    ``InCsumErrors``) and retransmit under 5 % of their segments (a bad checksum would
-    have every segment retransmitted; a loaded machine loses a few); the dataplane counts no
-    drop; db's capture shows super-frames (> 1514 bytes) leaving the ENI whole, each with a
-    valid IPv4 header checksum; the session (conntrack) carried the bytes each way.
+    any link: both payloads arrive byte-identical; the receiving kernels (environment and
+    db) count no checksum error (``/proc/net/snmp`` ``InCsumErrors``) and retransmit under
+    5 % of their segments (a bad checksum would have every segment retransmitted; a few
+    spurious retransmissions after reordering are normal here); the dataplane counts no
+    drop; db's capture shows super-frames (> 1514 bytes) leaving the ENI whole, each with
+    a valid IPv4 header checksum; the session (conntrack) carried the bytes each way.
     """
     eni = enis[subnet_of(fn)]
     size = 6 * 1024 * 1024 + 321
