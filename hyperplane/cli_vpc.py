@@ -10,7 +10,7 @@ import json
 
 import click
 
-from hyperplane import engine, security, vpcnet
+from hyperplane import engine, reach, reachability, security, vpcnet
 
 
 def _emit(data: object, as_json: bool, text: str) -> None:
@@ -83,10 +83,24 @@ def revoke(**kwargs) -> None:
     _change("revoke", **kwargs)
 
 
+@click.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--timeout", type=float, default=reach.PROBE_TIMEOUT, show_default=True,
+              help="seconds each probe waits for an answer")
+def reach_(as_json: bool, timeout: float) -> None:
+    """Probe every (function or host) -> (host:port) pair with real packets: a matrix of
+    allowed / denied / unreachable, with the rule set or route that stops each flow."""
+    result = reach.run(timeout)
+    _emit(result, as_json, reachability.render(result["results"]))
+
+
+reach_.name = "reach"
+
+
 def natgw_stats() -> dict:
     """The NAT gateway process's counters: ``{"global": {...}, "gateways": {id: {...}}}``."""
     stats = vpcnet.natgw_request({"op": "stats"})["stats"]
     return {"global": stats["global"], "gateways": stats["enis"]}
 
 
-COMMANDS = (sg,)
+COMMANDS = (sg, reach_)

@@ -50,6 +50,16 @@ def exec_in(ns: str, argv: list[str], resolv: str | None = None) -> int:
     return 127
 
 
+def start_in(ns: str, argv: list[str], resolv: str | None = None) -> subprocess.Popen:
+    """``argv`` inside namespace ``ns`` with its output captured (text), not detached."""
+    def enter() -> None:
+        netlink.enter_netns(ns)
+        mounts.bind_resolv(resolv)
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=enter,
+                            close_fds=True)
+
+
 def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 

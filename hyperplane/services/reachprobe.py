@@ -1,14 +1,17 @@
 """Probe connections from inside a namespace with real packets (``hyperplane reach``, tests).
 
-    python -m hyperplane.services.reachprobe [--timeout S] tcp:HOST:PORT udp:HOST:PORT ...
+    python -m hyperplane.services.reachprobe [--timeout S] tcp:HOST:PORT udp:HOST:PORT
+                                             http:HOST:PORT ...
         one JSON list on stdout, one object per target, probed concurrently:
         {"target": "tcp:10.0.1.10:8080", "result": R, "detail": "..."} where R is
         connected / replied (udp) / refused / timeout / unreachable / error
     python -m hyperplane.services.reachprobe --udp-echo PORT [--ready FILE]
         a UDP echo server (each datagram is sent back, prefixed with the sender's address)
 
-A TCP probe completes the handshake and closes; a UDP probe sends one datagram on a
-connected socket and waits for any answer (an ICMP port unreachable gives ``refused``).
+A TCP probe completes the handshake and closes; an HTTP probe also asks ``GET /whoami``
+and reports the answering host's name as its detail (the same address may be another
+host in another VPC); a UDP probe sends one datagram on a connected socket and waits for
+any answer (an ICMP port unreachable gives ``refused``).
 A timeout is what a security group or a missing route looks like from the inside, as in
 AWS: the packets are dropped, nothing answers.
 """
@@ -36,12 +39,19 @@ def probe(target: str, timeout: float) -> dict:
     except (OSError, ValueError) as exc:
         return dict(result, result="error", detail=f"cannot resolve {host!r}: {exc}")
     sock = socket.socket(socket.AF_INET,
-                         socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM)
+                         socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         sock.connect((address, port))
         if kind == "tcp":
             return dict(result, result="connected", detail=f"{address}:{port}")
+        if kind == "http":  # who answered: the host's /whoami names it
+            sock.sendall(b"GET /whoami HTTP/1.0\r\nHost: reach\r\n\r\n")
+            data = b""
+            while chunk := sock.recv(4096):
+                data += chunk
+            body = json.loads(data.partition(b"\r\n\r\n")[2] or b"{}")
+            return dict(result, result="connected", detail=str(body.get("host", "")))
         sock.send(b"reach probe")
         data = sock.recv(2048)
         return dict(result, result="replied", detail=data.decode(errors="replace"))
@@ -49,6 +59,8 @@ def probe(target: str, timeout: float) -> dict:
         return dict(result, result="timeout", detail=f"no answer in {timeout:g} s")
     except ConnectionRefusedError:
         return dict(result, result="refused", detail="connection refused")
+    except ValueError:
+        return dict(result, result="connected", detail="")
     except OSError as exc:
         kind_of = "unreachable" if exc.errno in UNREACHABLE else "error"
         return dict(result, result=kind_of, detail=exc.strerror or str(exc))

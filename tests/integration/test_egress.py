@@ -101,3 +101,14 @@ def test_handlers_use_vpc_names_and_the_internet(natgw: dict, state_dir: Path) -
                         '{"url": "http://app.vpc-app.internal:8080/whoami"}',
                         state_dir=state_dir)["result"]
     assert reply["saw"]["host"] == "app"
+
+
+def test_reach_matrix_names_the_missing_route(natgw: dict, state_dir: Path) -> None:
+    cells = {(r["source"], r["target"]): r
+             for r in hp.run_json("reach", state_dir=state_dir)["results"]}
+    assert {pair: c["verdict"] for pair, c in cells.items()} == {
+        ("fetch", "app:8080"): "allowed", ("fetch", "internet:80"): "allowed",
+        ("sealed", "app:8080"): "allowed", ("sealed", "internet:80"): "unreachable",
+        ("app", "internet:80"): "allowed"}
+    assert "no route to the internet in subnet-isolated" in \
+        cells["sealed", "internet:80"]["reason"]

@@ -188,3 +188,16 @@ def test_each_vpc_has_its_own_resolver(tenants: dict, state_dir: Path) -> None:
     assert lookup("green", "green-db.vpc-green.internal").startswith(DB)
     assert lookup("green", "blue-db.vpc-blue.internal") == ""  # unknown in green's VPC
     assert lookup("blue", "green-db") == ""
+
+
+def test_reach_matrix_keeps_tenants_apart(tenants: dict, state_dir: Path) -> None:
+    cells = {(r["source"], r["target"]): r
+             for r in hp.run_json("reach", state_dir=state_dir)["results"]}
+    assert cells["blue", "blue-db:8080"]["verdict"] == "allowed"
+    assert cells["green", "green-db:8080"]["verdict"] == "allowed"
+    for pair in (("blue", "green-db:8080"), ("green", "blue-db:8080")):
+        # the probe connects to the same address in its own VPC: another host answers
+        assert cells[pair]["verdict"] == "unreachable"
+        assert "are not connected" in cells[pair]["reason"]
+        assert "answered as" in cells[pair]["reason"]
+    assert cells["green", "blue-cache:8080"]["verdict"] == "unreachable"

@@ -260,3 +260,21 @@ def test_bad_rule_changes_exit_2_and_change_nothing(topology: dict, state_dir: P
         assert result.returncode == 2, result
         assert len(result.stderr.strip().splitlines()) == 1 and expected in result.stderr
     assert (state_dir / "state.json").read_text() == before
+
+
+SECURITY_GROUPS_MATRIX = {
+    ("api", "db:8080"): "allowed", ("api", "cache:6379"): "denied",
+    ("batch", "db:8080"): "denied", ("batch", "cache:6379"): "denied",
+    ("worker", "db:8080"): "denied", ("worker", "cache:6379"): "allowed",
+    ("db", "cache:6379"): "denied", ("cache", "db:8080"): "denied",
+    ("ops", "db:8080"): "allowed", ("ops", "cache:6379"): "denied",
+}
+
+
+def test_reach_matrix_names_the_rule_set(topology: dict, state_dir: Path) -> None:
+    cells = {(r["source"], r["target"]): r
+             for r in hp.run_json("reach", state_dir=state_dir)["results"]}
+    assert {pair: c["verdict"] for pair, c in cells.items()} == SECURITY_GROUPS_MATRIX
+    assert cells["api", "cache:6379"]["reason"].startswith("egress of sg-api (ENI ")
+    assert cells["batch", "db:8080"]["reason"].startswith("ingress of sg-db (db) admits no")
+    assert cells["cache", "db:8080"]["reason"].startswith("egress of sg-cache (host 10.0.1.30)")
