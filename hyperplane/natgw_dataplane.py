@@ -27,9 +27,10 @@ from hyperplane.natgw import NatGatewayPipeline, NatGatewayPort
 class NatGatewayDataplane(Dataplane):
     def __init__(self, control_path: str) -> None:
         super().__init__(control_path)
+        io_counters = self.counters  # the Lambda pipeline's, plus the I/O layer's own
         self.pipeline = NatGatewayPipeline()
         self.counters = self.pipeline.counters
-        self.counters.update({"rx-error": 0, "internal-error": 0})
+        self.counters.update({k: 0 for k in io_counters if k not in self.counters})
 
     def apply_config(self, config: dict) -> None:
         pl = self.pipeline

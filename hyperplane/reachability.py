@@ -158,8 +158,8 @@ def render(rows: list[dict]) -> str:
     cell = {(r["source"], r["target"]): r for r in rows}
     first = max([len("SOURCE")] + [len(s) for s in source_labels]) + 2
     widths = [max(len(t), len("unreachable [99]")) + 2 for t in target_labels]
-    lines = ["SOURCE".ljust(first) + "".join(t.ljust(w) for t, w in
-                                             zip(target_labels, widths, strict=True))]
+    lines = [("SOURCE".ljust(first) + "".join(t.ljust(w) for t, w in
+                                              zip(target_labels, widths, strict=True))).rstrip()]
     notes = []
     for source in source_labels:
         line = source.ljust(first)

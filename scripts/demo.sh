@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The quickstart demo: bring up examples/quickstart.yaml, invoke `orders`, ping and
-# curl the database from an execution environment, list the ENIs, tear down.
+# The quickstart demo: bring up examples/quickstart.yaml, invoke `orders`, curl the
+# database by name from an execution environment, ping it (denied by its security group,
+# then allowed at run time), print the reachability matrix, list the ENIs, tear down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HP=.venv/bin/hyperplane
@@ -25,11 +26,18 @@ echo "-> the environment's own address is $env_ip; the database saw $eni_ip, the
 step "hyperplane invoke billing  (another function, same subnets and groups: same ENIs)"
 $HP invoke billing
 
-step "ping from an execution environment of orders to db (10.0.1.10)"
+step "curl from an execution environment of orders to db, by name (the VPC resolver, 10.0.0.2)"
+$HP exec --function orders -- curl -s http://db.vpc-app.internal:8080/whoami
+
+step "ping from orders to db: sg-db admits only tcp 8080 from sg-lambda, so db drops it"
+$HP exec --function orders -- ping -c 2 -i 0.2 -W 1 10.0.1.10 || echo "-> no reply: denied by sg-db"
+
+step "hyperplane sg authorize: sg-db admits icmp from sg-lambda (at run time), then ping again"
+$HP sg authorize --group sg-db --direction ingress --protocol icmp --source-group sg-lambda
 $HP exec --function orders -- ping -c 3 -i 0.2 10.0.1.10
 
-step "curl from an execution environment of orders to db"
-$HP exec --function orders -- curl -s http://10.0.1.10:8080/whoami
+step "hyperplane reach  (every declared pair, probed with real packets)"
+$HP reach
 
 step "hyperplane eni list  (one ENI per subnet + security-group set, shared)"
 $HP eni list
