@@ -44,7 +44,7 @@ class Dataplane:
     def __init__(self, control_path: str) -> None:
         self.pipeline = Pipeline()
         self.counters = self.pipeline.counters
-        self.counters.update({"rx-error": 0, "internal-error": 0})
+        self.counters.update({"rx-error": 0, "internal-error": 0, "rx-socket-dropped": 0})
         self.sockets: dict[str, PacketSocket] = {}
         self.by_fd: dict[int, tuple] = {}
         self.epoll = select.epoll()
@@ -163,6 +163,9 @@ class Dataplane:
 
     def stats(self) -> dict:
         pl = self.pipeline
+        dropped = sum(sock.dropped() for sock in self.sockets.values())
+        # the kernel's own drops on our sockets (buffer full), before we saw the frames
+        self.counters["rx-socket-dropped"] = self.counters.get("rx-socket-dropped", 0) + dropped
         enis = {}
         for eni in pl.enis.values():
             enis[eni.id] = dict(eni.counters, sessions_active=len(eni.table),

@@ -29,14 +29,32 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from pyroute2 import IPRoute, netns
-from pyroute2.netlink.exceptions import NetlinkError
+if TYPE_CHECKING:  # pyroute2 itself is imported on first use: it costs ~120 ms
+    from pyroute2 import IPRoute
 
 IFNAMSIZ = 15
 NETNS_DIR = "/var/run/netns"
 CLONE_NEWNET = 0x40000000
 _LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def _pyroute2():
+    """pyroute2's namespace helpers, imported on first use (commands such as a warm
+    ``invoke`` or ``exec`` never need netlink, and importing pyroute2 takes ~120 ms)."""
+    from pyroute2 import netns
+    return netns
+
+
+def _iproute() -> type:
+    from pyroute2 import IPRoute
+    return IPRoute
+
+
+def _netlink_error() -> type:
+    from pyroute2.netlink.exceptions import NetlinkError
+    return NetlinkError
 _SOCKETS: dict[str, IPRoute] = {}
 SOCKET_CACHE = 128
 _INDEX: dict[tuple[str, str], int] = {}  # (namespace, ifname) -> ifindex, learnt once
@@ -53,7 +71,7 @@ def check_name(name: str) -> str:
 
 def list_netns(prefix: str) -> list[str]:
     """Named namespaces whose name starts with ``prefix``."""
-    return sorted(n for n in netns.listnetns() if n.startswith(prefix))
+    return sorted(n for n in _pyroute2().listnetns() if n.startswith(prefix))
 
 
 def netns_exists(name: str) -> bool:
@@ -63,26 +81,26 @@ def netns_exists(name: str) -> bool:
 @contextmanager
 def inside(name: str) -> Iterator[None]:
     """Run the block with the calling thread inside namespace ``name``."""
-    netns.pushns()
+    _pyroute2().pushns()
     try:
-        netns.setns(name, flags=0)
+        _pyroute2().setns(name, flags=0)
         yield
     finally:
-        netns.popns()
+        _pyroute2().popns()
 
 
 def ensure_netns(name: str) -> None:
     """Create a named network namespace with loopback up (idempotent)."""
     check_name(name)
     if not netns_exists(name):
-        netns.pushns()
+        _pyroute2().pushns()
         try:
             if _LIBC.unshare(CLONE_NEWNET) != 0:
                 code = ctypes.get_errno()
                 raise OSError(code, f"unshare: {os.strerror(code)}")
-            netns.attach(name, os.getpid())
+            _pyroute2().attach(name, os.getpid())
         finally:
-            netns.popns()
+            _pyroute2().popns()
     with ipr(name) as ip:
         ip.link("set", index=LOOPBACK_INDEX, state="up")
 
@@ -96,7 +114,7 @@ def remove_netns(name: str) -> None:
         del _INDEX[key]
     if netns_exists(name):
         try:
-            netns.remove(name)
+            _pyroute2().remove(name)
         except OSError as exc:
             if exc.errno not in (errno.ENOENT, errno.EINVAL):
                 raise
@@ -117,7 +135,7 @@ def ipr(ns: str) -> Iterator[IPRoute]:
         if not netns_exists(ns):
             raise FileNotFoundError(f"no network namespace {ns}")
         with inside(ns):
-            ip = IPRoute()
+            ip = _iproute()()
         if len(_SOCKETS) >= SOCKET_CACHE:  # bounded: the oldest socket goes
             _SOCKETS.pop(next(iter(_SOCKETS))).close()
         _SOCKETS[ns] = ip
@@ -130,8 +148,14 @@ def close_sockets() -> None:
 
 
 def enter_netns(name: str) -> None:
-    """Move the calling process into namespace ``name`` (for child processes)."""
-    netns.setns(name, flags=0)
+    """Move the calling thread into namespace ``name`` (setns(2); never creates one)."""
+    fd = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY)
+    try:
+        if _LIBC.setns(fd, CLONE_NEWNET) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"setns {name}: {os.strerror(code)}")
+    finally:
+        os.close(fd)
 
 
 def _index(ip: IPRoute, ifname: str) -> int | None:
@@ -142,7 +166,7 @@ def _index(ip: IPRoute, ifname: str) -> int | None:
 def _tolerate(code: int, fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
-    except NetlinkError as exc:
+    except _netlink_error() as exc:
         if exc.code != code:
             raise
         return None

@@ -11,10 +11,12 @@ with ETH_P_ALL, so it never sees another interface's frames.
 from __future__ import annotations
 
 import socket
+import struct
 
 SOL_PACKET = 263
 PACKET_VNET_HDR = 15
 PACKET_IGNORE_OUTGOING = 23
+PACKET_STATISTICS = 6
 ETH_P_ALL = 0x0003
 BUFFER_BYTES = 4 * 1024 * 1024
 
@@ -38,6 +40,12 @@ class PacketSocket:
         self.sock = sock
         self.recv_into = sock.recv_into
         self.fileno = sock.fileno
+
+    def dropped(self) -> int:
+        """Frames the kernel dropped on this socket (its buffer was full) since last asked."""
+        _packets, drops = struct.unpack("II", self.sock.getsockopt(SOL_PACKET,
+                                                                  PACKET_STATISTICS, 8))
+        return drops
 
     def close(self) -> None:
         self.sock.close()
