@@ -225,6 +225,8 @@ def push_config(running: Running) -> None:
     reply = dataplane_request({"op": "config", "config": snapshot(running)})
     if not reply.get("ok"):
         raise RuntimeError(f"the dataplane refused its configuration: {reply.get('error')}")
+    # hosts' rules naming a group follow its members: re-render when ENIs came or went
+    vpcnet.follow_membership(running.data, running.topology, running.enis)
 
 
 def down() -> bool:

@@ -35,6 +35,7 @@ def change(action: str, group_id: str, direction: str, protocol: str, ports: str
         updated = engine.Running(running.data, topology)
         engine.push_config(updated)
         vpcnet.apply_firewalls(topology, updated.enis)
+        state.save(running.data)
     return next(g for g in describe(updated, counters=False) if g["id"] == group_id)
 
 

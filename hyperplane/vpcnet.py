@@ -7,7 +7,8 @@ waited for, so ``down`` and ``cleanup`` find it:
 
 * host security groups: ``hostfw.render_host`` for every host, applied with
   ``firewall.apply`` (nftables inside the host's namespace).  Group membership follows
-  the topology and the ENIs, so this runs again whenever either changes.
+  the topology and the ENIs: ``engine.push_config`` calls ``follow_membership``, which
+  renders again when the members changed, and ``security`` after a rule change.
 * the VPC resolver: ``services.dns`` in each router namespace on VPC base + 2
   (``dns:<vpc>``), answering ``<host>.<zone>``; ``STATE_DIR/resolv/<vpc>.conf`` points
   environments, hosts and ``exec`` commands at it (``resolv_file``).
@@ -57,6 +58,22 @@ def apply_firewalls(topology: Topology, enis: list[Eni], fresh: bool = False) ->
             firewall.apply(ns, hostfw.render_host(topology, host, membership, resolver, start))
 
 
+def follow_membership(data: dict, topology: Topology, enis: list[Eni]) -> bool:
+    """Re-render the hosts' firewalls if group membership changed since the last render.
+
+    The membership rendered last is kept in the state (``data["membership"]``; the caller
+    saves it).  Cheap when nothing changed (no nft runs), so every configuration push can
+    call it: ENIs that come or go change the members of their groups, and the hosts' rules
+    that name those groups follow.  Returns whether anything was applied.
+    """
+    membership = {g: list(ips) for g, ips in secgroups.members(topology, enis).items()}
+    if data.get("membership") == membership:
+        return False
+    apply_firewalls(topology, enis, fresh="membership" not in data)
+    data["membership"] = membership
+    return True
+
+
 def resolv_file(vpc_id: str | None) -> str | None:
     """The resolv.conf of a VPC (None for no VPC, or before ``start`` wrote it)."""
     if vpc_id is None:
@@ -90,7 +107,8 @@ def natgw_request(message: dict) -> dict:
 
 def start(data: dict, topology: Topology, enis: list[Eni]) -> None:
     """Everything a freshly built topology needs before its functions become Active."""
-    apply_firewalls(topology, enis, fresh=True)
+    data.pop("membership", None)
+    follow_membership(data, topology, enis)  # every host's firewall, fresh
     waiting = []
     for v_index, vpc in enumerate(topology.vpcs):
         resolver = ipam.resolver(vpc.cidr)

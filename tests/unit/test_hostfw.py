@@ -61,3 +61,19 @@ def test_counters_are_carried_over() -> None:
 
 def test_a_host_without_groups_is_not_filtered() -> None:
     assert hostfw.render_unfiltered() == "table ip hp_sg\ndelete table ip hp_sg\n"
+
+
+def test_membership_changes_re_render_the_hosts(monkeypatch) -> None:
+    from hyperplane import vpcnet
+
+    topology = load_topology(str(EXAMPLES / "security-groups.yaml"))
+    enis = plan_enis(topology, [])
+    applied: list[bool] = []
+    monkeypatch.setattr(vpcnet, "apply_firewalls",
+                        lambda _t, _e, fresh=False: applied.append(fresh))
+    data: dict = {}
+    assert vpcnet.follow_membership(data, topology, enis) and applied == [True]
+    assert not vpcnet.follow_membership(data, topology, enis)  # nothing changed: no nft
+    assert vpcnet.follow_membership(data, topology, enis[:1])  # an ENI went away
+    assert applied == [True, False]
+    assert data["membership"]["sg-api"] == ["10.0.1.4", "10.0.2.20"]
