@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,14 +26,6 @@ PROBE = [sys.executable, "-m", "hyperplane.services.reachprobe"]
 def natgw(state_dir: Path) -> Iterator[dict]:
     yield from bring_up(state_dir, "examples/nat-gateway.yaml")
 
-
-def wait_for(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def in_inet(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -75,7 +66,7 @@ def test_the_internet_sees_only_the_elastic_ip(natgw: dict, state_dir: Path,
                                 "tests.integration.capture", "--iface", "hpy0", "--out",
                                 str(pcap), "--ready", str(ready)], cwd=hp.REPO)
     try:
-        assert wait_for(ready.exists)
+        assert hp.wait_for(ready.exists)
         hp.run("exec", "--function", "fetch", "--", "sh", "-c",
                f"curl -sS --max-time 5 http://{SERVER}/whoami && "
                f"ping -c 2 -i 0.2 -W 2 {SERVER}", state_dir=state_dir)

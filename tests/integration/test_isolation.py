@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,14 +28,6 @@ PROBE = [sys.executable, "-m", "hyperplane.services.reachprobe"]
 def tenants(state_dir: Path) -> Iterator[dict]:
     yield from bring_up(state_dir, "examples/two-tenants.yaml")
 
-
-def wait_for(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def eni_of(state_dir: Path, function: str) -> dict:
@@ -79,7 +70,7 @@ def test_concurrent_traffic_never_crosses_tenants(tenants: dict, state_dir: Path
         captures[tenant] = (pcap, hp.start(
             "exec", f"{tenant}-db", "--", sys.executable, "-m", "tests.integration.capture",
             "--out", str(pcap), "--ready", str(ready), state_dir=state_dir))
-        assert wait_for(ready.exists), f"capture in {tenant} did not start"
+        assert hp.wait_for(ready.exists), f"capture in {tenant} did not start"
 
     def traffic(tenant: str) -> list[dict]:
         script = "; ".join(f"curl -sS --max-time 5 http://{DB}:8080/whoami?tenant={tenant}-{i}"
@@ -156,7 +147,7 @@ def test_spoofed_sources_are_dropped(tenants: dict, state_dir: Path, tmp_path: P
     capture = hp.start("exec", "blue-db", "--", sys.executable, "-m",
                        "tests.integration.capture", "--out", str(pcap), "--ready", str(ready),
                        state_dir=state_dir)
-    assert wait_for(ready.exists)
+    assert hp.wait_for(ready.exists)
     own = own_address(state_dir, "blue")
     other_env = next(a for a in ("169.254.128.1", "169.254.128.2") if a != own)
     before = counters(state_dir, "blue")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -157,7 +156,7 @@ def test_translated_packets_have_valid_checksums(state_dir: Path, enis: list[dic
     capture = hp.start("exec", "db", "--", sys.executable, "-m", "tests.integration.capture",
                        "--out", str(pcap), "--ready", str(ready), state_dir=state_dir)
     try:
-        assert _wait_for(ready.exists), "capture did not start"
+        assert hp.wait_for(ready.exists), "capture did not start"
         # full checksums leave the environment (no offload), so the rewrite is what we test
         hp.run("exec", "--function", "orders", "--", "sh", "-c",
                "ethtool -K eth0 tx off >/dev/null 2>&1; "
@@ -183,11 +182,3 @@ def test_translated_packets_have_valid_checksums(state_dir: Path, enis: list[dic
             if layer in ip:
                 assert ip[layer].chksum == rebuilt[layer].chksum, p.summary()
 
-
-def _wait_for(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False

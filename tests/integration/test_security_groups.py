@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,19 +35,11 @@ def udp_echo(topology: dict, state_dir: Path, tmp_path_factory) -> Iterator[None
     ready = tmp_path_factory.mktemp("echo") / "ready"
     proc = hp.start("exec", "db", "--", *PROBE, "--udp-echo", "5005", "--ready", str(ready),
                     state_dir=state_dir)
-    assert wait_for(ready.exists), "the UDP echo server did not start"
+    assert hp.wait_for(ready.exists), "the UDP echo server did not start"
     yield
     proc.terminate()
     proc.wait(timeout=10)
 
-
-def wait_for(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def probe(state_dir: Path, source: str, *targets: str, timeout: float = 1.5) -> dict:
@@ -193,7 +184,7 @@ def hold_connection(state_dir: Path, tmp: Path) -> tuple[subprocess.Popen, Path,
     proc = hp.start_capture("exec", "--function", "api", "--", sys.executable, "-m",
                             "tests.integration.keepalive", "--url", f"http://{DB}:8080",
                             "--ready", str(ready), "--go", str(go), state_dir=state_dir)
-    assert wait_for(lambda: ready.exists() or proc.poll() is not None), "no connection"
+    assert hp.wait_for(lambda: ready.exists() or proc.poll() is not None), "no connection"
     assert proc.poll() is None, proc.communicate()
     return proc, ready, go
 
