@@ -14,7 +14,7 @@ TOOLS := ip:iproute2 ping:iputils-ping curl:curl iperf3:iperf3 nft:nftables \
 .PHONY: install system-deps demo test test-unit test-integration lint fuzz bench bench-quick test-container clean help
 
 help:
-	@echo "make install | demo | test | test-unit | test-integration | lint | bench | clean"
+	@echo "make install | demo | test | test-unit | test-integration | test-container | lint | fuzz | bench | bench-quick | clean"
 
 install: system-deps $(STAMP)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import shutil
 import statistics
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -72,7 +71,7 @@ def topology_file() -> str:
     document = yaml.safe_load((HERE / "topology.yaml").read_text())
     for function in document["functions"]:
         function["code"] = str(HERE)
-    out = FsPath(tempfile.mkdtemp(prefix="hp-bench-")) / "bench-topology.yaml"
+    out = workloads.scratch() / "bench-topology.yaml"
     out.write_text(yaml.safe_dump(document))
     return str(out)
 
@@ -112,6 +111,7 @@ class Bench:
         self.locks.clear()
         reference.remove_reference()
         engine.down()
+        workloads.remove_scratch()
 
     # -- measurements ----------------------------------------------------------------------
     def interleaved(self, key: str, unit: str, measure, higher_is_better: bool = True) -> None:

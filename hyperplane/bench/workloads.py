@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from pathlib import Path as FsPath
 
 from hyperplane import netlink
 
+SCRATCH: list[FsPath] = []  # temporary directories of this run, removed by ``remove_scratch``
 IPERF_PORT = 5201
 CONNRATE_PORT = 7000
 # one server process and one client process per port: a process may hold at most
@@ -37,6 +39,18 @@ class Path:
     server_ns: str
     server_ip: str
     servers: list[subprocess.Popen] = field(default_factory=list)
+
+
+def scratch() -> FsPath:
+    """A new temporary directory, removed with the others at the end of the run."""
+    path = FsPath(tempfile.mkdtemp(prefix="hp-bench-"))
+    SCRATCH.append(path)
+    return path
+
+
+def remove_scratch() -> None:
+    while SCRATCH:
+        shutil.rmtree(SCRATCH.pop(), ignore_errors=True)
 
 
 def run_json(ns: str, argv: list[str], timeout: float) -> dict:
@@ -56,7 +70,7 @@ def probe(*args: str) -> list[str]:
 
 def start_servers(path: Path) -> None:
     """iperf3 and the probe server in the path's server namespace."""
-    ready = FsPath(tempfile.mkdtemp(prefix="hp-bench-")) / "ready"
+    ready = scratch() / "ready"
     enter = lambda: netlink.enter_netns(path.server_ns)  # noqa: E731
     path.servers.append(subprocess.Popen(
         ["iperf3", "-s", "-p", str(IPERF_PORT)], stdout=subprocess.DEVNULL,
@@ -140,7 +154,7 @@ def connection_rate(path: Path, seconds: float) -> float:
 
 def hold_connections(path: Path, count: int, measure: Callable[[], dict]) -> dict:
     """Open ``count`` connections through the path; ``measure`` runs while they are held."""
-    tmp = FsPath(tempfile.mkdtemp(prefix="hp-bench-"))
+    tmp = scratch()
     before = measure()
     shares = [count // len(HOLD_PORTS) + (i < count % len(HOLD_PORTS))
               for i in range(len(HOLD_PORTS))]
