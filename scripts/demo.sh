@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The quickstart demo: bring up examples/quickstart.yaml, invoke `orders`, curl the
-# database by name from an execution environment, ping it (denied by its security group,
-# then allowed at run time), print the reachability matrix, list the ENIs, tear down.
+# database by name and ping it from an execution environment, show its security group
+# at work (ping denied once the icmp rule is revoked, allowed again once authorized),
+# print the reachability matrix, list the ENIs, tear down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HP=.venv/bin/hyperplane
@@ -29,10 +30,14 @@ $HP invoke billing
 step "curl from an execution environment of orders to db, by name (the VPC resolver, 10.0.0.2)"
 $HP exec --function orders -- curl -s http://db.vpc-app.internal:8080/whoami
 
-step "ping from orders to db: sg-db admits only tcp 8080 from sg-lambda, so db drops it"
+step "ping from an execution environment of orders to db (sg-db admits icmp from sg-lambda)"
+$HP exec --function orders -- ping -c 3 -i 0.2 10.0.1.10
+
+step "hyperplane sg revoke: sg-db stops admitting icmp (at run time), so db drops the ping"
+$HP sg revoke --group sg-db --direction ingress --protocol icmp --source-group sg-lambda
 $HP exec --function orders -- ping -c 2 -i 0.2 -W 1 10.0.1.10 || echo "-> no reply: denied by sg-db"
 
-step "hyperplane sg authorize: sg-db admits icmp from sg-lambda (at run time), then ping again"
+step "hyperplane sg authorize: the icmp rule is back, ping works again"
 $HP sg authorize --group sg-db --direction ingress --protocol icmp --source-group sg-lambda
 $HP exec --function orders -- ping -c 3 -i 0.2 10.0.1.10
 

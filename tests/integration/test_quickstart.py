@@ -68,13 +68,27 @@ def test_orders_and_billing_share_exactly_two_enis(enis: list[dict]) -> None:
         assert eni["ip"] not in ("10.0.1.0", "10.0.1.1", "10.0.1.2", "10.0.1.3", DB)
 
 
-def test_ping_from_an_environment_is_refused_by_sg_db(state_dir: Path, quickstart: dict) -> None:
-    """sg-lambda lets the ping out of the ENI; sg-db admits only tcp 8080: db drops it."""
-    before = hp.run_json("sg", "list", state_dir=state_dir)
+def test_ping_from_an_environment_reaches_db(state_dir: Path, quickstart: dict) -> None:
+    """sg-db admits icmp from sg-lambda (the quickstart's second ingress rule)."""
     result = hp.run("exec", "--function", "orders", "--", "ping", "-c", "3", "-i", "0.2",
-                    "-W", "1", DB, state_dir=state_dir, check=False)
-    assert result.returncode != 0 and "0 received" in result.stdout
-    after = hp.run_json("sg", "list", state_dir=state_dir)
+                    "-W", "2", DB, state_dir=state_dir)
+    assert "3 received" in result.stdout
+
+
+def test_ping_is_refused_once_sg_db_stops_admitting_icmp(state_dir: Path,
+                                                         quickstart: dict) -> None:
+    """Security groups are enforced on hosts: without the icmp rule db drops the echo."""
+    rule = ["--group", "sg-db", "--direction", "ingress", "--protocol", "icmp",
+            "--source-group", "sg-lambda"]
+    before = hp.run_json("sg", "list", state_dir=state_dir)
+    hp.run("sg", "revoke", *rule, state_dir=state_dir)
+    try:
+        result = hp.run("exec", "--function", "orders", "--", "ping", "-c", "3", "-i", "0.2",
+                        "-W", "1", DB, state_dir=state_dir, check=False)
+        assert result.returncode != 0 and "0 received" in result.stdout
+        after = hp.run_json("sg", "list", state_dir=state_dir)
+    finally:
+        hp.run("sg", "authorize", *rule, state_dir=state_dir)
 
     def db_denied(groups: list[dict]) -> int:
         return next(g for g in groups if g["id"] == "sg-db")["host_drops"]["db"][
@@ -161,8 +175,7 @@ def test_translated_packets_have_valid_checksums(state_dir: Path, enis: list[dic
         hp.run("exec", "--function", "orders", "--", "sh", "-c",
                "ethtool -K eth0 tx off >/dev/null 2>&1; "
                f"curl -sS --max-time 5 http://{DB}:8080/bytes?n=200000 -o /dev/null && "
-               f"(ping -c 3 -i 0.2 -W 1 {DB} >/dev/null; true)",  # sg-db drops it after
-               state_dir=state_dir)                                # the capture saw it
+               f"ping -c 3 -i 0.2 -W 2 {DB} >/dev/null", state_dir=state_dir)
     finally:
         capture.terminate()
         capture.wait(timeout=10)
