@@ -13,15 +13,27 @@
         idle_timeout: 350                # seconds, any protocol
         port_range: [1024, 65535]
 
+      timing:                            # the control plane's pace (see ``timing``)
+        profile: fast                    # fast (default) | aws: defaults of every key
+        eni_create: 1s                   # each a duration or a [MIN, MAX] range
+        eni_delete: 3s
+        function_idle: 14d
+        env_idle: 5m
+        legacy_eni_attach: 1s
+      quotas:
+        enis_per_vpc: 250                # Lambda ENIs per VPC
+      networking: hyperplane             # hyperplane (default) | legacy
+
 ``check`` raises ``TopologyError`` naming the field, like every other
 topology error; ``dataplane(settings)`` and ``nat_gateway(settings)`` return
-the sections with defaults.
+the sections with defaults, and ``timing`` reads the last three.
 """
 
 from __future__ import annotations
 
 from dataclasses import fields
 
+from hyperplane import timing
 from hyperplane.conntrack import Timeouts
 from hyperplane.topology import TopologyError
 
@@ -30,6 +42,8 @@ DEFAULTS = {"eni_connection_limit": 65000, "port_range": [1024, 65535],
 TIMEOUT_KEYS = tuple(f.name for f in fields(Timeouts))
 NAT_GATEWAY_DEFAULTS = {"connections_per_destination": 55000, "idle_timeout": 350,
                         "port_range": [1024, 65535]}
+SECTIONS = ("dataplane", "nat_gateway", "timing", "quotas", "networking")
+QUOTA_KEYS = ("enis_per_vpc",)
 
 
 def _positive_int(value: object) -> bool:
@@ -38,11 +52,14 @@ def _positive_int(value: object) -> bool:
 
 def check(settings: dict, source: str) -> None:
     """Refuse settings the runtime could not apply."""
-    unknown = set(settings) - {"dataplane", "nat_gateway"}
+    unknown = set(settings) - set(SECTIONS)
     if unknown:
         raise TopologyError(source, f"settings.{sorted(unknown)[0]}", "unknown setting "
-                            "(known: dataplane, nat_gateway)")
+                            f"(known: {', '.join(SECTIONS)})")
     _check_nat_gateway(source, settings.get("nat_gateway") or {})
+    _check_timing(source, settings.get("timing", {}))
+    _check_quotas(source, settings.get("quotas", {}))
+    _check_networking(source, "settings.networking", settings.get("networking"))
     section = settings.get("dataplane", {})
     if section is None:
         section = {}
@@ -91,6 +108,49 @@ def _check_nat_gateway(source: str, section: object) -> None:
         else:
             raise TopologyError(source, path, "unknown NAT gateway setting (known: "
                                 f"{', '.join(NAT_GATEWAY_DEFAULTS)})")
+
+
+def _check_timing(source: str, section: object) -> None:
+    if section is None:
+        return
+    if not isinstance(section, dict):
+        raise TopologyError(source, "settings.timing", "expected a mapping")
+    for key, value in section.items():
+        path = f"settings.timing.{key}"
+        if key == "profile":
+            if value is not None and (not isinstance(value, str)
+                                      or value not in timing.PROFILES):
+                raise TopologyError(source, path, f"unknown timing profile {value!r} "
+                                    f"(known: {', '.join(timing.PROFILES)})")
+        elif key in timing.KEYS:
+            if value is None:  # null: the profile's
+                continue
+            try:
+                timing.span(value)
+            except ValueError as exc:
+                raise TopologyError(source, path, str(exc)) from None
+        else:
+            raise TopologyError(source, path, "unknown timing setting (known: profile, "
+                                f"{', '.join(timing.KEYS)})")
+
+
+def _check_quotas(source: str, section: object) -> None:
+    if section is None:
+        return
+    if not isinstance(section, dict):
+        raise TopologyError(source, "settings.quotas", "expected a mapping")
+    for key, value in section.items():
+        path = f"settings.quotas.{key}"
+        if key not in QUOTA_KEYS:
+            raise TopologyError(source, path, f"unknown quota (known: {', '.join(QUOTA_KEYS)})")
+        if not _positive_int(value):
+            raise TopologyError(source, path, f"expected a positive integer, got {value!r}")
+
+
+def _check_networking(source: str, path: str, value: object) -> None:
+    if value is not None and value not in timing.NETWORKING_MODES:
+        raise TopologyError(source, path, f"unknown networking mode {value!r} "
+                            f"(known: {', '.join(timing.NETWORKING_MODES)})")
 
 
 def nat_gateway(settings: dict) -> dict:

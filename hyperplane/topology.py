@@ -5,7 +5,7 @@ A topology file describes one AWS account the way the console or CloudFormation 
     account   the 12-digit account id
     vpcs      each with a CIDR, subnets (one per AZ), security groups and customer hosts
     functions Lambda functions; ``vpc_config`` attaches one to subnets and security groups
-    settings  a free-form mapping for the runtime, stored as given
+    settings  a mapping for the runtime, stored as given (``settings.check`` validates it)
 
 ``load_topology`` reads a YAML file and ``parse_topology`` validates a loaded document into
 frozen, hashable dataclasses (``Topology`` > ``Vpc`` > ``Subnet``/``SecurityGroup``/``Host``,
@@ -14,6 +14,11 @@ file, the field path (``vpcs[0].subnets[1].cidr``) and a reason.  The rules are 
 AWS has one (prefix /16../28, the five reserved addresses of a subnet, 16 subnets and 5
 security groups per function) plus ours (no unknown keys, names that fit namespace names).
 
+Two parts live in their own modules and are called with the parser: ``topology_egress``
+(a VPC's accounts, DNS zone, gateways and route tables) and ``topology_functions``
+(``functions:``; its ``Function``, ``VpcConfig``, ``_FUNCTION_NAME`` and ``_valid_handler``
+are re-exported here, where they used to live: the ``X as X`` imports).
+
 This module only describes and checks; it never touches the kernel.  ``fabric`` turns a
 ``Topology`` into kernel objects and the controller plans ENIs and environments from it.
 """
@@ -21,7 +26,6 @@ This module only describes and checks; it never touches the kernel.  ``fabric`` 
 from __future__ import annotations
 
 import difflib
-import keyword
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -33,21 +37,21 @@ import yaml
 
 from hyperplane import topology_egress
 from hyperplane.topology_egress import VpcNetwork
+from hyperplane.topology_functions import _FUNCTION_NAME as _FUNCTION_NAME
+from hyperplane.topology_functions import MAX_SECURITY_GROUPS, parse_function
+from hyperplane.topology_functions import Function as Function
+from hyperplane.topology_functions import VpcConfig as VpcConfig
+from hyperplane.topology_functions import _valid_handler as _valid_handler
 
 FILE_PATH = "<file>"  # the field path of errors about the file itself (I/O, YAML, root)
 PREFIX_RANGE = (16, 28)  # allowed prefix lengths of VPCs and subnets (AWS)
-MAX_FUNCTION_SUBNETS = 16
-MAX_SECURITY_GROUPS = 5
 PROTOCOLS = ("tcp", "udp", "icmp", "all")
 PORT_PROTOCOLS = ("tcp", "udp")
-MEMORY_RANGE = (128, 10240)
-TIMEOUT_RANGE = (1, 900)
 # no `egress` key: AWS's default egress rule of a new group (no `ingress`: no rule)
 DEFAULT_RULES = {"ingress": [], "egress": [{"protocol": "all", "cidr": "0.0.0.0/0"}]}
 RESERVED_LABELS = ("network address", "VPC router", "DNS", "reserved for future use", "broadcast")
 
 _ACCOUNT = re.compile(r"[0-9]{12}")
-_FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _HOST_NAME = re.compile(r"[a-z][a-z0-9-]{0,30}")
 _IPV4 = re.compile(r"(?:0|[1-9][0-9]{0,2})(?:\.(?:0|[1-9][0-9]{0,2})){3}")
 _PREFIX = re.compile(r"0|[1-9][0-9]?")
@@ -105,24 +109,6 @@ class Vpc:
     security_groups: tuple[SecurityGroup, ...]
     hosts: tuple[Host, ...]
     network: VpcNetwork = VpcNetwork()  # account, DNS zone, gateways, route tables
-
-
-@dataclass(frozen=True)
-class VpcConfig:
-    subnet_ids: tuple[str, ...]
-    security_group_ids: tuple[str, ...]
-    vpc_id: str
-    ipv6_allowed_for_dual_stack: bool = False
-
-
-@dataclass(frozen=True)
-class Function:
-    name: str
-    code: str  # absolute path of the code directory
-    handler: str  # module.function
-    vpc_config: VpcConfig | None
-    memory: int = 128
-    timeout: int = 3
 
 
 def _find(items: Iterable[Any], attr: str, key: str) -> Any:
@@ -238,11 +224,6 @@ def _reserved_label(ip: netaddr.IPAddress, cidr: str) -> str | None:
     return None
 
 
-def _valid_handler(handler: str) -> bool:
-    parts = handler.split(".")
-    return len(parts) >= 2 and all(p.isidentifier() and not keyword.iskeyword(p) for p in parts)
-
-
 class _Parser:
     """One validation run: the file name for errors and the ids seen so far."""
 
@@ -309,6 +290,11 @@ class _Parser:
             self.fail(path, f"{raw} is outside the allowed range {bounds[0]}..{bounds[1]}")
         return raw
 
+    def boolean(self, raw: object, path: str) -> bool:
+        if not isinstance(raw, bool):
+            self.fail(path, f"expected a boolean, got {_kind(raw)}")
+        return raw
+
     def ident_list(self, raw: object, path: str, limit: int | None, what: str) -> tuple[str, ...]:
         items = self.list_of(raw, path)
         if limit is not None and len(items) > limit:
@@ -354,7 +340,7 @@ class _Parser:
         for path, group_id, vpc_id in self.group_refs:
             self.check_group_ref(path, group_id, vpc_id)
         raw_functions = self.list_of(doc.get("functions", []), "functions")
-        functions = tuple(self.function(raw, f"functions[{i}]")
+        functions = tuple(parse_function(self, raw, f"functions[{i}]")
                           for i, raw in enumerate(raw_functions))
         settings = {} if doc.get("settings") is None else doc["settings"]
         if not isinstance(settings, dict):
@@ -541,82 +527,3 @@ class _Parser:
         if label is not None:
             self.fail(path, f"{ip} is reserved by AWS in subnet {subnet.id} "
                       f"({subnet.cidr}): {label}")
-
-    # -- functions --------------------------------------------------------------------
-
-    def function(self, raw: object, path: str) -> Function:
-        m = self.mapping(raw, path, ("name", "code", "handler"),
-                         ("vpc_config", "memory", "timeout"))
-        name = self.string(m["name"], _key(path, "name"))
-        if not _FUNCTION_NAME.fullmatch(name):
-            self.fail(_key(path, "name"), f"function name {name!r} must match "
-                      f"^{_FUNCTION_NAME.pattern}$")
-        self.unique(self.function_paths, name, _key(path, "name"), "function name")
-        handler = self.string(m["handler"], _key(path, "handler"))
-        if not _valid_handler(handler):
-            self.fail(_key(path, "handler"), f"handler {handler!r} must be 'module.function' "
-                      "(Python identifiers; the module may be dotted)")
-        vpc_config = self.vpc_config(m.get("vpc_config"), _key(path, "vpc_config"))
-        memory = self.integer(m.get("memory", 128), _key(path, "memory"), MEMORY_RANGE)
-        timeout = self.integer(m.get("timeout", 3), _key(path, "timeout"), TIMEOUT_RANGE)
-        code = self.code_dir(m["code"], _key(path, "code"))
-        return Function(name, code, handler, vpc_config, memory, timeout)
-
-    def code_dir(self, raw: object, path: str) -> str:
-        text = self.string(raw, path)
-        given = Path(text).expanduser()
-        # the current directory, then the file's directory and its parents (so that
-        # `code: examples/functions` in examples/quickstart.yaml works from anywhere)
-        bases = [Path.cwd()]
-        if self.base_dir:
-            base = Path(self.base_dir).resolve()
-            bases += [base, *base.parents]
-        candidates = [given] if given.is_absolute() else [base / given for base in bases]
-        for candidate in candidates:
-            if candidate.is_dir():
-                return str(candidate.resolve())
-        if any(candidate.exists() for candidate in candidates):
-            self.fail(path, f"code {text!r} is not a directory")
-        looked = ", ".join(str(candidate) for candidate in candidates)
-        self.fail(path, f"code directory {text!r} does not exist (looked at {looked})")
-
-    def vpc_config(self, raw: object, path: str) -> VpcConfig | None:
-        if raw is None:
-            return None
-        m = self.mapping(raw, path, (), ("subnet_ids", "security_group_ids",
-                                         "ipv6_allowed_for_dual_stack"))
-        subnets_path = _key(path, "subnet_ids")
-        groups_path = _key(path, "security_group_ids")
-        subnet_ids = self.ident_list(m.get("subnet_ids", []), subnets_path,
-                                     MAX_FUNCTION_SUBNETS, "subnet id")
-        group_ids = self.ident_list(m.get("security_group_ids", []), groups_path,
-                                    MAX_SECURITY_GROUPS, "security group id")
-        ipv6 = m.get("ipv6_allowed_for_dual_stack", False)
-        if not isinstance(ipv6, bool):
-            self.fail(_key(path, "ipv6_allowed_for_dual_stack"),
-                      f"expected a boolean, got {_kind(ipv6)}")
-        if not subnet_ids and not group_ids:
-            return None  # as in AWS: empty lists mean "not attached to a VPC"
-        if not group_ids:
-            self.fail(groups_path, "subnet_ids are given but no security group; give both")
-        if not subnet_ids:
-            self.fail(subnets_path, "security_group_ids are given but no subnet; give both")
-        vpc_id = self.function_vpc(subnet_ids, subnets_path)
-        for index, group_id in enumerate(group_ids):
-            self.check_group_ref(f"{groups_path}[{index}]", group_id, vpc_id,
-                                 " (the VPC of the function's subnets)")
-        return VpcConfig(subnet_ids, group_ids, vpc_id, ipv6)
-
-    def function_vpc(self, subnet_ids: tuple[str, ...], path: str) -> str:
-        first: Subnet | None = None
-        for index, subnet_id in enumerate(subnet_ids):
-            if subnet_id not in self.subnets:
-                self.fail(f"{path}[{index}]", f"unknown subnet '{subnet_id}'")
-            subnet = self.subnets[subnet_id][0]
-            first = first or subnet
-            if subnet.vpc_id != first.vpc_id:
-                self.fail(f"{path}[{index}]", f"subnet '{subnet_id}' is in {subnet.vpc_id} but "
-                          f"'{first.id}' is in {first.vpc_id}; a function's subnets must all "
-                          "be in one VPC")
-        assert first is not None
-        return first.vpc_id

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from hyperplane import settings
 from hyperplane.topology import (
     FILE_PATH,
     Function,
@@ -156,6 +157,43 @@ def test_optional_fields_and_defaults():
     assert topo.host("db2").security_groups == () and topo.host("db2").http_port is None
 
 
+def test_networking_and_reserved_concurrency_default_to_none():
+    for function in parse_topology(base_doc(), "t.yaml").functions:
+        assert (function.networking, function.reserved_concurrency) == (None, None)
+
+
+@pytest.mark.parametrize("networking", ["hyperplane", "legacy"])
+@pytest.mark.parametrize("reserved", [0, 7, 1000])
+def test_networking_and_reserved_concurrency_are_stored(networking, reserved):
+    doc = set_in(base_doc(), "functions[0].networking", networking)
+    doc = set_in(doc, "functions[0].reserved_concurrency", reserved)
+    orders = parse_topology(doc, "t.yaml").function("orders")
+    assert (orders.networking, orders.reserved_concurrency) == (networking, reserved)
+    assert parse_topology(doc, "t.yaml").function("billing").networking is None
+
+
+def test_null_networking_and_reserved_concurrency_mean_not_given():
+    doc = set_in(base_doc(), "functions[2].networking", None)
+    doc = set_in(doc, "functions[2].reserved_concurrency", None)
+    plain = parse_topology(doc, "t.yaml").function("plain")
+    assert (plain.networking, plain.reserved_concurrency) == (None, None)
+
+
+def test_function_fields_change_equality():
+    doc = set_in(base_doc(), "functions[0].networking", "legacy")
+    assert parse_topology(doc, "t.yaml") != parse_topology(base_doc(), "t.yaml")
+
+
+def test_function_and_vpc_config_are_reexported():
+    from hyperplane import topology, topology_functions
+    assert topology.Function is topology_functions.Function
+    assert topology.VpcConfig is topology_functions.VpcConfig
+    assert topology._valid_handler is topology_functions._valid_handler  # the controller's
+    assert topology._FUNCTION_NAME is topology_functions._FUNCTION_NAME  # API uses them
+    old_style = Function("f", CODE, "m.h", None, 256, 30)  # positional, as before
+    assert (old_style.networking, old_style.reserved_concurrency) == (None, None)
+
+
 @pytest.mark.parametrize("value", [None, {}, {"subnet_ids": [], "security_group_ids": []}])
 def test_empty_vpc_config_means_no_vpc(value):
     doc = set_in(base_doc(), "functions[0].vpc_config", value)
@@ -200,14 +238,22 @@ def test_every_invalid_class_has_an_example():
     assert {"bad_cidr", "subnet_outside_vpc", "overlapping_subnets", "host_outside_subnet",
             "host_reserved_address", "unknown_subnet", "unknown_security_group",
             "duplicate_subnet_id", "duplicate_function_name", "function_spans_two_vpcs",
-            "bad_handler", "yaml_syntax"} <= names
+            "bad_handler", "yaml_syntax", "bad_timing_profile", "bad_duration",
+            "bad_networking"} <= names
+
+
+def load_and_check(path: str) -> Topology:
+    """What `validate` and `up` do (engine.load): the file, then its settings."""
+    topology = load_topology(path)
+    settings.check(topology.settings, path)
+    return topology
 
 
 @pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
 def test_invalid_example(path):
     field, reason = expect_line(path)
     with pytest.raises(TopologyError) as info:
-        load_topology(str(path))
+        load_and_check(str(path))
     err = info.value
     assert (err.file, err.path) == (str(path), field)
     assert reason in err.reason
@@ -395,6 +441,22 @@ CASES = [
     ("memory_bool", f"{F0}.memory", True, f"{F0}.memory", "expected an integer"),
     ("timeout_low", f"{F0}.timeout", 0, f"{F0}.timeout", "1..900"),
     ("timeout_high", f"{F0}.timeout", 901, f"{F0}.timeout", "1..900"),
+    ("networking_unknown", f"{F0}.networking", "shared", f"{F0}.networking",
+     "unknown networking mode 'shared' (known: hyperplane, legacy)"),
+    ("networking_case", f"{F0}.networking", "Legacy", f"{F0}.networking",
+     "unknown networking mode 'Legacy'"),
+    ("networking_not_string", f"{F0}.networking", ["legacy"], f"{F0}.networking",
+     "unknown networking mode ['legacy']"),
+    ("reserved_negative", f"{F0}.reserved_concurrency", -1, f"{F0}.reserved_concurrency",
+     "-1 is outside the allowed range 0..1000"),
+    ("reserved_high", f"{F0}.reserved_concurrency", 1001, f"{F0}.reserved_concurrency",
+     "0..1000"),
+    ("reserved_string", f"{F0}.reserved_concurrency", "5", f"{F0}.reserved_concurrency",
+     "expected an integer"),
+    ("reserved_bool", f"{F0}.reserved_concurrency", True, f"{F0}.reserved_concurrency",
+     "expected an integer"),
+    ("function_unknown_key", f"{F0}.concurrency", 5, f"{F0}.concurrency",
+     "did you mean 'reserved_concurrency'"),
     # rules
     ("protocol_unknown", f"{R0}.protocol", "tpc", f"{R0}.protocol", "unknown protocol 'tpc'"),
     ("port_zero", f"{R0}.ports", "0", f"{R0}.ports", "port 0 is outside 1-65535"),
