@@ -14,7 +14,7 @@ import sys
 
 import click
 
-from hyperplane import clean, cli_vpc, client, engine
+from hyperplane import clean, cli_control, cli_vpc, client, engine
 from hyperplane.topology import TopologyError
 
 NO_ROOT = ("validate",)
@@ -41,6 +41,8 @@ class Group(click.Group):
             _fail(str(exc), 2)
         except engine.UsageError as exc:
             _fail(str(exc), 2)
+        except engine.LambdaApiError as exc:
+            _fail(str(exc), 1)
         except client.UnreachableError as exc:
             _fail(f"a process of the emulator does not answer ({exc}); "
                   "see `hyperplane status`, or `hyperplane cleanup` after a crash", 1)
@@ -69,9 +71,10 @@ def validate(file: str) -> None:
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="print the status as JSON")
-def up(file: str, as_json: bool) -> None:
-    """Validate FILE, build it, start the daemons; return when every function is Active."""
-    result = engine.up(file)
+@click.option("--no-wait", is_flag=True, help="return while functions are still Pending")
+def up(file: str, as_json: bool, no_wait: bool) -> None:
+    """Validate FILE, build it, start the daemons; return when no function is Pending."""
+    result = engine.up(file, wait=not no_wait)
     _emit(result, as_json, _status_text(result))
 
 
@@ -104,10 +107,12 @@ def status(as_json: bool) -> None:
 def _status_text(s: dict) -> str:
     if not s.get("up"):
         return "nothing is up"
-    dp = s["dataplane"]
+    dp, ctl = s["dataplane"], s["controller"]
     lines = [f"topology    {s['topology']}",
              f"dataplane   pid {dp['pid']} {'running' if dp['alive'] else 'NOT RUNNING'}, "
              f"{dp['sessions_active']} sessions",
+             f"controller  pid {ctl['pid']} {'running' if ctl['alive'] else 'NOT RUNNING'}, "
+             f"timing profile {s['timing']['profile']}",
              f"ENIs        {s['enis']}    environments {s['environments']}"]
     for f in s["functions"]:
         lines.append(f"function    {f['name']:<16} {f['state']:<8} {f['vpc_id'] or '(no VPC)'} "
@@ -127,11 +132,11 @@ def eni() -> None:
 def eni_list(as_json: bool) -> None:
     """One row per ENI: one per (subnet, security-group set), shared by functions."""
     rows = engine.eni_rows(engine.require())
-    text = [f"{'ID':<22} {'VPC':<10} {'SUBNET':<10} {'IP':<15} {'MAC':<17} "
+    text = [f"{'ID':<22} {'VPC':<10} {'SUBNET':<10} {'IP':<15} {'STATUS':<9} "
             f"{'SECURITY GROUPS':<20} FUNCTIONS"]
     for r in rows:
         text.append(f"{r['id']:<22} {r['vpc']:<10} {r['subnet']:<10} {r['ip']:<15} "
-                    f"{r['mac']:<17} {','.join(r['security_groups']):<20} "
+                    f"{r['status']:<9} {','.join(r['security_groups']):<20} "
                     f"{','.join(r['functions'])}")
     _emit(rows, as_json, "\n".join(text))
 
@@ -147,7 +152,12 @@ def invoke(function: str, payload: str, as_json: bool) -> None:
         event = json.loads(payload)
     except ValueError as exc:
         raise engine.UsageError(f"--payload is not valid JSON: {exc}") from None
-    reply = engine.invoke(function, event)
+    try:
+        reply = engine.invoke(function, event)
+    except engine.LambdaApiError as exc:  # the Lambda API refused: e.g. not ready, throttled
+        click.echo(json.dumps(exc.error, indent=2 if as_json else None))
+        click.echo(f"hyperplane: {exc}", err=True)
+        sys.exit(1)
     failed = "errorType" in reply
     if as_json:
         click.echo(json.dumps(reply, indent=2))
@@ -246,7 +256,7 @@ def bench(quick: bool, as_json: bool, out_dir: str | None) -> None:
         click.echo(f"\nwritten: {', '.join(str(f) for f in files.values())}")
 
 
-for _command in cli_vpc.COMMANDS:  # sg, reach
+for _command in (*cli_vpc.COMMANDS, *cli_control.COMMANDS):  # sg, reach, function, ...
     main.add_command(_command)
 
 

@@ -1,25 +1,27 @@
-"""The running emulator: up, down, cleanup, invoke and exec (side effects).
+"""The running emulator: up, down, and the CLI's side of the controller (side effects).
 
-``up`` validates a topology, plans its ENIs (``controller.enis``), builds
-the fabric (``fabric`` + ``build``), starts the Hyperplane dataplane and the
-hosts' services, hands the dataplane its configuration snapshot and returns
-once every ENI can reach its subnet (the functions are Active).  Everything
-made is recorded in the state directory first, so ``down`` and ``cleanup``
-can always find it.
+``up`` validates a topology and builds what does not change at run time: the
+Hyperplane namespace, the VPCs (routers, subnets, hosts and their services,
+gateways), the dataplane and the environment zygote.  Everything made is
+recorded in the state database first, so ``down`` and ``cleanup`` can always
+find it.  Then it starts the controller (``controller.daemon``), which creates
+the file's functions as the API would (Pending while their ENIs are made) and
+owns functions, ENIs and environments from then on; ``up`` returns once no
+function is Pending.
 
-Execution environments are made on demand: ``acquire_env`` takes an idle
-environment of the function (its lock file is free: a warm start) or makes a
-new one (a cold start) in the subnet with the fewest of them.
+The rest is the controller's client: ``controller_request`` for the API
+(an AWS-named error is raised as ``LambdaApiError``), ``invoke``, ``acquire_env``
+(an environment held through a lease connection), ``start_envs`` (a burst).
 """
 
 from __future__ import annotations
 
-import fcntl
+import json
 import os
 import shutil
+import socket
 import uuid
-from dataclasses import dataclass
-from typing import IO
+from dataclasses import dataclass, replace
 
 import yaml
 
@@ -27,23 +29,20 @@ from hyperplane import (
     build,
     client,
     fabric,
-    fabric_egress,
     names,
     netlink,
     procs,
-    secgroups,
     settings,
     state,
-    topology_egress,
+    timing,
     vpcnet,
 )
-from hyperplane.controller import ipam
-from hyperplane.controller.enis import Eni, plan_enis
-from hyperplane.controller.envs import Env, new_env
-from hyperplane.topology import Function, Topology, load_topology, parse_topology
+from hyperplane.controller.enis import Eni
+from hyperplane.controller.envs import Env
+from hyperplane.controller.functions import FunctionRecord
+from hyperplane.topology import Function, Topology, VpcConfig, load_topology, parse_topology
 
 READY_TIMEOUT = 15.0
-BUILD_CHUNK = 64  # environments built per plan (fewer than netlink.SOCKET_CACHE namespaces)
 
 
 class UsageError(Exception):
@@ -52,7 +51,7 @@ class UsageError(Exception):
 
 @dataclass
 class Running:
-    """What ``state.json`` records, with the topology parsed again."""
+    """What the state database records, with the topology parsed again."""
 
     data: dict
     topology: Topology
@@ -64,6 +63,24 @@ class Running:
     @property
     def envs(self) -> list[Env]:
         return [Env.from_dict(e) for e in self.data["envs"]]
+
+    @property
+    def functions(self) -> list[FunctionRecord]:
+        return [FunctionRecord.from_dict(f) for f in self.data.get("functions", [])]
+
+    def active_topology(self) -> Topology:
+        """The topology with the functions as they run now (Active, their applied VPC)."""
+        active = []
+        for fn in self.functions:
+            if fn.state != "Active":
+                continue
+            config = None
+            if fn.vpc is not None and fn.vpc_id is not None:
+                config = VpcConfig(fn.vpc.subnet_ids, fn.vpc.security_group_ids, fn.vpc_id,
+                                   fn.vpc.ipv6_allowed_for_dual_stack)
+            active.append(Function(fn.name, fn.code, fn.handler, config, fn.memory,
+                                   fn.timeout))
+        return replace(self.topology, functions=tuple(active))
 
 
 def current() -> Running | None:
@@ -98,7 +115,7 @@ def load(path: str) -> Topology:
     return topology
 
 
-def up(path: str) -> dict:
+def up(path: str, wait: bool = True) -> dict:
     topology = load(path)
     with state.locked():
         if state.load() is not None:
@@ -109,28 +126,97 @@ def up(path: str) -> dict:
             raise UsageError(f"hp- namespaces already exist ({', '.join(leftovers[:3])}...): "
                              "another topology is up or a run crashed; see `hyperplane "
                              "cleanup`")
-        try:
-            enis = plan_enis(topology, [])
-        except ipam.AddressExhaustedError as exc:
-            raise UsageError(f"{path}: {exc}") from exc
-        objs = fabric.desired(topology, enis, [])
+        objs = fabric.desired(topology, [], [])
         data = {"source": os.path.abspath(path), "document": _document(path, topology),
-                "enis": [e.to_dict() for e in enis], "envs": [], "procs": {},
-                "namespaces": fabric.namespaces(objs)}
+                "enis": [], "envs": [], "procs": {}, "namespaces": fabric.namespaces(objs)}
+        state.forget()
         state.save(data)
         try:
             build.apply(fabric.plan(frozenset(), objs))
-            vpcnet.start(data, topology, enis)
+            vpcnet.start(data, topology, [])
             _start_dataplane(data)
             _start_zygote(data)
             _start_hosts(data, topology)
-            push_config(Running(data, topology))
-            _wait_enis_ready(enis)
+            state.save(data)
+            start_controller(data)
         except BaseException:
             _teardown(data)
             raise
-        state.save(data)
+    if wait:
+        wait_settled(topology)
     return status()
+
+
+def start_controller(data: dict | None = None) -> int:
+    """Start the controller process (at ``up``, or again after it died)."""
+    sock = state.controller_socket()
+    own = data is None
+    data = data if data is not None else state.load()
+    if data is None:
+        raise UsageError("nothing is up; start with `hyperplane up FILE`")
+    old = data["procs"].get("controller")
+    if old and procs.alive(old) and procs.is_ours(old):
+        raise UsageError(f"the controller is running (pid {old})")
+    pid = procs.spawn(names.PLANE_NS, procs.python_module(
+        "hyperplane.controller.daemon", "--socket", sock), state.log("controller"))
+    data["procs"]["controller"] = pid
+    if own:
+        with state.locked():
+            fresh = state.load() or data
+            fresh["procs"]["controller"] = pid
+            state.save(fresh)
+    else:
+        state.save(data)
+
+    def answering() -> bool:
+        try:
+            return client.request(sock, {"op": "ping"}, timeout=1).get("pid") == pid
+        except (client.UnreachableError, OSError):
+            return False
+    if not client.wait_until(lambda: answering() or not procs.alive(pid), READY_TIMEOUT) \
+            or not procs.alive(pid):
+        raise RuntimeError(f"the controller did not start; see {state.log('controller')}")
+    return pid
+
+
+def wait_settled(topology: Topology) -> None:
+    """Until no function is Pending (their ENIs exist): ``up`` returns Active functions."""
+    limit = timing.timing(topology.settings).eni_create[1] + READY_TIMEOUT
+
+    def settled() -> bool:
+        functions = controller_request({"op": "function.list"})["Functions"]
+        return all(f["State"] != "Pending" for f in functions)
+    if not client.wait_until(settled, limit, 0.05):
+        raise RuntimeError(f"functions still Pending after {limit:.0f} s; see "
+                           "`hyperplane function list`")
+
+
+class LambdaApiError(Exception):
+    """The controller answered with an AWS-named error (``errorType``, ``errorMessage``)."""
+
+    def __init__(self, error: dict) -> None:
+        super().__init__(f"{error.get('errorType')}: {error.get('errorMessage')}")
+        self.error = error
+
+
+def controller_request(message: dict, timeout: float = 60.0) -> dict:
+    """One request to the controller: its result, or the error it answered with raised."""
+    try:
+        reply = client.request(state.controller_socket(), message, timeout=timeout)
+    except client.UnreachableError:
+        if state.load() is None:
+            raise UsageError("nothing is up (no state in "
+                             f"{state.state_dir()}); start with `hyperplane up FILE`") from None
+        raise RuntimeError("the controller does not answer; `hyperplane controller start` "
+                           f"starts it again (its log: {state.log('controller')})") from None
+    if reply.get("ok"):
+        return reply["result"]
+    if "error" in reply:
+        raise LambdaApiError(reply["error"])
+    if "usage" in reply:
+        raise UsageError(reply["usage"])
+    raise RuntimeError(f"the controller failed: {reply.get('failure')}; see "
+                       f"{state.log('controller')}")
 
 
 def _start_dataplane(data: dict) -> None:
@@ -183,50 +269,8 @@ def _start_hosts(data: dict, topology: Topology) -> None:
                                f"{state.log('host-' + name)}")
 
 
-def _wait_enis_ready(enis: list[Eni]) -> None:
-    """Every ENI has resolved its subnet router's MAC (it can reach its VPC)."""
-    def resolved() -> bool:
-        stats = dataplane_request({"op": "stats"})["stats"]["enis"]
-        return all(stats.get(e.id, {}).get("arp_resolved", 0) > 0 for e in enis)
-    if not client.wait_until(resolved, READY_TIMEOUT, 0.02):
-        raise RuntimeError("the ENIs could not reach their subnets' routers")
-
-
 def dataplane_request(message: dict) -> dict:
     return client.request(state.control_socket(), message)
-
-
-def snapshot(running: Running) -> dict:
-    """The dataplane's whole desired configuration."""
-    dataplane = settings.dataplane(running.topology.settings)
-    membership = secgroups.members(running.topology, running.enis)
-    enis = [{"id": e.id, "ifname": e.plane_link, "ip": e.ip, "mac": e.mac,
-             "cidr": e.subnet_cidr, "gateway": ipam.gateway(e.subnet_cidr),
-             "connection_limit": dataplane["eni_connection_limit"],
-             "port_range": dataplane["port_range"], "mtu": names.LINK_MTU,
-             "egress": secgroups.eni_egress(running.topology, e, membership)}
-            for e in running.enis]
-    egress = fabric_egress.has_egress_port(running.topology)  # Lambda's own, for no-VPC envs
-    if egress:
-        enis.append({"id": names.EGRESS_ID, "ifname": names.EGRESS_PLANE_LINK,
-                     "ip": names.EGRESS_IP, "mac": names.mac(names.MAC_EGRESS, 0),
-                     "cidr": names.EGRESS_NET, "gateway": names.EGRESS_GATEWAY,
-                     "connection_limit": dataplane["eni_connection_limit"],
-                     "port_range": dataplane["port_range"], "mtu": names.LINK_MTU,
-                     "egress": None})
-    envs = [{"ifname": e.plane_link, "ip": e.ip, "mac": e.mac, "gateway_ip": names.ENV_GATEWAY,
-             "gateway_mac": e.gateway_mac,
-             "eni": e.eni_id or (names.EGRESS_ID if egress else None)} for e in running.envs]
-    return {"enis": enis, "envs": envs, "timeouts": dataplane["timeouts"],
-            "max_sessions": dataplane["max_sessions"]}
-
-
-def push_config(running: Running) -> None:
-    reply = dataplane_request({"op": "config", "config": snapshot(running)})
-    if not reply.get("ok"):
-        raise RuntimeError(f"the dataplane refused its configuration: {reply.get('error')}")
-    # hosts' rules naming a group follow its members: re-render when ENIs came or went
-    vpcnet.follow_membership(running.data, running.topology, running.enis)
 
 
 def down() -> bool:
@@ -240,7 +284,10 @@ def down() -> bool:
 
 
 def _teardown(data: dict) -> None:
-    for pid in data.get("procs", {}).values():
+    pids = data.get("procs", {})
+    if pids.get("controller"):
+        procs.stop(pids["controller"])  # first: nothing may make objects meanwhile
+    for pid in pids.values():
         procs.stop(pid)
     namespaces = sorted(set(data.get("namespaces", [])))
     procs.kill_in_namespaces(namespaces)
@@ -250,129 +297,56 @@ def _teardown(data: dict) -> None:
 
 
 def forget_state() -> None:
-    for name in ("state.json", "dataplane.sock", "zygote.sock", "natgw.sock"):
+    state.forget()
+    for name in ("dataplane.sock", "zygote.sock", "natgw.sock", "controller.sock"):
         state.path(name).unlink(missing_ok=True)
     for sub in ("envs", "ready", "resolv"):
         shutil.rmtree(state.path(sub), ignore_errors=True)
 
 
-# -- execution environments -------------------------------------------------------------
-def acquire_env(function: Function) -> tuple[Env, IO, bool]:
-    """An environment of ``function`` held for the caller: (env, lock, cold)."""
-    with state.locked():
-        running = require()
-        for env in running.envs:
-            if env.function != function.name:
-                continue
-            lock = _try_lock(env)
-            if lock is not None:
-                return env, lock, False
-        env = _make_env(running, function)
-        lock = _try_lock(env)
-    assert lock is not None
-    if not client.wait_until(lambda: os.path.exists(state.env_socket(env.index)), READY_TIMEOUT,
-                             0.002):
-        release(lock)
-        raise RuntimeError(f"environment {env.id} did not start; see {state.log(env.id)}")
-    return env, lock, True
+# -- execution environments (through the controller) ------------------------------------
+def _name(function: Function | str) -> str:
+    return function if isinstance(function, str) else function.name
 
 
-def _try_lock(env: Env) -> IO | None:
-    fh = open(state.env_lock(env.index), "a")  # noqa: SIM115 - held until release()
+def acquire_env(function: Function | str) -> tuple[Env, socket.socket, bool]:
+    """An environment held for the caller until ``release(lease)``: (env, lease, cold)."""
+    lease = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.close()
-        return None
-    return fh
-
-
-def release(lock: IO) -> None:
-    fcntl.flock(lock, fcntl.LOCK_UN)
-    lock.close()
-
-
-def _make_env(running: Running, function: Function) -> Env:
-    return _make_envs(running, function, 1)[0]
-
-
-def _make_envs(running: Running, function: Function, count: int) -> list[Env]:
-    """Record, build and start ``count`` new environments of ``function``."""
-    data = running.data
-    made: list[Env] = []
-    for _ in range(count):
-        env = new_env(function, running.envs, running.enis)
-        data["envs"].append(env.to_dict())
-        data["namespaces"].append(env.netns)
-        made.append(env)
-    state.save(data)  # recorded before anything exists, so cleanup always finds it
-    for start in range(0, len(made), BUILD_CHUNK):  # chunks keep netlink sockets cached
-        objs = frozenset(o for env in made[start:start + BUILD_CHUNK]
-                         for o in fabric.env_objects(env))
-        build.apply(fabric.plan(frozenset(), objs))
-    push_config(running)
-    for env in made:
-        data["procs"][env.id] = _spawn_agent(running, function, env)
-    state.save(data)
-    return made
-
-
-def _spawn_agent(running: Running, function: Function, env: Env) -> int:
-    args = ["--socket", state.env_socket(env.index), "--code", function.code,
-            "--handler", function.handler, "--function", function.name,
-            "--memory", str(function.memory), "--timeout", str(function.timeout),
-            "--account", topology_egress.function_account(running.topology, function)]
-    reply = client.request(state.zygote_socket(), {
-        "op": "spawn", "netns": env.netns, "args": args, "log": str(state.log(env.id)),
-        "cwd": function.code, "resolv": vpcnet.resolv_file(env_vpc(function))})
+        lease.connect(state.controller_socket())
+        lease.sendall(json.dumps({"op": "lease", "name": _name(function)}).encode() + b"\n")
+        reply = json.loads(lease.makefile("rb").readline() or b"{}")
+    except (OSError, ValueError) as exc:
+        lease.close()
+        raise RuntimeError(f"the controller does not answer ({exc}); see "
+                           "`hyperplane controller start`") from None
     if not reply.get("ok"):
-        raise RuntimeError(f"could not start environment {env.id}: {reply.get('error')}")
-    return reply["pid"]
+        lease.close()
+        if "error" in reply:
+            raise LambdaApiError(reply["error"])
+        raise RuntimeError(f"could not hold an environment: {reply}")
+    return Env.from_dict(reply["result"]["env"]), lease, reply["result"]["cold"]
+
+
+def release(lease: socket.socket) -> None:
+    lease.close()
 
 
 def start_envs(name: str, count: int) -> list[Env]:
     """Scale ``name`` out by ``count`` environments at once (a burst), ready when returned."""
-    with state.locked():
-        running = require()
-        made = _make_envs(running, function_of(running, name), count)
-    for env in made:
-        if not client.wait_until(lambda e=env: os.path.exists(state.env_socket(e.index)),
-                                 READY_TIMEOUT, 0.002):
-            raise RuntimeError(f"environment {env.id} did not start; see {state.log(env.id)}")
-    return made
+    result = controller_request({"op": "scale", "name": name, "count": count}, timeout=600)
+    return [Env.from_dict(e) for e in result["envs"]]
 
 
 def invoke_env(env: Env, payload: object, timeout: float = 30) -> dict:
-    """One invocation on a given environment (no locking: the caller owns it)."""
+    """One invocation on a given environment (no controller: the caller owns it)."""
     return client.request(state.env_socket(env.index),
                           {"payload": payload, "request_id": str(uuid.uuid4())}, timeout=timeout)
 
 
-def function_of(running: Running, name: str) -> Function:
-    try:
-        return running.topology.function(name)
-    except KeyError:
-        raise UsageError(f"no function named {name!r} in {running.data['source']}") from None
-
-
 def invoke(name: str, payload: object) -> dict:
     """Run the function's handler in an environment; the agent's reply, annotated."""
-    function = function_of(require(), name)
-    env, lock, cold = acquire_env(function)
-    try:
-        # an environment being reset (after a timeout) opens its socket again shortly
-        client.wait_until(lambda: os.path.exists(state.env_socket(env.index)), READY_TIMEOUT,
-                          0.002)
-        reply = client.request(state.env_socket(env.index),
-                               {"payload": payload, "request_id": str(uuid.uuid4())},
-                               timeout=function.timeout + 10)
-    except (client.UnreachableError, OSError) as exc:
-        raise RuntimeError(f"environment {env.id} of {name} did not answer ({exc}); "
-                           f"see {state.log(env.id)}") from None
-    finally:
-        release(lock)
-    reply.update(cold=cold, environment=env.id, eni=env.eni_id, subnet=env.subnet_id)
-    return reply
+    return controller_request({"op": "invoke", "name": name, "payload": payload}, timeout=1000)
 
 
 def exec_in_host(name: str, argv: list[str]) -> int:
@@ -387,10 +361,11 @@ def exec_in_host(name: str, argv: list[str]) -> int:
 
 
 def exec_in_function(name: str, argv: list[str]) -> int:
-    function = function_of(require(), name)
-    env, lock, _cold = acquire_env(function)
-    os.set_inheritable(lock.fileno(), True)  # the command holds the environment until it ends
-    return procs.exec_in(env.netns, argv, vpcnet.resolv_file(env_vpc(function)))
+    running = require()
+    env, lease, _cold = acquire_env(name)
+    os.set_inheritable(lease.fileno(), True)  # the command holds the environment until it ends
+    vpc_id = running.topology.subnet(env.subnet_id).vpc_id if env.subnet_id else None
+    return procs.exec_in(env.netns, argv, vpcnet.resolv_file(vpc_id))
 
 
 def env_vpc(function: Function) -> str | None:
@@ -402,7 +377,9 @@ def eni_rows(running: Running) -> list[dict]:
     return [{"id": e.id, "vpc": e.key.vpc_id, "subnet": e.key.subnet_id,
              "security_groups": list(e.key.security_group_ids), "ip": e.ip, "mac": e.mac,
              "interface_type": "lambda", "description": e.description,
-             "functions": list(e.functions), "interface": e.plane_link, "status": "in-use"}
+             "functions": list(e.functions), "interface": e.plane_link, "status": e.status,
+             "spill": e.spill, "legacy_environment": e.legacy_env,
+             "delete_at": e.delete_at}
             for e in running.enis]
 
 
@@ -412,21 +389,25 @@ def status() -> dict:
         return {"up": False, "state_dir": str(state.state_dir())}
     data, topology = running.data, running.topology
     dp_pid = data["procs"].get("dataplane")
+    ctl_pid = data["procs"].get("controller")
     try:
         stats = dataplane_request({"op": "stats"})["stats"]["global"]
     except (client.UnreachableError, OSError):
         stats = None
     envs = running.envs
-    functions = [{"name": f.name, "state": "Active" if stats is not None else "Failed",
-                  "vpc_id": f.vpc_config.vpc_id if f.vpc_config else None,
+    functions = [{"name": f.name, "state": f.state, "reason_code": f.state_reason_code,
+                  "last_update_status": f.last_update_status, "networking": f.networking,
+                  "vpc_id": f.vpc_id,
                   "enis": [e.id for e in running.enis if f.name in e.functions],
                   "environments": sum(1 for e in envs if e.function == f.name)}
-                 for f in topology.functions]
+                 for f in running.functions]
     hosts = [{"name": h.name, "vpc": h.vpc_id, "subnet": h.subnet, "ip": h.ip,
               "namespace": fabric.host_netns(topology, h.name)}
              for v in topology.vpcs for h in v.hosts]
     return {"up": True, "topology": data["source"], "state_dir": str(state.state_dir()),
             "dataplane": {"pid": dp_pid, "alive": bool(dp_pid and procs.alive(dp_pid)),
                           "sessions_active": stats["sessions_active"] if stats else None},
+            "controller": {"pid": ctl_pid, "alive": bool(ctl_pid and procs.alive(ctl_pid))},
+            "timing": timing.timing(topology.settings).summary(),
             "functions": functions, "hosts": hosts, "enis": len(data["enis"]),
             "environments": len(envs), "namespaces": sorted(data["namespaces"])}

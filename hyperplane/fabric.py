@@ -176,7 +176,8 @@ def _host(topology: Topology, name: str) -> list[KernelObject]:
     ]
 
 
-def _eni(topology: Topology, eni: Eni) -> list[KernelObject]:
+def eni_objects(topology: Topology, eni: Eni) -> list[KernelObject]:
+    """An ENI's link: its plane side (no kernel address) and its port on the subnet bridge."""
     router, br = subnet_location(topology, eni.key.subnet_id)
     return [Veth(names.PLANE_NS, eni.plane_link, router, eni.vpc_link, mac=eni.mac),
             Master(router, eni.vpc_link, br), Up(router, eni.vpc_link),
@@ -203,7 +204,7 @@ def desired(topology: Topology, enis: list[Eni], envs: list[Env]) -> frozenset[K
         for host in vpc.hosts:
             objs += _host(topology, host.name)
     for eni in enis:
-        objs += _eni(topology, eni)
+        objs += eni_objects(topology, eni)
     objs += fabric_egress.objects(topology)
     for env in envs:
         objs += env_objects(env)

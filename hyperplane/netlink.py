@@ -26,6 +26,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,7 +56,9 @@ def _iproute() -> type:
 def _netlink_error() -> type:
     from pyroute2.netlink.exceptions import NetlinkError
     return NetlinkError
-_SOCKETS: dict[str, IPRoute] = {}
+# per (thread, namespace): a pyroute2 0.9 socket used from another thread than the one
+# that opened it mis-encodes nested attributes (a veth's peer name is lost)
+_SOCKETS: dict[tuple[int, str], IPRoute] = {}
 SOCKET_CACHE = 128
 _INDEX: dict[tuple[str, str], int] = {}  # (namespace, ifname) -> ifindex, learnt once
 _CREATED_UP: set[tuple[str, str]] = set()  # links this process created already up
@@ -98,7 +101,7 @@ def ensure_netns(name: str) -> None:
             if _LIBC.unshare(CLONE_NEWNET) != 0:
                 code = ctypes.get_errno()
                 raise OSError(code, f"unshare: {os.strerror(code)}")
-            _pyroute2().attach(name, os.getpid())
+            _pyroute2().attach(name, "thread-self")  # this thread's, not the main one's
         finally:
             _pyroute2().popns()
     with ipr(name) as ip:
@@ -107,9 +110,8 @@ def ensure_netns(name: str) -> None:
 
 def remove_netns(name: str) -> None:
     """Remove a named namespace; its interfaces go with it (idempotent)."""
-    cached = _SOCKETS.pop(name, None)
-    if cached is not None:
-        cached.close()
+    for key in [k for k in _SOCKETS if k[1] == name]:
+        _SOCKETS.pop(key).close()
     for key in [k for k in _INDEX if k[0] == name]:
         del _INDEX[key]
     if netns_exists(name):
@@ -130,7 +132,8 @@ def netns_inode(name: str) -> int | None:
 @contextmanager
 def ipr(ns: str) -> Iterator[IPRoute]:
     """An IPRoute socket inside namespace ``ns`` (cached); never creates the namespace."""
-    ip = _SOCKETS.get(ns)
+    key = (threading.get_ident(), ns)
+    ip = _SOCKETS.get(key)
     if ip is None:
         if not netns_exists(ns):
             raise FileNotFoundError(f"no network namespace {ns}")
@@ -138,7 +141,7 @@ def ipr(ns: str) -> Iterator[IPRoute]:
             ip = _iproute()()
         if len(_SOCKETS) >= SOCKET_CACHE:  # bounded: the oldest socket goes
             _SOCKETS.pop(next(iter(_SOCKETS))).close()
-        _SOCKETS[ns] = ip
+        _SOCKETS[key] = ip
     yield ip
 
 

@@ -19,7 +19,7 @@ PROBE_TIMEOUT = 1.5
 
 def run(timeout: float = PROBE_TIMEOUT) -> dict:
     running = engine.require()
-    topology = running.topology
+    topology = running.active_topology()  # the functions as they run now
     enis = running.enis
     targets = reachability.targets(topology, fabric_egress.needs_internet(topology))
     jobs: list[tuple[reachability.Source, str, str | None]] = []

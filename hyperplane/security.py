@@ -13,30 +13,44 @@ that use it, their firewall's drop counters.
 
 from __future__ import annotations
 
-from hyperplane import engine, fabric, firewall, hostfw, secgroups, settings, state, vpcnet
-from hyperplane.topology import parse_topology
+from hyperplane import engine, fabric, firewall, hostfw, secgroups, settings, vpcnet
+from hyperplane.topology import SecurityGroup, parse_topology
 
 
 def change(action: str, group_id: str, direction: str, protocol: str, ports: str | None,
            cidr: str | None, peer_group: str | None) -> dict:
-    """Authorize or revoke one rule; returns the group as ``describe`` shows it."""
-    with state.locked():
-        running = engine.require()
-        try:
-            rule = secgroups.rule_document(direction, protocol, ports, cidr, peer_group)
-            document = secgroups.edit_document(running.data["document"], group_id,
-                                               direction, rule, revoke=action == "revoke")
-        except secgroups.RuleEditError as exc:
-            raise engine.UsageError(str(exc)) from None
-        topology = parse_topology(document, running.data["source"])
-        settings.check(topology.settings, running.data["source"])
-        running.data["document"] = document
-        state.save(running.data)
-        updated = engine.Running(running.data, topology)
-        engine.push_config(updated)
-        vpcnet.apply_firewalls(topology, updated.enis)
-        state.save(running.data)
-    return next(g for g in describe(updated, counters=False) if g["id"] == group_id)
+    """Authorize or revoke one rule (through the controller); the group as ``describe``
+    shows it."""
+    return engine.controller_request({
+        "op": "sg.change", "action": action, "group": group_id, "direction": direction,
+        "protocol": protocol, "ports": ports, "cidr": cidr, "peer_group": peer_group})
+
+
+def change_running(ctl, request: dict) -> dict:  # noqa: ANN001 - a controller.service.Controller
+    """Inside the controller, under its lock: edit, validate, record, push, re-render."""
+    running = engine.Running(ctl.data, ctl.topology)
+    try:
+        rule = secgroups.rule_document(request["direction"], request["protocol"],
+                                       request.get("ports"), request.get("cidr"),
+                                       request.get("peer_group"))
+        document = secgroups.edit_document(running.data["document"], request["group"],
+                                           request["direction"], rule,
+                                           revoke=request["action"] == "revoke")
+    except secgroups.RuleEditError as exc:
+        raise engine.UsageError(str(exc)) from None
+    topology = parse_topology(document, running.data["source"])
+    settings.check(topology.settings, running.data["source"])
+    ctl.data["document"] = document
+    ctl.retopology(topology)
+    ctl.commit_now()
+    vpcnet.apply_firewalls(topology, ctl.model.enis)
+    updated = engine.Running(ctl.data, topology)
+    return next(g for g in describe(updated, counters=False) if g["id"] == request["group"])
+
+
+def peers(group: SecurityGroup) -> set[str]:
+    """The groups a group's rules name."""
+    return {r.security_group for r in (*group.ingress, *group.egress) if r.security_group}
 
 
 def describe(running: engine.Running, counters: bool = True) -> list[dict]:

@@ -1,10 +1,20 @@
 """The state directory: what a run made, so that later commands and cleanup find it.
 
 ``/run/hyperplane`` by default (``HYPERPLANE_STATE_DIR`` overrides it).  It
-holds ``state.json`` (the topology as validated, ENIs, environments, the
-namespaces and processes made), ``lock`` (taken with flock around every
-change), the dataplane's control socket, per-environment lock files and
-agent sockets, and the processes' logs.  Writes are atomic (write, rename).
+holds ``state.db`` (SQLite: the topology as validated, the functions, ENIs and
+execution environments of the control plane, the namespaces and processes
+made, the emulated clock), ``lock`` (taken with flock around every change
+made outside the controller), the sockets of the dataplane, the zygote, the
+controller and each environment's agent, per-environment lock files and the
+processes' logs.
+
+The database is a key-value view of one document (a dict): ``functions``,
+``enis`` and ``envs`` are tables with a row per record, every other top-level
+key is a row of ``meta``.  ``save`` writes, in one transaction, only the rows
+that changed since this process last loaded or saved, so the controller can
+record each environment as it makes it.  One writer at a time: ``up`` before
+it starts the controller, then the controller alone, then ``down``/``cleanup``
+once it has stopped.
 """
 
 from __future__ import annotations
@@ -12,9 +22,13 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+TABLES = {"functions": "name", "enis": "id", "envs": "index"}  # list key -> row id field
+_cache: dict[str, dict[str, dict[str, str]]] = {}  # db path -> table -> row id -> json
 
 
 def state_dir() -> Path:
@@ -42,20 +56,77 @@ def locked() -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def db_path() -> Path:
+    return path("state.db")
+
+
+def _connect() -> sqlite3.Connection:
+    db = sqlite3.connect(db_path(), timeout=10, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    for table in ("meta", *TABLES):
+        db.execute(f"CREATE TABLE IF NOT EXISTS {table} (id TEXT PRIMARY KEY, value TEXT)")
+    return db
+
+
+def exists() -> bool:
+    return db_path().exists()
+
+
 def load() -> dict | None:
-    try:
-        with open(path("state.json")) as fh:
-            return json.load(fh)
-    except FileNotFoundError:
+    """The recorded document, or None when nothing is up."""
+    if not exists():
         return None
+    db = _connect()
+    try:
+        rows = {table: dict(db.execute(f"SELECT id, value FROM {table}"))  # noqa: S608
+                for table in ("meta", *TABLES)}
+    finally:
+        db.close()
+    if "source" not in rows["meta"]:
+        return None
+    _cache[str(db_path())] = rows
+    data = {key: json.loads(value) for key, value in rows["meta"].items()}
+    for table in TABLES:
+        records = [json.loads(value) for value in rows[table].values()]
+        data[table] = sorted(records, key=lambda r: r.get("seq", r.get("index", 0)))
+    return data
 
 
 def save(data: dict) -> None:
+    """Record ``data``: the rows that changed since the last load or save, atomically."""
     ensure_dirs()
-    tmp = path("state.json.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True)
-    os.replace(tmp, path("state.json"))
+    cache = _cache.setdefault(str(db_path()), {t: {} for t in ("meta", *TABLES)})
+    wanted = {"meta": {k: json.dumps(v, sort_keys=True) for k, v in data.items()
+                       if k not in TABLES}}
+    for table, field in TABLES.items():
+        wanted[table] = {str(r[field]): json.dumps(r, sort_keys=True)
+                         for r in data.get(table, [])}
+    db = _connect()
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        for table, rows in wanted.items():
+            old = cache.setdefault(table, {})
+            changed = [(k, v) for k, v in rows.items() if old.get(k) != v]
+            gone = [(k,) for k in old if k not in rows]
+            db.executemany(f"INSERT OR REPLACE INTO {table} (id, value) VALUES (?, ?)",  # noqa: S608
+                           changed)
+            db.executemany(f"DELETE FROM {table} WHERE id = ?", gone)  # noqa: S608
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    finally:
+        db.close()
+    _cache[str(db_path())] = wanted
+
+
+def forget() -> None:
+    """Remove the database (``down``, ``cleanup``)."""
+    _cache.pop(str(db_path()), None)
+    for suffix in ("", "-wal", "-shm"):
+        path("state.db" + suffix).unlink(missing_ok=True)
 
 
 def control_socket() -> str:
@@ -64,6 +135,10 @@ def control_socket() -> str:
 
 def zygote_socket() -> str:
     return str(path("zygote.sock"))
+
+
+def controller_socket() -> str:
+    return str(path("controller.sock"))
 
 
 def env_lock(index: int) -> Path:

@@ -37,6 +37,11 @@ class Eni:
     mac: str
     subnet_cidr: str
     functions: tuple[str, ...] = ()
+    status: str = "in-use"        # creating -> in-use -> deleting (then gone)
+    ready_at: float = 0.0         # creating until then (emulated clock)
+    delete_at: float | None = None  # deleting: removed then
+    spill: int = 0                # 0: the key's first ENI; 1, 2...: added at the connection limit
+    legacy_env: int | None = None  # legacy mode: the one environment this ENI serves
 
     @property
     def plane_link(self) -> str:
@@ -56,18 +61,24 @@ class Eni:
                 "subnet_id": self.key.subnet_id,
                 "security_groups": list(self.key.security_group_ids), "ip": self.ip,
                 "mac": self.mac, "subnet_cidr": self.subnet_cidr,
-                "functions": list(self.functions)}
+                "functions": list(self.functions), "status": self.status,
+                "ready_at": self.ready_at, "delete_at": self.delete_at, "spill": self.spill,
+                "legacy_env": self.legacy_env}
 
     @classmethod
     def from_dict(cls, data: dict) -> Eni:
         key = EniKey(data["vpc_id"], data["subnet_id"], tuple(data["security_groups"]))
         return cls(data["id"], data["index"], key, data["ip"], data["mac"],
-                   data["subnet_cidr"], tuple(data["functions"]))
+                   data["subnet_cidr"], tuple(data["functions"]),
+                   data.get("status", "in-use"), data.get("ready_at", 0.0),
+                   data.get("delete_at"), data.get("spill", 0), data.get("legacy_env"))
 
 
-def eni_id(account: str, key: EniKey) -> str:
+def eni_id(account: str, key: EniKey, extra: str = "") -> str:
+    """A stable id; ``extra`` tells apart ENIs of one key (spill, legacy, a later one)."""
     digest = hashlib.sha256(
-        f"{account}/{key.vpc_id}/{key.subnet_id}/{','.join(key.security_group_ids)}".encode())
+        f"{account}/{key.vpc_id}/{key.subnet_id}/{','.join(key.security_group_ids)}"
+        f"{extra}".encode())
     return "eni-" + digest.hexdigest()[:17]
 
 

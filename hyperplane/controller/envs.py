@@ -25,6 +25,8 @@ class Env:
     ip: str
     subnet_id: str | None   # None for a function without VpcConfig
     eni_id: str | None
+    last_used: float = 0.0  # emulated clock: when its last invocation ended
+    stale: bool = False     # made for an older configuration: reaped once idle
 
     @property
     def id(self) -> str:
@@ -48,12 +50,13 @@ class Env:
 
     def to_dict(self) -> dict:
         return {"index": self.index, "function": self.function, "ip": self.ip,
-                "subnet_id": self.subnet_id, "eni_id": self.eni_id}
+                "subnet_id": self.subnet_id, "eni_id": self.eni_id,
+                "last_used": self.last_used, "stale": self.stale}
 
     @classmethod
     def from_dict(cls, data: dict) -> Env:
         return cls(data["index"], data["function"], data["ip"], data["subnet_id"],
-                   data["eni_id"])
+                   data["eni_id"], data.get("last_used", 0.0), data.get("stale", False))
 
 
 def choose_subnet(function: Function, envs: list[Env]) -> str | None:
@@ -68,8 +71,9 @@ def eni_for(function: Function, subnet_id: str | None, enis: list[Eni]) -> Eni |
     if function.vpc_config is None or subnet_id is None:
         return None
     groups = tuple(sorted(set(function.vpc_config.security_group_ids)))
-    for eni in enis:
-        if eni.key.subnet_id == subnet_id and eni.key.security_group_ids == groups:
+    for eni in enis:  # the key's first shared ENI (spill ENIs are the dataplane's choice)
+        if eni.key.subnet_id == subnet_id and eni.key.security_group_ids == groups \
+                and eni.legacy_env is None and eni.spill == 0:
             return eni
     raise LookupError(f"no ENI for {function.name} in {subnet_id}")
 

@@ -1,0 +1,168 @@
+"""Function records and their AWS view (pure).
+
+A ``FunctionRecord`` is what the control plane knows of one Lambda function:
+its code and handler, the VPC configuration invocations use (``vpc``), the
+one being applied (``target``, while ``provisioning``), its state with
+reason and code, and its last update's status, with AWS's names and values
+(``Pending``/``Active``/``Inactive``/``Failed``; ``Creating``, ``Restoring``,
+``Idle``, ``SubnetOutOfIPAddresses``...).  ``describe`` renders it with the
+field names of Lambda's GetFunctionConfiguration.  ``ApiError`` is an error
+of the emulated Lambda API, named as AWS names it.
+
+A VPC configuration here is ``VpcSpec``: subnet ids and security-group ids as
+given (they may name nothing: that is found when the ENIs are made).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+PENDING, ACTIVE, INACTIVE, FAILED = "Pending", "Active", "Inactive", "Failed"
+SUCCESSFUL, IN_PROGRESS = "Successful", "InProgress"
+HYPERPLANE, LEGACY = "hyperplane", "legacy"
+MAX_SUBNETS, MAX_GROUPS = 16, 5
+
+REASONS = {
+    "Creating": "The function is being created.",
+    "Restoring": "The function is being restored after being idle.",
+    "Idle": "The function is inactive because it was not invoked for a long time; its "
+            "network interfaces were reclaimed. The next invocation restores it.",
+    "SubnetOutOfIPAddresses": "Lambda was unable to create an ENI in the VPC of the Lambda "
+                              "function because the subnet(s) ran out of IP addresses.",
+    "EniLimitExceeded": "Lambda was unable to create an ENI in the VPC of the Lambda function "
+                        "because the limit for Network Interfaces has been reached.",
+    "InvalidSubnet": "Lambda was unable to create an ENI: the subnet {ids} does not exist.",
+    "InvalidSecurityGroup": "Lambda was unable to create an ENI: the security group {ids} does "
+                            "not exist in the VPC of the function's subnets.",
+    "InvalidConfiguration": "The function's subnets are not all in one VPC.",
+}
+# the invoke error a function failed for this reason answers with (HTTP 502)
+INVOKE_ERRORS = {
+    "SubnetOutOfIPAddresses": "SubnetIPAddressLimitReachedException",
+    "EniLimitExceeded": "ENILimitReachedException",
+    "InvalidSubnet": "InvalidSubnetIDException",
+    "InvalidSecurityGroup": "InvalidSecurityGroupIDException",
+}
+
+
+class ApiError(Exception):
+    """An error of the emulated Lambda API: AWS's exception name, message, HTTP status."""
+
+    def __init__(self, kind: str, message: str, status: int = 400, **extra: object) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind, self.message, self.status, self.extra = kind, message, status, extra
+
+    def to_dict(self) -> dict:
+        return {"errorType": self.kind, "errorMessage": self.message,
+                "statusCode": self.status, **self.extra}
+
+
+@dataclass(frozen=True)
+class VpcSpec:
+    subnet_ids: tuple[str, ...]
+    security_group_ids: tuple[str, ...]
+    ipv6_allowed_for_dual_stack: bool = False
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return tuple(sorted(set(self.security_group_ids)))
+
+    @classmethod
+    def of(cls, data: dict | None) -> VpcSpec | None:
+        if not data:
+            return None
+        return cls(tuple(data.get("subnet_ids", ())), tuple(data.get("security_group_ids", ())),
+                   bool(data.get("ipv6_allowed_for_dual_stack", False)))
+
+
+def check_vpc_request(spec: VpcSpec | None) -> VpcSpec | None:
+    """API-time checks (InvalidParameterValueException); empty lists mean no VPC."""
+    if spec is None or (not spec.subnet_ids and not spec.security_group_ids):
+        return None
+    if not spec.subnet_ids or not spec.security_group_ids:
+        raise ApiError("InvalidParameterValueException",
+                       "VpcConfig needs both subnet ids and security group ids (or neither)")
+    if len(spec.subnet_ids) > MAX_SUBNETS:
+        raise ApiError("InvalidParameterValueException",
+                       f"at most {MAX_SUBNETS} subnets, got {len(spec.subnet_ids)}")
+    if len(spec.security_group_ids) > MAX_GROUPS:
+        raise ApiError("InvalidParameterValueException",
+                       f"at most {MAX_GROUPS} security groups, got "
+                       f"{len(spec.security_group_ids)}")
+    return spec
+
+
+@dataclass
+class FunctionRecord:
+    name: str
+    handler: str
+    code: str
+    memory: int = 128
+    timeout: int = 3
+    reserved_concurrency: int | None = None
+    networking: str = HYPERPLANE
+    seq: int = 0
+    vpc: VpcSpec | None = None          # what invocations use
+    vpc_id: str | None = None           # the VPC of ``vpc``
+    target: VpcSpec | None = None       # being applied (while ``provisioning``)
+    provisioning: bool = False
+    state: str = PENDING
+    state_reason: str | None = REASONS["Creating"]
+    state_reason_code: str | None = "Creating"
+    last_update_status: str = SUCCESSFUL
+    last_update_status_reason: str | None = None
+    last_update_status_reason_code: str | None = None
+    last_invoked: float = 0.0
+    revision: int = 0                   # bumped by every completed change: old envs retire
+    extra: dict = field(default_factory=dict)
+
+    def set_state(self, state: str, code: str | None, **fmt: str) -> None:
+        self.state, self.state_reason_code = state, code
+        self.state_reason = REASONS[code].format(**fmt) if code else None
+
+    def set_update(self, status: str, code: str | None, **fmt: str) -> None:
+        self.last_update_status, self.last_update_status_reason_code = status, code
+        self.last_update_status_reason = REASONS[code].format(**fmt) if code else None
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        for key in ("vpc", "target"):
+            spec = getattr(self, key)
+            data[key] = None if spec is None else {
+                "subnet_ids": list(spec.subnet_ids),
+                "security_group_ids": list(spec.security_group_ids),
+                "ipv6_allowed_for_dual_stack": spec.ipv6_allowed_for_dual_stack}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FunctionRecord:
+        fields = dict(data)
+        fields["vpc"] = VpcSpec.of(data.get("vpc"))
+        fields["target"] = VpcSpec.of(data.get("target"))
+        return cls(**fields)
+
+
+def describe(fn: FunctionRecord, account: str, region: str = "us-east-1") -> dict:
+    """GetFunctionConfiguration's fields (plus a few of the emulator's, documented)."""
+    spec = fn.target if fn.provisioning else fn.vpc
+    vpc_id = fn.vpc_id if spec is not None else ""
+    if fn.provisioning and fn.target is not None:
+        vpc_id = fn.extra.get("target_vpc_id") or ""
+    return {
+        "FunctionName": fn.name,
+        "FunctionArn": f"arn:aws:lambda:{region}:{account}:function:{fn.name}",
+        "Handler": fn.handler, "MemorySize": fn.memory, "Timeout": fn.timeout,
+        "State": fn.state, "StateReason": fn.state_reason,
+        "StateReasonCode": fn.state_reason_code,
+        "LastUpdateStatus": fn.last_update_status,
+        "LastUpdateStatusReason": fn.last_update_status_reason,
+        "LastUpdateStatusReasonCode": fn.last_update_status_reason_code,
+        "VpcConfig": {"SubnetIds": list(spec.subnet_ids) if spec else [],
+                      "SecurityGroupIds": list(spec.security_group_ids) if spec else [],
+                      "VpcId": vpc_id or "",
+                      "Ipv6AllowedForDualStack": bool(spec and
+                                                      spec.ipv6_allowed_for_dual_stack)},
+        "ReservedConcurrentExecutions": fn.reserved_concurrency,
+        "Networking": fn.networking,
+        "CodeDirectory": fn.code,
+    }

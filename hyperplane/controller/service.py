@@ -1,0 +1,362 @@
+"""The control plane at work: the model's changes made real (side effects).
+
+``Controller`` owns the running topology's records while the controller process
+lives: it loads them from the state database (``state``), keeps the pure
+``lifecycle.Model`` and the emulated ``Clock``, and after every change makes
+the kernel objects that appeared (ENI links, environment namespaces), removes
+those that went, starts and stops environment agents through the zygote,
+hands the dataplane its whole configuration as one snapshot (``snapshot``),
+re-renders hosts' firewalls when group membership changed, and records
+everything in the database before it exists (so ``cleanup`` can find it).
+
+One lock (``self.lock``) guards the records; invocations run outside it, so
+environments serve concurrently.  ``busy`` holds the environments serving an
+invocation or leased (``exec --function``): the model never reaps those.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+
+from hyperplane import (
+    build,
+    client,
+    fabric,
+    fabric_egress,
+    names,
+    netlink,
+    procs,
+    secgroups,
+    settings,
+    state,
+    timing,
+    topology_egress,
+    vpcnet,
+)
+from hyperplane.controller import ipam
+from hyperplane.controller.clock import Clock
+from hyperplane.controller.enis import Eni
+from hyperplane.controller.envs import Env, choose_subnet, eni_for
+from hyperplane.controller.functions import LEGACY, ApiError, FunctionRecord
+from hyperplane.controller.lifecycle import IN_USE, Effects, Limits, Model
+from hyperplane.topology import Function, Topology, parse_topology
+
+READY_TIMEOUT = 15.0
+BUILD_CHUNK = 64
+RESYNC_EVERY = 5.0  # seconds: the whole snapshot again even when nothing changed
+
+
+class Controller:
+    def __init__(self) -> None:
+        data = state.load()
+        if data is None:
+            raise RuntimeError(f"nothing is up (no state in {state.state_dir()})")
+        self.data = data
+        self.topology = parse_topology(data["document"], data["source"])
+        self.lock = threading.RLock()
+        self.busy: dict[int, int] = {}  # env index -> holders
+        self.clock = Clock(data.get("clock", {}).get("offset", 0.0))
+        cfg = self.topology.settings
+        self.model = Model(
+            self.topology, [FunctionRecord.from_dict(f) for f in data.get("functions", [])],
+            [Eni.from_dict(e) for e in data["enis"]], [Env.from_dict(e) for e in data["envs"]],
+            timing.timing(cfg), Limits(timing.enis_per_vpc(cfg),
+                                       settings.dataplane(cfg)["eni_connection_limit"],
+                                       timing.default_networking(cfg)))
+        deleted = data.get("deleted", {})
+        self.model.deleted_subnets = set(deleted.get("subnets", []))
+        self.model.deleted_groups = set(deleted.get("groups", []))
+        self.built_enis = {e.id: e for e in self.model.enis}  # what the kernel has
+        self.last_push = 0.0
+
+    # -- records -----------------------------------------------------------------------
+    def save(self) -> None:
+        self.data["functions"] = [f.to_dict() for f in self.model.functions.values()]
+        self.data["enis"] = [e.to_dict() for e in self.model.enis]
+        self.data["envs"] = [e.to_dict() for e in self.model.envs]
+        self.data["clock"] = {"offset": self.clock.offset}
+        state.save(self.data)
+
+    def seed(self) -> None:
+        """First start: the topology file's functions are created as if by the API."""
+        if self.data.get("seeded"):
+            return
+        with self.lock:
+            now = self.clock.now()
+            for function in self.topology.functions:
+                self.model.create(record_of(function, self.topology.settings), now)
+            self.data["seeded"] = True
+            self.commit(Effects(changed=True))
+
+    @contextmanager
+    def changing(self) -> Iterator[float]:
+        """A change under the lock: tick, make it real, record it."""
+        with self.lock:
+            now = self.clock.now()
+            try:
+                yield now
+            finally:
+                self.commit(self.model.tick(now, set(self.busy), {}))
+
+    def retopology(self, topology: Topology) -> None:
+        """The recorded document changed (``sg authorize``): the model follows."""
+        self.topology = self.model.topology = topology
+
+    def commit_now(self) -> None:
+        self.commit(Effects())
+
+    # -- making the model real ------------------------------------------------------------
+    def commit(self, effects: Effects) -> None:
+        self.save()  # recorded before anything is made
+        if effects.reap:
+            self.reap(effects.reap - set(self.busy))
+        self.sync_enis()
+        self.push()
+        self.save()
+
+    def sync_enis(self) -> None:
+        wanted = {e.id: e for e in self.model.enis}
+        old = frozenset(o for e in self.built_enis.values() if e.id not in wanted
+                        for o in fabric.eni_objects(self.topology, e))
+        new = frozenset(o for e in wanted.values() if e.id not in self.built_enis
+                        for o in fabric.eni_objects(self.topology, e))
+        if old or new:
+            build.apply(fabric.plan(old, frozenset()) + fabric.plan(frozenset(), new))
+        self.built_enis = wanted
+
+    def push(self) -> None:
+        reply = dataplane_request({"op": "config", "config": self.snapshot()})
+        if not reply.get("ok"):
+            raise RuntimeError(f"the dataplane refused its configuration: {reply.get('error')}")
+        vpcnet.follow_membership(self.data, self.topology, self.model.enis)
+        self.last_push = time.monotonic()
+
+    def snapshot(self) -> dict:
+        """The dataplane's whole desired configuration."""
+        return snapshot(self.topology, self.model.enis, self.model.envs)
+
+    def reap(self, indices: set[int]) -> None:
+        """Stop and remove idle environments."""
+        gone = [e for e in self.model.envs if e.index in indices]
+        if not gone:
+            return
+        for env in gone:
+            pid = self.data["procs"].pop(env.id, None)
+            if pid:
+                procs.stop(pid, grace=1.0)
+        self.model.forget_envs(indices)
+        self.push()  # the dataplane lets go of the links first
+        for env in gone:
+            netlink.remove_netns(env.netns)
+            for leftover in (state.env_socket(env.index), str(state.env_lock(env.index))):
+                try:
+                    os.unlink(leftover)
+                except FileNotFoundError:
+                    pass
+        removed = {e.netns for e in gone}
+        self.data["namespaces"] = [n for n in self.data["namespaces"] if n not in removed]
+
+    # -- environments ----------------------------------------------------------------------
+    def new_envs(self, fn: FunctionRecord, count: int, now: float) -> list[Env]:
+        """Record, build and start ``count`` environments (under the lock)."""
+        function = self.model.runtime_function(fn)
+        made: list[Env] = []
+        for _ in range(count):
+            index = _free_index(self.model.envs)
+            ip = ipam.allocate(names.ENV_POOL, {e.ip for e in self.model.envs})
+            subnet_id = choose_subnet(function, self.model.envs)
+            if fn.networking == LEGACY and subnet_id is not None:
+                eni: Eni | None = self.model.legacy_eni(fn, subnet_id, index, now)
+            else:
+                eni = eni_for(function, subnet_id, self.model.enis)
+            env = Env(index, fn.name, ip, subnet_id, eni.id if eni else None, now)
+            self.model.envs.append(env)
+            self.data["namespaces"].append(env.netns)
+            made.append(env)
+        self.save()
+        for start in range(0, len(made), BUILD_CHUNK):
+            objs = frozenset(o for env in made[start:start + BUILD_CHUNK]
+                             for o in fabric.env_objects(env))
+            build.apply(fabric.plan(frozenset(), objs))
+        self.sync_enis()
+        self.push()
+        for env in made:
+            self.data["procs"][env.id] = self.spawn_agent(function, env)
+        self.save()
+        return made
+
+    def spawn_agent(self, function: Function, env: Env) -> int:
+        args = ["--socket", state.env_socket(env.index), "--code", function.code,
+                "--handler", function.handler, "--function", function.name,
+                "--memory", str(function.memory), "--timeout", str(function.timeout),
+                "--account", topology_egress.function_account(self.topology, function)]
+        vpc_id = function.vpc_config.vpc_id if function.vpc_config else None
+        reply = client.request(state.zygote_socket(), {
+            "op": "spawn", "netns": env.netns, "args": args, "log": str(state.log(env.id)),
+            "cwd": function.code, "resolv": vpcnet.resolv_file(vpc_id)})
+        if not reply.get("ok"):
+            raise RuntimeError(f"could not start environment {env.id}: {reply.get('error')}")
+        return reply["pid"]
+
+    def acquire(self, name: str) -> tuple[Env, bool, FunctionRecord]:
+        """An environment of ``name`` held for one invocation or lease: (env, cold, fn)."""
+        with self.lock:
+            now = self.clock.now()
+            try:
+                fn = self.model.admit(name, now)
+            except ApiError:
+                self.commit(self.model.tick(now, set(self.busy), {}))  # a restore began
+                raise
+            fn.last_invoked = now
+            for env in self.model.envs:
+                if env.function == name and env.index not in self.busy \
+                        and not self.model.outdated(env):
+                    self.busy[env.index] = 1
+                    return env, False, fn
+            running = sum(1 for e in self.model.envs if e.function == name and e.index in self.busy)
+            if fn.reserved_concurrency is not None and running >= fn.reserved_concurrency:
+                raise ApiError("TooManyRequestsException", "Rate Exceeded.", 429,
+                               Reason="ReservedFunctionConcurrentInvocationLimitExceeded")
+            env = self.new_envs(fn, 1, now)[0]
+            self.busy[env.index] = 1
+        self.wait_legacy_eni(env)
+        if not client.wait_until(lambda: os.path.exists(state.env_socket(env.index)),
+                                 READY_TIMEOUT, 0.002):
+            self.release(env)
+            raise RuntimeError(f"environment {env.id} did not start; see {state.log(env.id)}")
+        return env, True, fn
+
+    def wait_legacy_eni(self, env: Env) -> None:
+        """Legacy mode: the cold start waits for its ENI's create-and-attach delay."""
+        eni = next((e for e in self.model.enis if e.id == env.eni_id
+                    and e.legacy_env == env.index), None)
+        if eni is None:
+            return
+        while self.clock.now() < eni.ready_at:
+            time.sleep(min(0.01, max(0.0, eni.ready_at - self.clock.now())))
+        with self.lock:
+            self.commit(self.model.tick(self.clock.now(), set(self.busy), {}))
+
+    def release(self, env: Env) -> None:
+        with self.lock:
+            count = self.busy.get(env.index, 0) - 1
+            if count > 0:
+                self.busy[env.index] = count
+                return
+            self.busy.pop(env.index, None)
+            now = self.clock.now()
+            self.model.envs = [replace(e, last_used=now) if e.index == env.index else e
+                               for e in self.model.envs]
+            current = next((e for e in self.model.envs if e.index == env.index), None)
+            if current is not None and self.model.outdated(current):
+                self.commit(Effects(reap={env.index}))
+            else:
+                self.save()
+
+    def invoke(self, name: str, payload: object) -> dict:
+        env, cold, fn = self.acquire(name)
+        try:
+            client.wait_until(lambda: os.path.exists(state.env_socket(env.index)),
+                              READY_TIMEOUT, 0.002)
+            reply = client.request(state.env_socket(env.index),
+                                   {"payload": payload, "request_id": str(uuid.uuid4())},
+                                   timeout=fn.timeout + 10)
+        except (client.UnreachableError, OSError) as exc:
+            raise RuntimeError(f"environment {env.id} of {name} did not answer ({exc}); "
+                               f"see {state.log(env.id)}") from None
+        finally:
+            self.release(env)
+        reply.update(cold=cold, environment=env.id, eni=env.eni_id, subnet=env.subnet_id)
+        return reply
+
+    # -- time ----------------------------------------------------------------------------------
+    def tick(self) -> None:
+        with self.lock:
+            now = self.clock.now()
+            effects = self.model.tick(now, set(self.busy), self.sessions())
+            if effects.changed or effects.reap or effects.events:
+                self.commit(effects)
+            elif time.monotonic() - self.last_push > RESYNC_EVERY:
+                self.push()  # constant work: the whole configuration, changed or not
+
+    def sessions(self) -> dict[str, int]:
+        """Sessions per ENI, when some key could be at its connection limit."""
+        limit = self.model.limits.connection_limit
+        if not any(e.status == IN_USE for e in self.model.enis) or limit > 1_000_000:
+            return {}
+        try:
+            enis = dataplane_request({"op": "stats"})["stats"]["enis"]
+        except (client.UnreachableError, OSError):
+            return {}
+        return {eni_id: c.get("sessions_active", 0) for eni_id, c in enis.items()}
+
+    def advance(self, seconds: float) -> dict:
+        with self.lock:
+            self.clock.advance(seconds)
+            now = self.clock.now()
+            effects = self.model.tick(now, set(self.busy), self.sessions())
+            self.commit(effects)
+        return {"now": now, "offset": self.clock.offset, "events": effects.events}
+
+
+def record_of(function: Function, cfg: dict) -> FunctionRecord:
+    """The file's function as a create request."""
+    from hyperplane.controller.functions import VpcSpec
+    vpc = None
+    if function.vpc_config is not None:
+        vpc = VpcSpec(function.vpc_config.subnet_ids, function.vpc_config.security_group_ids,
+                      function.vpc_config.ipv6_allowed_for_dual_stack)
+    return FunctionRecord(function.name, function.handler, function.code, function.memory,
+                          function.timeout, getattr(function, "reserved_concurrency", None),
+                          timing.networking(getattr(function, "networking", None), cfg),
+                          vpc=vpc)
+
+
+def _free_index(envs: list[Env]) -> int:
+    taken = {e.index for e in envs}
+    return next(i for i in range(len(taken) + 1) if i not in taken)
+
+
+def dataplane_request(message: dict) -> dict:
+    return client.request(state.control_socket(), message)
+
+
+def snapshot(topology: Topology, enis: list[Eni], envs: list[Env]) -> dict:
+    """The dataplane's configuration: every ENI (its egress rules), every environment with
+    its ENI and, for a shared key that grew at the connection limit, the others (spill)."""
+    dataplane = settings.dataplane(topology.settings)
+    membership = secgroups.members(topology, enis)
+    common = {"connection_limit": dataplane["eni_connection_limit"],
+              "port_range": dataplane["port_range"], "mtu": names.LINK_MTU}
+    rows = [{"id": e.id, "ifname": e.plane_link, "ip": e.ip, "mac": e.mac,
+             "cidr": e.subnet_cidr, "gateway": ipam.gateway(e.subnet_cidr), **common,
+             "egress": secgroups.eni_egress(topology, e, membership)} for e in enis]
+    egress = fabric_egress.has_egress_port(topology)  # Lambda's own, for no-VPC envs
+    if egress:
+        rows.append({"id": names.EGRESS_ID, "ifname": names.EGRESS_PLANE_LINK,
+                     "ip": names.EGRESS_IP, "mac": names.mac(names.MAC_EGRESS, 0),
+                     "cidr": names.EGRESS_NET, "gateway": names.EGRESS_GATEWAY, **common,
+                     "egress": None})
+    by_id = {e.id: e for e in enis}
+    spill: dict[str, list[str]] = {}
+    for e in sorted(enis, key=lambda e: e.spill):
+        if e.spill and e.status == IN_USE and e.legacy_env is None:
+            spill.setdefault(str(e.key), []).append(e.id)
+    env_rows = []
+    for env in envs:
+        primary = by_id.get(env.eni_id) if env.eni_id else None
+        row = {"ifname": env.plane_link, "ip": env.ip, "mac": env.mac,
+               "gateway_ip": names.ENV_GATEWAY, "gateway_mac": env.gateway_mac,
+               "eni": env.eni_id or (names.EGRESS_ID if egress and env.subnet_id is None
+                                     else None)}
+        if primary is not None and primary.legacy_env is None:
+            row["spill"] = spill.get(str(primary.key), [])
+        env_rows.append(row)
+    return {"enis": rows, "envs": env_rows, "timeouts": dataplane["timeouts"],
+            "max_sessions": dataplane["max_sessions"]}
