@@ -256,6 +256,28 @@ def bench(quick: bool, as_json: bool, out_dir: str | None) -> None:
         click.echo(f"\nwritten: {', '.join(str(f) for f in files.values())}")
 
 
+@main.command()
+@click.option("--concurrency", default="1,10,50", show_default=True,
+              help="comma-separated burst sizes (concurrent cold starts)")
+@click.option("--profile", type=click.Choice(["fast", "aws"]), default="fast",
+              show_default=True, help="timing profile (aws: 10 s legacy ENI attach)")
+@click.option("--json", "as_json", is_flag=True)
+def compare(concurrency: str, profile: str, as_json: bool) -> None:
+    """Cold starts of N concurrent invocations: Hyperplane mode vs legacy (ENI per env)."""
+    from hyperplane.bench import compare as comparison
+
+    try:
+        sizes = [int(n) for n in concurrency.split(",") if n.strip()]
+    except ValueError:
+        raise engine.UsageError(f"--concurrency: expected numbers like 1,10,50, got "
+                                f"{concurrency!r}") from None
+    if not sizes or any(n < 1 or n > 200 for n in sizes):
+        raise engine.UsageError("--concurrency: each size must be 1 to 200")
+    log = (lambda _msg: None) if as_json else (lambda msg: click.echo(msg, err=True))
+    result = comparison.run(sizes, profile, log)
+    _emit(result, as_json, comparison.table_text(result))
+
+
 for _command in (*cli_vpc.COMMANDS, *cli_control.COMMANDS):  # sg, reach, function, ...
     main.add_command(_command)
 

@@ -114,6 +114,7 @@ def remove_netns(name: str) -> None:
         _SOCKETS.pop(key).close()
     for key in [k for k in _INDEX if k[0] == name]:
         del _INDEX[key]
+    _CREATED_UP.difference_update({k for k in _CREATED_UP if k[0] == name})
     if netns_exists(name):
         try:
             _pyroute2().remove(name)
@@ -180,16 +181,22 @@ def add_veth(ns: str, ifname: str, peer_ns: str, peer_ifname: str,
     """A veth pair with ``ifname`` in ``ns`` and ``peer_ifname`` in ``peer_ns``."""
     check_name(ifname)
     check_name(peer_ifname)
-    with ipr(ns) as ip:
-        peer: dict = {"ifname": peer_ifname, "net_ns_fd": peer_ns, "mtu": mtu}
-        if peer_mac:
-            peer["address"] = peer_mac
-        kwargs: dict = {"ifname": ifname, "kind": "veth", "peer": peer, "mtu": mtu,
-                        "state": "up"}
-        if mac:
-            kwargs["address"] = mac
-        if _tolerate(errno.EEXIST, ip.link, "add", **kwargs) is not None:
-            _CREATED_UP.add((ns, ifname))
+    # our own descriptor of the peer namespace: pyroute2 keeps the ones it opens by
+    # name, which would point at a removed namespace once the name is used again
+    peer_fd = os.open(os.path.join(NETNS_DIR, peer_ns), os.O_RDONLY)
+    try:
+        with ipr(ns) as ip:
+            peer: dict = {"ifname": peer_ifname, "net_ns_fd": peer_fd, "mtu": mtu}
+            if peer_mac:
+                peer["address"] = peer_mac
+            kwargs: dict = {"ifname": ifname, "kind": "veth", "peer": peer, "mtu": mtu,
+                            "state": "up"}
+            if mac:
+                kwargs["address"] = mac
+            if _tolerate(errno.EEXIST, ip.link, "add", **kwargs) is not None:
+                _CREATED_UP.add((ns, ifname))
+    finally:
+        os.close(peer_fd)
 
 
 def add_bridge(ns: str, ifname: str) -> None:

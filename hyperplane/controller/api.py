@@ -10,7 +10,9 @@ ENI is left in the subnet), and so on.
 
 from __future__ import annotations
 
-from hyperplane import durations, security
+import os
+
+from hyperplane import client, durations, security, state
 from hyperplane.controller.functions import (
     HYPERPLANE,
     LEGACY,
@@ -20,7 +22,7 @@ from hyperplane.controller.functions import (
     describe,
 )
 from hyperplane.controller.lifecycle import Effects
-from hyperplane.controller.service import Controller
+from hyperplane.controller.service import READY_TIMEOUT, Controller
 from hyperplane.topology import _FUNCTION_NAME, _valid_handler
 
 
@@ -114,14 +116,15 @@ def op_invoke(ctl: Controller, request: dict) -> dict:
 
 def op_scale(ctl: Controller, request: dict) -> dict:
     """Start ``count`` environments of a function at once (a burst), ready when returned."""
-    with ctl.lock:
-        now = ctl.clock.now()
-        fn = ctl.model.admit(request["name"], now)
-        made = ctl.new_envs(fn, int(request["count"]), now)
-    from hyperplane import client, state
+    def make() -> list:
+        with ctl.lock:
+            now = ctl.clock.now()
+            fn = ctl.model.admit(request["name"], now)
+            return ctl.new_envs(fn, int(request["count"]), now)
+    made = ctl.serial(make)
     for env in made:
-        if not client.wait_until(lambda e=env: __import__("os").path.exists(
-                state.env_socket(e.index)), 15.0, 0.002):
+        if not client.wait_until(lambda e=env: os.path.exists(state.env_socket(e.index)),
+                                 READY_TIMEOUT, 0.002):
             raise RuntimeError(f"environment {env.id} did not start; see {state.log(env.id)}")
     return {"envs": [e.to_dict() for e in made]}
 

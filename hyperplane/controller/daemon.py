@@ -34,6 +34,7 @@ from hyperplane.controller.service import Controller
 from hyperplane.topology import TopologyError
 
 TICK = 0.2
+PARALLEL = ("invoke", "scale")
 log = logging.getLogger("hyperplane.controller")
 
 
@@ -45,7 +46,9 @@ def handle(ctl: Controller, request: dict) -> dict:
     if handler is None:
         return {"ok": False, "usage": f"unknown request {op!r}"}
     try:
-        return {"ok": True, "result": handler(ctl, request)}
+        if op in PARALLEL:  # they pass through the worker only to take an environment
+            return {"ok": True, "result": handler(ctl, request)}
+        return {"ok": True, "result": ctl.serial(handler, ctl, request)}
     except ApiError as exc:
         return {"ok": False, "error": exc.to_dict()}
     except TopologyError as exc:
@@ -96,6 +99,7 @@ class Handler(socketserver.StreamRequestHandler):
 class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 512  # bursts of concurrent invocations connect at once
 
 
 def ticker(ctl: Controller, stop: threading.Event) -> None:

@@ -9,8 +9,11 @@ hands the dataplane its whole configuration as one snapshot (``snapshot``),
 re-renders hosts' firewalls when group membership changed, and records
 everything in the database before it exists (so ``cleanup`` can find it).
 
-One lock (``self.lock``) guards the records; invocations run outside it, so
-environments serve concurrently.  ``busy`` holds the environments serving an
+Every change runs on one thread, the kernel worker (``serial``): pyroute2's
+netlink sockets must stay with the thread that opened them, and one writer
+needs no finer locking.  Invocations run in the requests' own threads, so
+environments serve concurrently; only taking and giving back an environment
+passes through the worker.  ``busy`` holds the environments serving an
 invocation or leased (``exec --function``): the model never reaps those.
 """
 
@@ -20,7 +23,8 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 
@@ -48,6 +52,7 @@ from hyperplane.controller.lifecycle import IN_USE, Effects, Limits, Model
 from hyperplane.topology import Function, Topology, parse_topology
 
 READY_TIMEOUT = 15.0
+WORKER = "hp-kernel"
 BUILD_CHUNK = 64
 RESYNC_EVERY = 5.0  # seconds: the whole snapshot again even when nothing changed
 
@@ -60,6 +65,7 @@ class Controller:
         self.data = data
         self.topology = parse_topology(data["document"], data["source"])
         self.lock = threading.RLock()
+        self.worker = ThreadPoolExecutor(1, thread_name_prefix=WORKER)
         self.busy: dict[int, int] = {}  # env index -> holders
         self.clock = Clock(data.get("clock", {}).get("offset", 0.0))
         cfg = self.topology.settings
@@ -75,6 +81,12 @@ class Controller:
         self.built_enis = {e.id: e for e in self.model.enis}  # what the kernel has
         self.last_push = 0.0
 
+    def serial(self, fn: Callable, *args: object) -> object:
+        """Run ``fn`` on the kernel worker thread (directly when already on it)."""
+        if threading.current_thread().name.startswith(WORKER):
+            return fn(*args)
+        return self.worker.submit(fn, *args).result()
+
     # -- records -----------------------------------------------------------------------
     def save(self) -> None:
         self.data["functions"] = [f.to_dict() for f in self.model.functions.values()]
@@ -85,6 +97,9 @@ class Controller:
 
     def seed(self) -> None:
         """First start: the topology file's functions are created as if by the API."""
+        self.serial(self._seed)
+
+    def _seed(self) -> None:
         if self.data.get("seeded"):
             return
         with self.lock:
@@ -153,6 +168,9 @@ class Controller:
         self.model.forget_envs(indices)
         self.push()  # the dataplane lets go of the links first
         for env in gone:
+            # the link first, synchronously: a namespace dies asynchronously, and its veth
+            # would still hold the name when the index is used again
+            netlink.delete_link(names.PLANE_NS, env.plane_link)
             netlink.remove_netns(env.netns)
             for leftover in (state.env_socket(env.index), str(state.env_lock(env.index))):
                 try:
@@ -206,6 +224,17 @@ class Controller:
 
     def acquire(self, name: str) -> tuple[Env, bool, FunctionRecord]:
         """An environment of ``name`` held for one invocation or lease: (env, cold, fn)."""
+        env, cold, fn = self.serial(self._take, name)
+        if not cold:
+            return env, cold, fn
+        self.wait_legacy_eni(env)
+        if not client.wait_until(lambda: os.path.exists(state.env_socket(env.index)),
+                                 READY_TIMEOUT, 0.002):
+            self.release(env)
+            raise RuntimeError(f"environment {env.id} did not start; see {state.log(env.id)}")
+        return env, True, fn
+
+    def _take(self, name: str) -> tuple[Env, bool, FunctionRecord]:
         with self.lock:
             now = self.clock.now()
             try:
@@ -225,12 +254,7 @@ class Controller:
                                Reason="ReservedFunctionConcurrentInvocationLimitExceeded")
             env = self.new_envs(fn, 1, now)[0]
             self.busy[env.index] = 1
-        self.wait_legacy_eni(env)
-        if not client.wait_until(lambda: os.path.exists(state.env_socket(env.index)),
-                                 READY_TIMEOUT, 0.002):
-            self.release(env)
-            raise RuntimeError(f"environment {env.id} did not start; see {state.log(env.id)}")
-        return env, True, fn
+            return env, True, fn
 
     def wait_legacy_eni(self, env: Env) -> None:
         """Legacy mode: the cold start waits for its ENI's create-and-attach delay."""
@@ -240,10 +264,12 @@ class Controller:
             return
         while self.clock.now() < eni.ready_at:
             time.sleep(min(0.01, max(0.0, eni.ready_at - self.clock.now())))
-        with self.lock:
-            self.commit(self.model.tick(self.clock.now(), set(self.busy), {}))
+        self.serial(self._tick)
 
     def release(self, env: Env) -> None:
+        self.serial(self._release, env)
+
+    def _release(self, env: Env) -> None:
         with self.lock:
             count = self.busy.get(env.index, 0) - 1
             if count > 0:
@@ -277,6 +303,9 @@ class Controller:
 
     # -- time ----------------------------------------------------------------------------------
     def tick(self) -> None:
+        self.serial(self._tick)
+
+    def _tick(self) -> None:
         with self.lock:
             now = self.clock.now()
             effects = self.model.tick(now, set(self.busy), self.sessions())
@@ -297,6 +326,9 @@ class Controller:
         return {eni_id: c.get("sessions_active", 0) for eni_id, c in enis.items()}
 
     def advance(self, seconds: float) -> dict:
+        return self.serial(self._advance, seconds)
+
+    def _advance(self, seconds: float) -> dict:
         with self.lock:
             self.clock.advance(seconds)
             now = self.clock.now()
