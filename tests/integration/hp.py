@@ -46,6 +46,20 @@ def run_json(*args: str, state_dir: Path):
     return json.loads(run(*args, "--json", state_dir=state_dir).stdout)
 
 
+def recorded(state_dir: Path) -> dict:
+    """What the run recorded in its state database (``state.db``), as one document."""
+    from hyperplane import state
+    saved = os.environ.get("HYPERPLANE_STATE_DIR")
+    os.environ["HYPERPLANE_STATE_DIR"] = str(state_dir)
+    try:
+        return state.load() or {}
+    finally:
+        if saved is None:
+            del os.environ["HYPERPLANE_STATE_DIR"]
+        else:
+            os.environ["HYPERPLANE_STATE_DIR"] = saved
+
+
 def our_namespaces() -> list[str]:
     return sorted(n for n in netns.listnetns() if n.startswith("hp-"))
 

@@ -145,7 +145,8 @@ def env_address(state_dir: Path, fn: str) -> str:
 def env_link(state_dir: Path, env_ip: str) -> tuple[str, str]:
     """(namespace, link in hp-plane) of the environment with address ``env_ip``."""
     from hyperplane import names
-    data = json.loads((state_dir / "state.json").read_text())
+    from tests.integration import hp
+    data = hp.recorded(state_dir)
     env = next(e for e in data["envs"] if e["ip"] == env_ip)
     return names.env_ns(env["index"]), names.env_link(env["index"])
 

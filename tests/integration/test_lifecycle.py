@@ -31,7 +31,7 @@ def test_invalid_topology_names_file_field_reason_and_builds_nothing(path: Path,
     assert len(lines) == 1, result.stderr
     assert relative in lines[0] and field in lines[0] and reason in lines[0]
     assert hp.our_namespaces() == before
-    assert not (tmp_path / "state.json").exists()
+    assert not (tmp_path / "state.db").exists()
 
 
 def test_kill_9_of_the_dataplane_then_cleanup_leaves_nothing(tmp_path: Path) -> None:
@@ -45,7 +45,7 @@ def test_kill_9_of_the_dataplane_then_cleanup_leaves_nothing(tmp_path: Path) -> 
         assert "hp-plane" in result["namespaces"]
         assert hp.our_namespaces() == []
         assert hp.our_processes() == []
-        assert not (tmp_path / "state.json").exists()
+        assert not (tmp_path / "state.db").exists()
         assert hp.run_json("status", state_dir=tmp_path)["up"] is False
     finally:
         hp.run("cleanup", state_dir=tmp_path, check=False)

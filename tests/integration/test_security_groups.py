@@ -236,7 +236,7 @@ def test_authorize_a_cidr_rule_at_run_time(topology: dict, state_dir: Path) -> N
 
 
 def test_bad_rule_changes_exit_2_and_change_nothing(topology: dict, state_dir: Path) -> None:
-    before = (state_dir / "state.json").read_text()
+    before = hp.recorded(state_dir)["document"]
     for args, expected in [
         (["--group", "sg-nope", "--direction", "ingress", "--protocol", "all", "--cidr",
           "10.0.0.0/8"], "InvalidGroup.NotFound"),
@@ -250,7 +250,7 @@ def test_bad_rule_changes_exit_2_and_change_nothing(topology: dict, state_dir: P
         result = sg(state_dir, "authorize", *args, check=False)
         assert result.returncode == 2, result
         assert len(result.stderr.strip().splitlines()) == 1 and expected in result.stderr
-    assert (state_dir / "state.json").read_text() == before
+    assert hp.recorded(state_dir)["document"] == before
 
 
 SECURITY_GROUPS_MATRIX = {
