@@ -104,9 +104,12 @@ def extra_lines(results: dict) -> list[str]:
     cold = extra.get("cold_start_ms")
     if cold:
         hp = cold["hyperplane"]
+        legacy = cold.get("legacy")
+        old = "not measured" if not legacy else (
+            f"median {legacy['median']:.1f} ms, p99 {legacy['p99']:.1f} ms "
+            f"(ENI create-and-attach {legacy['attach_s']:g} s, profile {legacy['profile']})")
         out.append(f"cold start (hyperplane mode): median {hp['median']:.1f} ms, "
-                   f"p99 {hp['p99']:.1f} ms; legacy mode: "
-                   f"{'not yet measured (control-plane issue)' if not cold['legacy'] else ''}")
+                   f"p99 {hp['p99']:.1f} ms; legacy mode: {old}")
     conc = extra.get("concurrent")
     if conc:
         out.append(f"concurrent: {conc['hyperplane_sessions']} sessions held through one ENI "

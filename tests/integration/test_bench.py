@@ -31,6 +31,8 @@ def test_tiny_benchmark_measures_every_path_and_cleans_up(tmp_path: Path,
     envs = results["extra"]["environments"]
     assert envs["count"] == 10 and envs["enis"] == 2 and envs["invocations_per_second"] > 0
     assert len(results["extra"]["cold_start_ms"]["hyperplane"]["samples"]) == 2
+    legacy = results["extra"]["cold_start_ms"]["legacy"]
+    assert len(legacy["samples"]) == 2 and legacy["profile"] == "fast"
     files = report.write(results, tmp_path / "out")
     assert "(a)/(b)" in files["markdown"].read_text()
     assert files["svg"].read_text().startswith("<svg")
