@@ -2,13 +2,14 @@
 
 Like Mininet's ``mn -c``, but narrower: it removes only what carries the
 project's name prefix (namespaces named ``hp-*``; every interface we make
-lives inside one of them) and the processes recorded in the state file or
+lives inside one of them) and the processes recorded in the state database or
 living inside those namespaces, and nothing else on the machine.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 
 from hyperplane import engine, names, netlink, procs, state
 
@@ -18,7 +19,7 @@ def cleanup() -> dict:
     with state.locked():
         try:
             data = state.load() or {}
-        except (json.JSONDecodeError, OSError):
+        except (json.JSONDecodeError, OSError, sqlite3.Error):
             data = {}
         recorded = [pid for pid in data.get("procs", {}).values()
                     if procs.alive(pid) and procs.is_ours(pid)]
