@@ -15,7 +15,14 @@ Control protocol: one JSON request line, one JSON reply line, per connection.
     {"op": "conntrack", "eni": ID|null} -> sessions
 
 The configuration is always a complete snapshot (ENIs, environments,
-timeouts), never a delta: the dataplane reconciles its ports with it.
+timeouts), never a delta: the dataplane reconciles its ports with it.  Each
+environment entry names its primary ENI, ``"eni": ID|null``, and may carry
+``"spill": [ID, ...]``: further ENIs of the same key (subnet and security
+groups), in order of preference, which take the environment's new flows while
+the primary is at its connection limit (AWS adds one past 65,000 connections).
+Absent or empty: the primary only.  Unknown ids, the primary itself, repeats
+and any spill of an environment without a primary are ignored; every snapshot
+replaces the list, so an ENI gone from the snapshot leaves every list.
 """
 
 from __future__ import annotations
@@ -124,11 +131,14 @@ class Dataplane:
         for ifname, e in wanted_envs.items():
             env = pl.envs.get(ifname)
             eni = pl.enis.get(e["eni"]) if e.get("eni") else None
+            spill = () if eni is None else tuple(dict.fromkeys(
+                pl.enis[i] for i in e.get("spill") or () if i in pl.enis and i != eni.id))
             if env is None or env.ip != e["ip"]:
                 env = EnvPort(ifname, e["ip"], e["mac"], e["gateway_ip"], e["gateway_mac"], eni)
                 pl.envs[ifname] = env
                 self._open(env)
             env.eni = eni
+            env.spill = spill
 
     # -- control ------------------------------------------------------------------
     def handle_control(self) -> None:

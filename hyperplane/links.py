@@ -10,10 +10,15 @@ the per-ENI counters, and ``egress``: the compiled egress rules of its security 
 (``secgroups.RuleSet``; None allows every flow), consulted only when a flow opens.
 ``EnvPort`` is the link of one execution
 environment: its address and MAC, the gateway address and MAC Hyperplane
-answers for, and the ENI it uses (None: a function without VPC access).
+answers for, the ENI it uses (None: a function without VPC access) and its
+``spill`` ENIs: further ENIs of the same key (subnet and security groups), in
+order of preference, that carry its new flows while the primary is at its
+connection limit (empty: the primary only).
 
 Each port carries the ``tx`` callable the I/O layer gives it; the pipeline
-(``pipeline.Pipeline``) owns all behaviour, this module only the state.
+(``pipeline.Pipeline``) owns all behaviour, this module only the state (and
+two look-ups over an environment's ENIs: a live session in a spill ENI's
+table, and which ENI holds a given session).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from hyperplane import packet as p
-from hyperplane.conntrack import Table
+from hyperplane.conntrack import Key, Session, Table
 from hyperplane.fragments import FragmentTable
 from hyperplane.nat import PortAllocator
 
@@ -68,10 +73,10 @@ class EniPort:
 
 
 class EnvPort:
-    """The link of one execution environment and the ENI it uses (None: no VPC)."""
+    """The link of one execution environment and the ENIs it uses (None: no VPC)."""
 
     def __init__(self, ifname: str, ip: str, mac: str, gateway_ip: str, gateway_mac: str,
-                 eni: EniPort | None) -> None:
+                 eni: EniPort | None, spill: tuple[EniPort, ...] = ()) -> None:
         self.ifname, self.ip = ifname, ip
         self.ip_bytes = p.ip_to_bytes(ip)
         self.mac_bytes = p.mac_to_bytes(mac)
@@ -79,4 +84,20 @@ class EnvPort:
         self.gateway_mac_bytes = p.mac_to_bytes(gateway_mac)
         self.eth_in = self.mac_bytes + self.gateway_mac_bytes
         self.eni = eni
+        self.spill = spill
         self.tx: Tx = _discard
+
+    def spill_session(self, key: Key, now: float) -> tuple[EniPort, Session] | None:
+        """The first spill ENI holding a live session under ``key``, and the session."""
+        for eni in self.spill:
+            s = eni.table.sessions.get(key)
+            if s is not None and s.expires >= now:
+                return eni, s
+        return None
+
+    def holder(self, s: Session) -> EniPort | None:
+        """Which of this environment's ENIs holds the session ``s`` (None: none now)."""
+        for eni in (self.eni, *self.spill):
+            if eni is not None and eni.table.sessions.get(s.out_key) is s:
+                return eni
+        return None

@@ -14,7 +14,11 @@ segment of an ESTABLISHED session (it records the ACK and window); any
 segment with SYN, FIN or RST, or of a session in another state, goes through
 ``tcpstate.track``.  Slow path, only on a miss from an environment: the
 policy (``secgroups.admit``: the ENI's egress rules, nothing toward 169.254/16),
-the limits, the ENI port and the new session.
+the limits, the ENI port and the new session.  An environment may have spill
+ENIs (``EnvPort.spill``, same key as its primary): only on a miss in the
+primary's table are theirs looked at, and a new flow goes to the first ENI,
+primary then spill, below its connection limit; the ENI holding a session
+carries its packets, fragments and ICMP errors.
 
 Around that, Hyperplane behaves as a router hop (the division of labour):
 
@@ -26,7 +30,8 @@ Around that, Hyperplane behaves as a router hop (the division of labour):
 * ``fragments``: non-first IPv4 fragments follow the session their first
   fragment found (held, bounded, until it comes), and a packet too big for
   the ENI link without DF is fragmented;
-* ``conntrack`` and ``nat``: sessions, expiry and ports.
+* ``conntrack`` and ``nat``: sessions, expiry and ports;
+* ``arp``: ARP on every link, next-hop resolution and the timers.
 
 Every drop is counted under a named reason in ``Pipeline.counters`` (and per
 ENI in ``EniPort.counters``); nothing raises out of ``receive``.  The pipeline
@@ -40,11 +45,13 @@ import struct
 
 from hyperplane import fragments, icmp, secgroups, tcpstate
 from hyperplane import packet as p
+from hyperplane.arp import ARP_GIVE_UP, ARP_QUEUE, ARP_RETRY, Neighbour
 from hyperplane.conntrack import INBOUND, Session, Timeouts, make_session
 from hyperplane.links import EniPort, EnvPort, Tx
 from hyperplane.tcpstate import ACK, ESTABLISHED, FAST_MASK, RST
 
-__all__ = ["DROP_REASONS", "EniPort", "EnvPort", "Pipeline", "Tx"]
+__all__ = ["ARP_GIVE_UP", "ARP_QUEUE", "ARP_RETRY", "DROP_REASONS", "EniPort", "EnvPort",
+           "Pipeline", "Tx"]
 
 IPS = struct.Struct("!8s").unpack_from
 WORD32 = struct.Struct("!I").unpack_from
@@ -60,13 +67,10 @@ DROP_REASONS = (
     "tx-full", "tx-error", "arp-ignored", "sg-egress-deny", "env-to-env",
 )
 
-ARP_QUEUE = 16
-ARP_RETRY = 0.2
-ARP_GIVE_UP = 3.0
 OUT, IN = 0, 1  # fragment-table directions
 
 
-class Pipeline:
+class Pipeline(Neighbour):
     """Frames in, frames out, counters; the state of all ENIs and environments."""
 
     def __init__(self, timeouts: Timeouts | None = None, max_sessions: int = 1_000_000) -> None:
@@ -160,7 +164,7 @@ class Pipeline:
             self.drop("to-hyperplane", eni)
             return
         if key is None:
-            self.icmp_error_from_env(eni, buf, length, l4, end, now)
+            self.icmp_error_from_env(env, buf, length, l4, end, now)
             return
         if buf[32] <= 1:
             self.drop("ttl-expired", eni)
@@ -175,9 +179,22 @@ class Pipeline:
             split = True
         s = eni.table.sessions.get(key)
         if s is None or s.expires < now:
-            s = self.new_session(env, eni, buf, length, l4, end, proto, now, s)
-            if s is None:
-                return
+            found = env.spill_session(key, now) if env.spill else None
+            if found is None:
+                found = self.new_session(env, eni, buf, length, l4, end, proto, now, s)
+                if found is None:
+                    return
+                eni, s = found
+            else:
+                eni, s = found
+                if not self._track_out(eni, s, buf, l4, end, proto, now):
+                    return
+            if eni.mtu < env.eni.mtu and end - p.IP > eni.mtu and not buf[p.VNET_GSO_TYPE]:
+                if buf[30] & p.IP_DF:  # a spill ENI's smaller link (not with one fabric)
+                    self.drop("mtu-exceeded", eni)
+                    self.answer(env, buf, length, p.ICMP_UNREACH, p.UNREACH_FRAG_NEEDED, eni.mtu)
+                    return
+                split = True
         elif proto == p.PROTO_TCP:
             flags = buf[l4 + 13]
             if flags & FAST_MASK == ACK and s.state == ESTABLISHED:
@@ -201,8 +218,8 @@ class Pipeline:
         mac = eni.arp.get(s.nexthop)
         if mac is None or split or fkey is not None:
             self.to_vpc(eni, s.nexthop, buf, length, now, split)
-            if fkey is not None:
-                self._first_fragment(eni, fkey, s, buf, now, False)
+            if fkey is not None:  # tracked in the primary's table (see _send_fragment)
+                self._first_fragment(env.eni, fkey, s, buf, now, False)
             return
         buf[10:22] = mac + eni.mac_bytes
         self.counters["forwarded"] += 1
@@ -281,10 +298,18 @@ class Pipeline:
         s.env.tx(memoryview(buf)[:length])
 
     def new_session(self, env: EnvPort, eni: EniPort, buf: bytearray, length: int, l4: int,
-                    end: int, proto: int, now: float, stale: Session | None) -> Session | None:
-        """Slow path: policy, port allocation and the new session, or None (counted)."""
+                    end: int, proto: int, now: float,
+                    stale: Session | None) -> tuple[EniPort, Session] | None:
+        """Slow path: policy, ENI and port choice, the new session and its ENI; None: counted.
+
+        The primary ``eni`` carries the flow unless it is at its connection
+        limit; then the first of the environment's spill ENIs below its own.
+        """
         if stale is not None:
             self._free(eni, stale)
+        if env.spill and any(buf[40:44] == e.ip_bytes for e in env.spill):
+            self.drop("to-hyperplane", eni)
+            return None
         if proto == p.PROTO_TCP and buf[l4 + 13] & RST:
             self.drop("no-session", eni)  # a RST opens nothing
             return None
@@ -299,9 +324,16 @@ class Pipeline:
         for old in eni.table.reap(now):
             self._release(eni, old)
         if len(eni.table) >= eni.connection_limit:
-            self.drop("eni-connection-limit", eni)
-            self.answer(env, buf, length, p.ICMP_UNREACH, p.UNREACH_ADMIN_PROHIBITED)
-            return None
+            spill = self._spill_carrier(env, now) if env.spill else None
+            if spill is None:
+                self.drop("eni-connection-limit", eni)
+                self.answer(env, buf, length, p.ICMP_UNREACH, p.UNREACH_ADMIN_PROHIBITED)
+                return None
+            eni = spill
+            refused = secgroups.admit(eni.egress, buf, proto, remote_port)  # same key's rules
+            if refused:
+                self.drop(refused, eni)
+                return None
         if self.session_count() >= self.max_sessions:
             self.drop("table-full", eni)
             return None
@@ -317,9 +349,31 @@ class Pipeline:
                          eni.ip_bytes, eni_port, eni.nexthop(remote), timeout, now)
         if proto == p.PROTO_TCP:
             tcpstate.start(s, buf, l4, end, buf[l4 + 13], now, t)
+        old = eni.table.sessions.get(s.out_key)  # an expired one in a spill ENI's table
+        if old is not None:
+            self._free(eni, old)
         eni.table.add(s)
         self.counters["sessions_created"] += 1
-        return s
+        return eni, s
+
+    def _spill_carrier(self, env: EnvPort, now: float) -> EniPort | None:
+        """The first spill ENI below its connection limit (after reaping), or None."""
+        for eni in env.spill:
+            for old in eni.table.reap(now):
+                self._release(eni, old)
+            if len(eni.table) < eni.connection_limit:
+                return eni
+        return None
+
+    def _track_out(self, eni: EniPort, s: Session, buf: bytearray, l4: int, end: int,
+                   proto: int, now: float) -> bool:
+        """An outbound packet of a session found in a spill ENI's table (as the fast path)."""
+        if proto != p.PROTO_TCP:
+            s.expires = now + s.timeout
+        elif not tcpstate.track(s, buf, l4, end, buf[l4 + 13], False, now, self.timeouts):
+            self.drop("tcp-rst-out-of-window", eni)
+            return False
+        return True
 
     def _free(self, eni: EniPort, s: Session) -> None:
         eni.table.remove(s)
@@ -413,7 +467,7 @@ class Pipeline:
         found = self._error_session(eni, buf, l4, end, True, now)
         if found is None:
             return
-        s, q, ql4 = found
+        _eni, s, q, ql4 = found
         if buf[32] <= 1:
             self.drop("ttl-expired", eni)
             return
@@ -421,12 +475,13 @@ class Pipeline:
         self._rewrite_ip(buf, 40, s.env_ip, s.ip_in)
         self.to_env(s, buf, length)
 
-    def icmp_error_from_env(self, eni: EniPort, buf: bytearray, length: int, l4: int,
+    def icmp_error_from_env(self, env: EnvPort, buf: bytearray, length: int, l4: int,
                             end: int, now: float) -> None:
-        found = self._error_session(eni, buf, l4, end, False, now)
+        """An error about a flow, out through the ENI holding its session."""
+        found = self._error_session(env.eni, buf, l4, end, False, now, env)
         if found is None:
             return
-        s, q, ql4 = found
+        eni, s, q, ql4 = found
         if buf[32] <= 1:
             self.drop("ttl-expired", eni)
             return
@@ -435,8 +490,12 @@ class Pipeline:
         self.to_vpc(eni, eni.nexthop(bytes(buf[40:44])), buf, length, now)
 
     def _error_session(self, eni: EniPort, buf: bytearray, l4: int, end: int, inbound: bool,
-                       now: float) -> tuple[Session, int, int] | None:
-        """The live session an ICMP error quotes and the quote's offsets, or None (counted)."""
+                       now: float, env: EnvPort | None = None,
+                       ) -> tuple[EniPort, Session, int, int] | None:
+        """The live session an ICMP error quotes, its ENI and the quote's offsets, or None.
+
+        From an environment (``env``) the session may be held by a spill ENI.
+        """
         if buf[30] & p.IP_MF:
             self.drop("fragment", eni)  # a fragmented error cannot be checked
             return None
@@ -445,10 +504,14 @@ class Pipeline:
             return None
         found = icmp.locate(buf, l4, end, inbound)
         s = eni.table.sessions.get(found[0]) if found is not None else None
+        if (s is None or s.expires < now) and found and env is not None and env.spill:
+            spilled = env.spill_session(found[0], now)
+            if spilled is not None:
+                return spilled[0], spilled[1], found[1], found[2]
         if s is None or s.expires < now:
             self.drop("icmp-error-no-session", eni)
             return None
-        return s, found[1], found[2]
+        return eni, s, found[1], found[2]
 
     # -- fragments ----------------------------------------------------------------------
     def fragment_from_env(self, env: EnvPort, eni: EniPort | None, buf: bytearray,
@@ -460,7 +523,7 @@ class Pipeline:
             self.drop("unknown-protocol", eni)
         elif eni is None:
             self.drop("no-vpc")
-        elif buf[40:44] == eni.ip_bytes:
+        elif buf[40:44] == eni.ip_bytes or any(buf[40:44] == e.ip_bytes for e in env.spill):
             self.drop("to-hyperplane", eni)
         elif buf[32] <= 1:
             self.drop("ttl-expired", eni)  # no ICMP error about a non-first fragment
@@ -510,6 +573,11 @@ class Pipeline:
             s.bytes_in += length - p.ETH
             self.to_env(s, buf, length)
             return
+        if s.in_key[1][4:] != eni.ip_bytes:  # tracked in the primary's table, held by a spill
+            eni = s.env.holder(s)
+            if eni is None:
+                self.drop("fragment-dropped", s.env.eni)
+                return
         split = False
         if end - p.IP > eni.mtu and not buf[p.VNET_GSO_TYPE]:
             if buf[30] & p.IP_DF:
@@ -531,75 +599,3 @@ class Pipeline:
         for frame in held:
             end = p.IP + ((frame[26] << 8) | frame[27])
             self._send_fragment(eni, s, frame, len(frame), end, IN if inbound else OUT, now)
-
-    # -- ARP ----------------------------------------------------------------------
-    def arp_from_env(self, env: EnvPort, buf: bytearray, length: int) -> None:
-        arp = p.parse_arp(buf, length)
-        if arp is None or arp[0] != 1 or arp[3] != env.gateway_ip_bytes:
-            self.drop("arp-ignored")
-            return
-        _op, smac, sip, _tip = arp
-        env.tx(p.arp_frame(2, env.gateway_mac_bytes, env.gateway_ip_bytes, smac, sip))
-
-    def arp_from_eni(self, eni: EniPort, buf: bytearray, length: int, now: float) -> None:
-        arp = p.parse_arp(buf, length)
-        if arp is None:
-            self.drop("arp-ignored", eni)
-            return
-        op, smac, sip, tip = arp
-        if tip == eni.ip_bytes:
-            self.learn(eni, sip, smac)
-            if op == 1:
-                eni.tx(p.arp_frame(2, eni.mac_bytes, eni.ip_bytes, smac, sip))
-        elif sip in eni.arp or sip in eni.pending:
-            self.learn(eni, sip, smac)
-        else:
-            self.drop("arp-ignored", eni)
-
-    def learn(self, eni: EniPort, ip: bytes, mac: bytes) -> None:
-        eni.arp[ip] = mac
-        waiting = eni.pending.pop(ip, None)
-        if waiting is None:
-            return
-        eth = mac + eni.mac_bytes
-        for frame in waiting[2]:
-            frame[10:22] = eth
-            self.counters["forwarded"] += 1
-            eni.counters["tx_packets"] += 1
-            eni.counters["tx_bytes"] += len(frame) - p.VNET_LEN
-            eni.tx(frame)
-
-    def resolve(self, eni: EniPort, ip: bytes, now: float) -> None:
-        """Ask for ``ip``'s MAC on the ENI's link unless it is known or being asked."""
-        if ip not in eni.arp and ip not in eni.pending:
-            eni.pending[ip] = [now, now, []]
-            eni.tx(eni.arp_request(ip))
-
-    def queue_for_arp(self, eni: EniPort, ip: bytes, buf: bytearray, length: int,
-                      now: float) -> None:
-        entry = eni.pending.get(ip)
-        if entry is None:
-            entry = eni.pending[ip] = [now, now, []]
-            eni.tx(eni.arp_request(ip))
-        if len(entry[2]) >= ARP_QUEUE:
-            self.drop("arp-queue-full", eni)
-            return
-        entry[2].append(bytearray(buf[:length]))
-
-    def tick(self, now: float) -> None:
-        """Timers: ARP retries and give-ups, held fragments timing out (a few times a second)."""
-        for eni in self.enis.values():
-            for ip, entry in list(eni.pending.items()):
-                if now - entry[0] > ARP_GIVE_UP:
-                    del eni.pending[ip]
-                    for _ in entry[2]:
-                        self.drop("arp-timeout", eni)
-                elif now - entry[1] >= ARP_RETRY:
-                    entry[1] = now
-                    eni.tx(eni.arp_request(ip))
-            timed_out = eni.frags.expire(now)
-            if timed_out:
-                self.drop("fragment-timeout", eni, timed_out)
-
-    def has_timers(self) -> bool:
-        return any(e.pending or e.frags.waiting() for e in self.enis.values())
