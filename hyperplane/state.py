@@ -23,12 +23,15 @@ import fcntl
 import json
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 TABLES = {"functions": "name", "enis": "id", "envs": "index"}  # list key -> row id field
 _cache: dict[str, dict[str, dict[str, str]]] = {}  # db path -> table -> row id -> json
+_connections: dict[str, tuple[sqlite3.Connection, int | None]] = {}
+_guard = threading.Lock()  # one transaction at a time on a process's connection
 
 
 def state_dir() -> Path:
@@ -61,12 +64,35 @@ def db_path() -> Path:
 
 
 def _connect() -> sqlite3.Connection:
-    db = sqlite3.connect(db_path(), timeout=10, isolation_level=None)
+    """This process's connection to the database (kept open: closing the last one
+    checkpoints the write-ahead log, which costs a disk flush per write)."""
+    key = str(db_path())
+    cached = _connections.get(key)
+    inode = _inode(key)
+    if cached is not None and cached[1] == inode and inode is not None:
+        return cached[0]
+    if cached is not None:  # the file was removed (down, cleanup) and perhaps made again
+        _disconnect()
+    db = sqlite3.connect(key, timeout=10, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     for table in ("meta", *TABLES):
         db.execute(f"CREATE TABLE IF NOT EXISTS {table} (id TEXT PRIMARY KEY, value TEXT)")
+    _connections[key] = (db, _inode(key))
     return db
+
+
+def _inode(key: str) -> int | None:
+    try:
+        return os.stat(key).st_ino
+    except FileNotFoundError:
+        return None
+
+
+def _disconnect() -> None:
+    cached = _connections.pop(str(db_path()), None)
+    if cached is not None:
+        cached[0].close()
 
 
 def exists() -> bool:
@@ -77,12 +103,10 @@ def load() -> dict | None:
     """The recorded document, or None when nothing is up."""
     if not exists():
         return None
-    db = _connect()
-    try:
+    with _guard:
+        db = _connect()
         rows = {table: dict(db.execute(f"SELECT id, value FROM {table}"))  # noqa: S608
                 for table in ("meta", *TABLES)}
-    finally:
-        db.close()
     if "source" not in rows["meta"]:
         return None
     _cache[str(db_path())] = rows
@@ -102,6 +126,12 @@ def save(data: dict) -> None:
     for table, field in TABLES.items():
         wanted[table] = {str(r[field]): json.dumps(r, sort_keys=True)
                          for r in data.get(table, [])}
+    with _guard:
+        _write(wanted, cache)
+    _cache[str(db_path())] = wanted
+
+
+def _write(wanted: dict[str, dict[str, str]], cache: dict[str, dict[str, str]]) -> None:
     db = _connect()
     try:
         db.execute("BEGIN IMMEDIATE")
@@ -117,14 +147,12 @@ def save(data: dict) -> None:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
-    finally:
-        db.close()
-    _cache[str(db_path())] = wanted
 
 
 def forget() -> None:
     """Remove the database (``down``, ``cleanup``)."""
     _cache.pop(str(db_path()), None)
+    _disconnect()
     for suffix in ("", "-wal", "-shm"):
         path("state.db" + suffix).unlink(missing_ok=True)
 

@@ -55,6 +55,7 @@ READY_TIMEOUT = 15.0
 WORKER = "hp-kernel"
 BUILD_CHUNK = 64
 RESYNC_EVERY = 5.0  # seconds: the whole snapshot again even when nothing changed
+SESSIONS_EVERY = 1.0  # seconds between two looks at the ENIs' session counts
 
 
 class Controller:
@@ -80,6 +81,7 @@ class Controller:
         self.model.deleted_groups = set(deleted.get("groups", []))
         self.built_enis = {e.id: e for e in self.model.enis}  # what the kernel has
         self.last_push = 0.0
+        self.sessions_asked, self.last_sessions = 0.0, {}
 
     def serial(self, fn: Callable, *args: object) -> object:
         """Run ``fn`` on the kernel worker thread (directly when already on it)."""
@@ -315,15 +317,18 @@ class Controller:
                 self.push()  # constant work: the whole configuration, changed or not
 
     def sessions(self) -> dict[str, int]:
-        """Sessions per ENI, when some key could be at its connection limit."""
-        limit = self.model.limits.connection_limit
-        if not any(e.status == IN_USE for e in self.model.enis) or limit > 1_000_000:
+        """Sessions per ENI (for the connection-limit spill), asked at most once a second."""
+        if time.monotonic() - self.sessions_asked < SESSIONS_EVERY:
+            return self.last_sessions
+        self.sessions_asked = time.monotonic()
+        if not any(e.status == IN_USE for e in self.model.enis):
             return {}
         try:
             enis = dataplane_request({"op": "stats"})["stats"]["enis"]
         except (client.UnreachableError, OSError):
             return {}
-        return {eni_id: c.get("sessions_active", 0) for eni_id, c in enis.items()}
+        self.last_sessions = {eni_id: c.get("sessions_active", 0) for eni_id, c in enis.items()}
+        return self.last_sessions
 
     def advance(self, seconds: float) -> dict:
         return self.serial(self._advance, seconds)
