@@ -40,6 +40,8 @@ def _delete(obj: fabric.KernelObject) -> None:
         netlink.remove_netns(obj.name)
     elif isinstance(obj, (fabric.Veth, fabric.Bridge)):
         netlink.delete_link(obj.ns, obj.name)
+        if isinstance(obj, fabric.Veth):  # the peer goes with it: forget its cached index
+            netlink.forget_link(obj.peer_ns, obj.peer_name)
     # addresses, routes, ports and sysctls of surviving links are not retracted yet
 
 

@@ -230,6 +230,12 @@ def delete_link(ns: str, ifname: str) -> None:
     _CREATED_UP.discard((ns, ifname))
 
 
+def forget_link(ns: str, ifname: str) -> None:
+    """Drop what is cached about a link that went (a deleted veth's peer)."""
+    _INDEX.pop((ns, ifname), None)
+    _CREATED_UP.discard((ns, ifname))
+
+
 def link_names(ns: str) -> list[str]:
     with ipr(ns) as ip:
         return [link.get("IFLA_IFNAME") for link in ip.link("dump")]

@@ -2,7 +2,10 @@
 # The quickstart demo: bring up examples/quickstart.yaml, invoke `orders`, curl the
 # database by name and ping it from an execution environment, show its security group
 # at work (ping denied once the icmp rule is revoked, allowed again once authorized),
-# print the reachability matrix, list the ENIs, tear down.
+# print the reachability matrix, list the ENIs; then the control plane: a function created
+# at run time (Pending, then Active on a shared ENI), two weeks of idleness in an instant
+# (Inactive, restored on the next invoke), an ENI that outlives its function and blocks
+# the deletion of its security group; cold starts against the legacy model; tear down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HP=.venv/bin/hyperplane
@@ -50,8 +53,44 @@ $HP eni list
 step "hyperplane conntrack  (sessions in the userspace Hyperplane)"
 $HP conntrack
 
+step "hyperplane function create reports  (a new subnet + group set: a new ENI, Pending meanwhile)"
+$HP function create reports --handler orders.handler --code examples/functions \
+  --subnet-ids subnet-a --security-group-ids sg-lambda,sg-db
+$HP invoke reports || echo "-> not yet: Pending while Lambda gets its network ready"
+for _ in $(seq 50); do
+  [ "$($HP function get reports --json | grep -c '"State": "Active"')" = 1 ] && break
+  sleep 0.1
+done
+$HP function get reports
+$HP invoke reports
+
+step "hyperplane clock advance 15d  (no invocation for two weeks: functions go Inactive)"
+$HP clock advance 15d
+$HP function list
+$HP invoke orders || echo "-> the first invoke after idleness fails and starts a restore"
+for _ in $(seq 50); do
+  [ "$($HP function get orders --json | grep -c '"State": "Active"')" = 1 ] && break
+  sleep 0.1
+done
+$HP function list
+$HP invoke orders
+
+step "an ENI outlives its function: while it lingers, its security group cannot be deleted"
+$HP function create audit --handler orders.handler --code examples/functions \
+  --subnet-ids subnet-b --security-group-ids sg-db >/dev/null
+sleep 1.5
+$HP function delete audit
+$HP eni list
+$HP vpc delete-security-group sg-db || echo "-> DependencyViolation: the deleted function's ENI is still there"
+sleep 4
+$HP eni list
+echo "-> gone after the deletion delay (settings.timing.eni_delete; up to 20 minutes on AWS)"
+
 step "hyperplane down"
 $HP down
 trap - EXIT
+
+step "hyperplane compare  (cold starts: shared Hyperplane ENIs vs an ENI per environment)"
+$HP compare --concurrency 1,10
 echo
 echo "demo finished: everything it made has been removed"

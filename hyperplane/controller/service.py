@@ -173,6 +173,7 @@ class Controller:
             # the link first, synchronously: a namespace dies asynchronously, and its veth
             # would still hold the name when the index is used again
             netlink.delete_link(names.PLANE_NS, env.plane_link)
+            netlink.forget_link(env.netns, "eth0")
             netlink.remove_netns(env.netns)
             for leftover in (state.env_socket(env.index), str(state.env_lock(env.index))):
                 try:
