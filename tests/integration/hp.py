@@ -65,7 +65,7 @@ def our_namespaces() -> list[str]:
 
 
 def our_processes() -> list[int]:
-    """Processes running the project's modules (dataplane, host services, agents)."""
+    """Processes running the project's modules (dataplane, controller, services, agents)."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
@@ -76,7 +76,8 @@ def our_processes() -> list[int]:
             continue
         if any(part in (b"hyperplane.dataplane", b"hyperplane.services.httpd", b"lambda_vm.agent",
                         b"lambda_vm.zygote", b"hyperplane.services.dns",
-                        b"hyperplane.natgw_dataplane") for part in cmd):
+                        b"hyperplane.natgw_dataplane", b"hyperplane.controller.daemon")
+               for part in cmd):
             found.append(int(entry))
     return found
 
