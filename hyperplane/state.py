@@ -120,7 +120,11 @@ def load() -> dict | None:
 def save(data: dict) -> None:
     """Record ``data``: the rows that changed since the last load or save, atomically."""
     ensure_dirs()
-    cache = _cache.setdefault(str(db_path()), {t: {} for t in ("meta", *TABLES)})
+    key = str(db_path())
+    cached = _connections.get(key)
+    if cached is None or cached[1] != _inode(key):
+        _cache.pop(key, None)  # another file than the one cached (removed, made again)
+    cache = _cache.setdefault(key, {t: {} for t in ("meta", *TABLES)})
     wanted = {"meta": {k: json.dumps(v, sort_keys=True) for k, v in data.items()
                        if k not in TABLES}}
     for table, field in TABLES.items():

@@ -86,6 +86,10 @@ class Handler(socketserver.StreamRequestHandler):
         except ApiError as exc:
             self._reply({"ok": False, "error": exc.to_dict()})
             return
+        except Exception as exc:  # noqa: BLE001 - answered, logged, never fatal
+            log.error("lease failed:\n%s", traceback.format_exc())
+            self._reply({"ok": False, "failure": f"{type(exc).__name__}: {exc}"})
+            return
         try:
             self._reply({"ok": True, "result": {"env": env.to_dict(), "cold": cold}})
             while self.rfile.read(4096):  # held until the holder closes the connection

@@ -135,6 +135,8 @@ class Model:
         if fn.last_update_status == IN_PROGRESS:
             raise ApiError("ResourceConflictException", "The operation cannot be performed "
                            f"at this time. An update is in progress for {fn.name}.", 409)
+        if vpc is not False:  # checked before anything changes
+            vpc = check_vpc_request(vpc if isinstance(vpc, VpcSpec) else None)
         for key, value in changes.items():
             if value is not None:
                 setattr(fn, key, value)
@@ -142,7 +144,7 @@ class Model:
             self._retire_envs(fn)
         if vpc is not False and vpc != fn.vpc:
             fn.set_update(IN_PROGRESS, "Creating")
-            self._start(fn, check_vpc_request(vpc if isinstance(vpc, VpcSpec) else None), now)
+            self._start(fn, vpc if isinstance(vpc, VpcSpec) else None, now)
         else:
             fn.set_update(SUCCESSFUL, None)
         return fn
@@ -221,15 +223,21 @@ class Model:
         return next(i for i in range(len(taken) + 1) if i not in taken)
 
     def _fail(self, fn: FunctionRecord, code: str, ids: str) -> None:
+        asked = fn.target
         fn.target, fn.provisioning = None, False
         fn.extra.pop("not_before", None)
         fn.extra.pop("target_vpc_id", None)
-        if fn.state == ACTIVE:           # an update failed: the old configuration stays
+        updating = fn.last_update_status == IN_PROGRESS
+        if updating:                     # an update failed: the old configuration stays
             fn.set_update("Failed", code, ids=repr(ids))
-        elif fn.extra.pop("restoring", False):
+        if fn.state == ACTIVE:
+            return
+        if fn.extra.pop("restoring", False):
             fn.set_state(INACTIVE, code, ids=repr(ids))
-        else:
-            fn.set_state(FAILED, code, ids=repr(ids))
+            return
+        fn.set_state(FAILED, code, ids=repr(ids))
+        if not updating:
+            fn.vpc, fn.vpc_id = asked, None  # shown as asked; nothing of it exists
 
     def _ready_keys(self, fn: FunctionRecord) -> bool:
         if fn.target is None or fn.networking == LEGACY:
@@ -253,10 +261,9 @@ class Model:
             fn.last_invoked = now  # idle again counts from the restore
         if changed:
             self._retire_envs(fn)
-        if fn.state == ACTIVE:
+        if fn.last_update_status == IN_PROGRESS:
             fn.set_update(SUCCESSFUL, None)
-        else:
-            fn.set_state(ACTIVE, None)
+        fn.set_state(ACTIVE, None)
         return True
 
     # -- time --------------------------------------------------------------------------------
@@ -266,12 +273,13 @@ class Model:
             if eni.status == CREATING and eni.ready_at <= now:
                 self.enis[i] = replace(eni, status=IN_USE)
                 effects.changed = True
-        for fn in self.functions.values():
-            if self._complete_if_ready(fn, now):
-                effects.changed = True
-                effects.events.append(f"{fn.name} {fn.state}")
         self._idle_functions(now, effects)
-        self._retire_enis(now, effects)
+        self._retire_enis(now, effects)  # before completing: it revives ENIs wanted again
+        completed = [fn for fn in self.functions.values() if self._complete_if_ready(fn, now)]
+        if completed:
+            effects.changed = True
+            effects.events += [f"{fn.name} {fn.state}" for fn in completed]
+            self._retire_enis(now, effects)  # what the completed changes let go of
         self._reap_envs(now, busy, effects)
         self._spill(now, sessions, effects)
         return effects
@@ -304,11 +312,11 @@ class Model:
 
     def _retire_enis(self, now: float, effects: Effects) -> None:
         wanted = self.users()
-        env_indices = {e.index for e in self.envs}
+        env_enis = {e.eni_id for e in self.envs}
         kept = []
         for eni in self.enis:
-            if eni.legacy_env is not None:
-                users = (eni.functions if eni.legacy_env in env_indices else ())
+            if eni.legacy_env is not None:  # its environment's, by id (indices are reused)
+                users = (eni.functions if eni.id in env_enis else ())
             else:
                 users = wanted.get(eni.key, ())
             if users and eni.status == DELETING:

@@ -217,8 +217,6 @@ def test_a_code_change_retires_the_environments_at_once() -> None:
     assert m.envs[0].stale and m.outdated(m.envs[0])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: update() marks InProgress (and applies the other "
-                   "changes) before check_vpc_request rejects the VpcConfig; nothing ends it")
 def test_an_invalid_vpc_update_changes_nothing() -> None:
     m = model()
     fn = active(m, "orders", ["subnet-a"])
@@ -227,8 +225,6 @@ def test_an_invalid_vpc_update_changes_nothing() -> None:
     assert (fn.last_update_status, fn.handler) == ("Successful", "orders.handler")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: _complete_if_ready activates a Failed function "
-                   "fixed by an update but leaves LastUpdateStatus InProgress for ever")
 def test_an_update_fixing_a_failed_function_completes() -> None:
     m = model()
     fn = create(m, "orders", ["subnet-zzz"])
@@ -405,8 +401,6 @@ def test_a_legacy_cold_start_in_a_full_subnet_fails() -> None:
     assert "ran out of IP addresses" in error.message and len(m.enis) == 11
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: _retire_enis keeps a legacy ENI while any env has "
-                   "its legacy_env index, also a new env that reused the index")
 def test_a_legacy_eni_goes_when_its_env_does_even_if_the_index_is_reused() -> None:
     m = model()
     fn = create(m, "old", ["subnet-a"], networking="legacy")

@@ -158,9 +158,6 @@ def test_ensure_dirs_makes_the_subdirectories(state_dir: Path) -> None:
     assert all((state_dir / sub).is_dir() for sub in ("envs", "logs", "ready"))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: save() diffs against the cache of the removed "
-                   "database, so after another process removes state.db (down, cleanup) only "
-                   "the changed rows reach the new file")
 def test_a_save_after_the_database_was_removed_elsewhere_records_everything() -> None:
     doc = document()
     state.save(doc)
