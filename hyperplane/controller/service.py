@@ -245,16 +245,16 @@ class Controller:
             except ApiError:
                 self.commit(self.model.tick(now, set(self.busy), {}))  # a restore began
                 raise
+            running = sum(1 for e in self.model.envs if e.function == name and e.index in self.busy)
+            if fn.reserved_concurrency is not None and running >= fn.reserved_concurrency:
+                raise ApiError("TooManyRequestsException", "Rate Exceeded.", 429,
+                               Reason="ReservedFunctionConcurrentInvocationLimitExceeded")
             fn.last_invoked = now
             for env in self.model.envs:
                 if env.function == name and env.index not in self.busy \
                         and not self.model.outdated(env):
                     self.busy[env.index] = 1
                     return env, False, fn
-            running = sum(1 for e in self.model.envs if e.function == name and e.index in self.busy)
-            if fn.reserved_concurrency is not None and running >= fn.reserved_concurrency:
-                raise ApiError("TooManyRequestsException", "Rate Exceeded.", 429,
-                               Reason="ReservedFunctionConcurrentInvocationLimitExceeded")
             env = self.new_envs(fn, 1, now)[0]
             self.busy[env.index] = 1
             return env, True, fn
