@@ -98,11 +98,17 @@ class Controller:
         state.save(self.data)
 
     def seed(self) -> None:
-        """First start: the topology file's functions are created as if by the API."""
+        """First start: the topology file's functions are created as if by the API;
+        a restart: the recorded ENIs are checked."""
         self.serial(self._seed)
 
     def _seed(self) -> None:
+        self.data["procs"]["controller"] = os.getpid()  # ours, whatever `up` wrote meanwhile
         if self.data.get("seeded"):
+            # a restart: every recorded ENI is made again if a crash came between recording
+            # and building it (creation tolerates what exists)
+            self.built_enis = {}
+            self.commit(Effects())
             return
         with self.lock:
             now = self.clock.now()
