@@ -53,6 +53,10 @@ def _check_fields(request: dict) -> None:
     if reserved is not None and not 0 <= int(reserved) <= 1000:
         raise ApiError("InvalidParameterValueException",
                        "ReservedConcurrentExecutions must be 0 to 1000")
+    code = request.get("code")
+    if code is not None and not os.path.isdir(str(code)):
+        raise ApiError("InvalidParameterValueException",
+                       f"--code {code!r} is not a directory")
     networking = request.get("networking")
     if networking is not None and networking not in (HYPERPLANE, LEGACY):
         raise ApiError("InvalidParameterValueException",
