@@ -156,30 +156,38 @@ def op_status(ctl: Controller, request: dict) -> dict:
 
 
 # -- EC2: deleting what Lambda ENIs depend on --------------------------------------------------
+def _deleted(ctl: Controller, kind: str, ident: str, lookup, error: str,  # noqa: ANN001
+             what: str) -> dict:
+    """The record of deletions, after checking ``ident`` exists (else AWS's NotFound)."""
+    deleted = ctl.data.setdefault("deleted", {"subnets": [], "groups": []})
+    try:
+        lookup(ident)
+    except KeyError:
+        missing = True
+    else:
+        missing = ident in deleted[kind]
+    if missing:
+        raise ApiError(error, f"The {what} '{ident}' does not exist")
+    return deleted
+
+
+def _dependency(what: str, ident: str, holder: str, **extra: str) -> ApiError:
+    return ApiError("DependencyViolation", f"The {what} '{ident}' has dependencies and "
+                    f"cannot be deleted: {holder}.", **extra)
+
+
 def op_delete_subnet(ctl: Controller, request: dict) -> dict:
     subnet_id = request["id"]
     with ctl.lock:
-        deleted = ctl.data.setdefault("deleted", {"subnets": [], "groups": []})
-        try:
-            ctl.topology.subnet(subnet_id)
-        except KeyError:
-            subnet_missing = True
-        else:
-            subnet_missing = subnet_id in deleted["subnets"]
-        if subnet_missing:
-            raise ApiError("InvalidSubnetID.NotFound",
-                           f"The subnet ID '{subnet_id}' does not exist")
+        deleted = _deleted(ctl, "subnets", subnet_id, ctl.topology.subnet,
+                           "InvalidSubnetID.NotFound", "subnet ID")
         for eni in ctl.model.enis:
             if eni.key.subnet_id == subnet_id:
-                raise ApiError("DependencyViolation", f"The subnet '{subnet_id}' has "
-                               f"dependencies and cannot be deleted: network interface "
-                               f"{eni.id} ({eni.status}) is in it.", eni=eni.id)
-        for vpc in ctl.topology.vpcs:
-            for host in vpc.hosts:
-                if host.subnet == subnet_id:
-                    raise ApiError("DependencyViolation", f"The subnet '{subnet_id}' has "
-                                   f"dependencies and cannot be deleted: host {host.name} "
-                                   f"({host.ip}) is in it.")
+                raise _dependency("subnet", subnet_id, f"network interface {eni.id} "
+                                  f"({eni.status}) is in it", eni=eni.id)
+        for host in (h for vpc in ctl.topology.vpcs for h in vpc.hosts):
+            if host.subnet == subnet_id:
+                raise _dependency("subnet", subnet_id, f"host {host.name} ({host.ip}) is in it")
         deleted["subnets"].append(subnet_id)
         ctl.model.deleted_subnets.add(subnet_id)
         ctl.commit(Effects())
@@ -189,31 +197,21 @@ def op_delete_subnet(ctl: Controller, request: dict) -> dict:
 def op_delete_security_group(ctl: Controller, request: dict) -> dict:
     group_id = request["id"]
     with ctl.lock:
-        deleted = ctl.data.setdefault("deleted", {"subnets": [], "groups": []})
-        try:
-            ctl.topology.security_group(group_id)
-        except KeyError:
-            missing = True
-        else:
-            missing = group_id in deleted["groups"]
-        if missing:
-            raise ApiError("InvalidGroup.NotFound",
-                           f"The security group '{group_id}' does not exist")
+        deleted = _deleted(ctl, "groups", group_id, ctl.topology.security_group,
+                           "InvalidGroup.NotFound", "security group")
         for eni in ctl.model.enis:
             if group_id in eni.key.security_group_ids:
-                raise ApiError("DependencyViolation", f"resource {group_id} has a dependent "
-                               f"object: network interface {eni.id} ({eni.status}) uses it.",
-                               eni=eni.id)
+                raise _dependency("security group", group_id, f"network interface {eni.id} "
+                                  f"({eni.status}) uses it", eni=eni.id)
         for vpc in ctl.topology.vpcs:
             for host in vpc.hosts:
                 if group_id in host.security_groups:
-                    raise ApiError("DependencyViolation", f"resource {group_id} has a "
-                                   f"dependent object: host {host.name} uses it.")
+                    raise _dependency("security group", group_id, f"host {host.name} uses it")
             for group in vpc.security_groups:
                 if group.id != group_id and group.id not in deleted["groups"] and \
                         group_id in security.peers(group):
-                    raise ApiError("DependencyViolation", f"resource {group_id} has a "
-                                   f"dependent object: a rule of {group.id} names it.")
+                    raise _dependency("security group", group_id,
+                                      f"a rule of {group.id} names it")
         deleted["groups"].append(group_id)
         ctl.model.deleted_groups.add(group_id)
         ctl.commit(Effects())
