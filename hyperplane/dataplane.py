@@ -177,7 +177,13 @@ class Dataplane:
         # the kernel's own drops on our sockets (buffer full), before we saw the frames
         self.counters["rx-socket-dropped"] = self.counters.get("rx-socket-dropped", 0) + dropped
         enis = {}
+        now = time.monotonic()
         for eni in pl.enis.values():
+            if len(eni.table) >= eni.connection_limit:
+                # at the limit by the count: free what expired, so that the count says
+                # whether the ENI is really full (the controller adds an ENI when it is)
+                for old in eni.table.reap(now, budget=len(eni.table.order)):
+                    pl._release(eni, old)  # noqa: SLF001 - the pipeline's own bookkeeping
             enis[eni.id] = dict(eni.counters, sessions_active=len(eni.table),
                                 sessions_created=eni.table.created,
                                 arp_resolved=len(eni.arp))

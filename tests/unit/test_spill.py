@@ -494,3 +494,25 @@ def test_a_spill_without_a_primary_is_ignored(dataplane: Dataplane) -> None:
     assert env.eni is None and env.spill == ()
     dataplane.apply_config({"enis": enis, "envs": [env_entry(eni="eni-9", spill=["eni-2"])]})
     assert env.eni is None and env.spill == ()
+
+
+def test_stats_at_the_limit_free_expired_sessions_first(dataplane: Dataplane,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The controller adds an ENI when one is full: the count it reads must be of live
+    sessions, not of expired ones still in the table (expiry is amortised)."""
+    dataplane.apply_config({"enis": [eni_entry("eni-1", 0, ENI_IP)],
+                            "envs": [env_entry(eni="eni-1")]})
+    pl = dataplane.pipeline
+    env, eni = pl.envs["hpe0"], pl.enis["eni-1"]
+    out: list[bytes] = []
+    eni.tx, env.tx = capture(out), capture([])
+    eni.arp[p.ip_to_bytes(DB_IP)] = p.mac_to_bytes(DB_MAC)
+    for port in (41000, 41001):  # the limit (2), at time 100
+        send_and_expect(pl, env, syn(port), out, now=100.0)
+    monkeypatch.setattr("hyperplane.dataplane.time.monotonic", lambda: 101.0)
+    assert dataplane.stats()["enis"]["eni-1"]["sessions_active"] == 2  # live: kept
+    before = counters(pl, "sessions_expired")
+    monkeypatch.setattr("hyperplane.dataplane.time.monotonic", lambda: 100.0 + 3600)
+    assert dataplane.stats()["enis"]["eni-1"]["sessions_active"] == 0
+    assert counters(pl, "sessions_expired")["sessions_expired"] == \
+        before["sessions_expired"] + 2
