@@ -56,6 +56,7 @@ WORKER = "hp-kernel"
 BUILD_CHUNK = 64
 RESYNC_EVERY = 5.0  # seconds: the whole snapshot again even when nothing changed
 SESSIONS_EVERY = 1.0  # seconds between two looks at the ENIs' session counts
+SPARES = 8  # environments' namespaces built ahead, one per idle tick
 
 
 class Controller:
@@ -108,6 +109,7 @@ class Controller:
             # a restart: every recorded ENI is made again if a crash came between recording
             # and building it (creation tolerates what exists)
             self.built_enis = {}
+            self.drop_spares()
             self.commit(Effects())
             return
         with self.lock:
@@ -178,25 +180,23 @@ class Controller:
         for env in gone:
             # the link first, synchronously: a namespace dies asynchronously, and its veth
             # would still hold the name when the index is used again
-            netlink.delete_link(names.PLANE_NS, env.plane_link)
-            netlink.forget_link(env.netns, "eth0")
-            netlink.remove_netns(env.netns)
+            self.drop_namespace(env)
             for leftover in (state.env_socket(env.index), str(state.env_lock(env.index))):
                 try:
                     os.unlink(leftover)
                 except FileNotFoundError:
                     pass
-        removed = {e.netns for e in gone}
-        self.data["namespaces"] = [n for n in self.data["namespaces"] if n not in removed]
 
     # -- environments ----------------------------------------------------------------------
     def new_envs(self, fn: FunctionRecord, count: int, now: float) -> list[Env]:
         """Record, build and start ``count`` environments (under the lock)."""
         function = self.model.runtime_function(fn)
         made: list[Env] = []
+        ready: set[int] = set()  # spare environments: built already
         for _ in range(count):
-            index = _free_index(self.model.envs)
-            ip = ipam.allocate(names.ENV_POOL, {e.ip for e in self.model.envs})
+            index, ip, built = self.slot()
+            if built:
+                ready.add(index)
             subnet_id = choose_subnet(function, self.model.envs)
             if fn.networking == LEGACY and subnet_id is not None:
                 eni: Eni | None = self.model.legacy_eni(fn, subnet_id, index, now)
@@ -204,11 +204,13 @@ class Controller:
                 eni = eni_for(function, subnet_id, self.model.enis)
             env = Env(index, fn.name, ip, subnet_id, eni.id if eni else None, now)
             self.model.envs.append(env)
-            self.data["namespaces"].append(env.netns)
+            if not built:
+                self.data["namespaces"].append(env.netns)
             made.append(env)
         self.save()
-        for start in range(0, len(made), BUILD_CHUNK):
-            objs = frozenset(o for env in made[start:start + BUILD_CHUNK]
+        fresh = [env for env in made if env.index not in ready]
+        for start in range(0, len(fresh), BUILD_CHUNK):
+            objs = frozenset(o for env in fresh[start:start + BUILD_CHUNK]
                              for o in fabric.env_objects(env))
             build.apply(fabric.plan(frozenset(), objs))
         self.sync_enis()
@@ -217,6 +219,54 @@ class Controller:
             self.data["procs"][env.id] = self.spawn_agent(function, env)
         self.save()
         return made
+
+    # -- spare environments: namespaces built ahead of cold starts ---------------------------
+    def slot(self) -> tuple[int, str, bool]:
+        """An environment's index and address: a spare one (built: True) or a new one."""
+        spare = self.data.setdefault("spare", [])
+        if spare:
+            taken = spare.pop(0)
+            return taken["index"], taken["ip"], True
+        return (*self.fresh_slot(), False)
+
+    def fresh_slot(self) -> tuple[int, str]:
+        """The lowest index and address no environment or spare has."""
+        spare = self.data.setdefault("spare", [])
+        indices = {e.index for e in self.model.envs} | {s["index"] for s in spare}
+        index = next(i for i in range(len(indices) + 1) if i not in indices)
+        ips = {e.ip for e in self.model.envs} | {s["ip"] for s in spare}
+        return index, ipam.allocate(names.ENV_POOL, ips)
+
+    def top_up(self) -> None:
+        """Build one spare environment (namespace, link, address, routes) if fewer than
+        ``SPARES`` are ready: a cold start then only records, pushes and starts its agent."""
+        spare = self.data.setdefault("spare", [])
+        if len(spare) >= SPARES:
+            return
+        index, ip = self.fresh_slot()
+        env = Env(index, "", ip, None, None)
+        self.data["namespaces"].append(env.netns)
+        spare.append({"index": index, "ip": ip})
+        self.save()  # recorded before it exists
+        try:
+            build.apply(fabric.plan(frozenset(), frozenset(fabric.env_objects(env))))
+        except Exception:
+            spare.remove({"index": index, "ip": ip})
+            self.drop_namespace(env)
+            raise
+
+    def drop_spares(self) -> None:
+        """After a restart: spares may be half built; they are made again, fresh."""
+        for taken in self.data.get("spare", []):
+            self.drop_namespace(Env(taken["index"], "", taken["ip"], None, None))
+        self.data["spare"] = []
+        self.save()
+
+    def drop_namespace(self, env: Env) -> None:
+        netlink.delete_link(names.PLANE_NS, env.plane_link)
+        netlink.forget_link(env.netns, "eth0")
+        netlink.remove_netns(env.netns)
+        self.data["namespaces"] = [n for n in self.data["namespaces"] if n != env.netns]
 
     def spawn_agent(self, function: Function, env: Env) -> int:
         args = ["--socket", state.env_socket(env.index), "--code", function.code,
@@ -322,6 +372,8 @@ class Controller:
                 self.commit(effects)
             elif time.monotonic() - self.last_push > RESYNC_EVERY:
                 self.push()  # constant work: the whole configuration, changed or not
+            else:
+                self.top_up()  # idle: one more spare environment, if fewer than SPARES
 
     def sessions(self) -> dict[str, int]:
         """Sessions per ENI (for the connection-limit spill), asked at most once a second."""
@@ -360,11 +412,6 @@ def record_of(function: Function, cfg: dict) -> FunctionRecord:
                           function.timeout, getattr(function, "reserved_concurrency", None),
                           timing.networking(getattr(function, "networking", None), cfg),
                           vpc=vpc)
-
-
-def _free_index(envs: list[Env]) -> int:
-    taken = {e.index for e in envs}
-    return next(i for i in range(len(taken) + 1) if i not in taken)
 
 
 def dataplane_request(message: dict) -> dict:
