@@ -284,16 +284,26 @@ def down() -> bool:
 
 
 def _teardown(data: dict) -> None:
-    pids = data.get("procs", {})
+    pids = dict(data.get("procs", {}))
     if pids.get("controller"):
         procs.stop(pids["controller"])  # first: nothing may make objects meanwhile
+    # what the controller recorded until it stopped (it records before it makes)
+    final = _reload() or {}
+    pids.update(final.get("procs", {}))
     for pid in pids.values():
         procs.stop(pid)
-    namespaces = sorted(set(data.get("namespaces", [])))
+    namespaces = sorted(set(data.get("namespaces", [])) | set(final.get("namespaces", [])))
     procs.kill_in_namespaces(namespaces)
     for ns in namespaces:
         netlink.remove_netns(ns)
     forget_state()
+
+
+def _reload() -> dict | None:
+    try:
+        return state.load()
+    except Exception:  # noqa: BLE001 - a damaged database: what we have must do
+        return None
 
 
 def forget_state() -> None:
