@@ -150,7 +150,6 @@ def up(path: str, wait: bool = True) -> dict:
 def start_controller(data: dict | None = None) -> int:
     """Start the controller process (at ``up``, or again after it died)."""
     sock = state.controller_socket()
-    own = data is None
     data = data if data is not None else state.load()
     if data is None:
         raise UsageError("nothing is up; start with `hyperplane up FILE`")
@@ -159,14 +158,9 @@ def start_controller(data: dict | None = None) -> int:
         raise UsageError(f"the controller is running (pid {old})")
     pid = procs.spawn(names.PLANE_NS, procs.python_module(
         "hyperplane.controller.daemon", "--socket", sock), state.log("controller"))
+    # the controller records its own pid when it starts; this copy is for `up`'s tear-down
+    # if it fails (and `cleanup` finds it in hp-plane anyway)
     data["procs"]["controller"] = pid
-    if own:
-        with state.locked():
-            fresh = state.load() or data
-            fresh["procs"]["controller"] = pid
-            state.save(fresh)
-    else:
-        state.save(data)
 
     def answering() -> bool:
         try:

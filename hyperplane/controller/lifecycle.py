@@ -37,6 +37,7 @@ from hyperplane.controller.functions import (
     INVOKE_ERRORS,
     LEGACY,
     PENDING,
+    REASONS,
     SUCCESSFUL,
     ApiError,
     FunctionRecord,
@@ -297,7 +298,7 @@ class Model:
         """Every ENI key some function needs (applied or being applied), with its users."""
         wanted: dict[EniKey, list[str]] = {}
         for fn in self.functions.values():
-            if fn.networking == LEGACY or fn.state in (INACTIVE, FAILED) and not fn.provisioning:
+            if fn.networking == LEGACY or (fn.state in (INACTIVE, FAILED) and not fn.provisioning):
                 continue
             specs = [(fn.vpc, fn.vpc_id)] if fn.state != INACTIVE else []
             if fn.provisioning:
@@ -375,16 +376,11 @@ class Model:
         code = self._new_eni(fn, EniKey(fn.vpc_id, subnet_id, fn.vpc.groups), now, made,
                              legacy_env=env_index)
         if code is not None:
-            raise ApiError(INVOKE_ERRORS[code], _reason_text(code), 502)
+            raise ApiError(INVOKE_ERRORS[code], REASONS[code].format(ids=""), 502)
         return made[0]
 
     def forget_envs(self, indices: set[int]) -> None:
         self.envs = [e for e in self.envs if e.index not in indices]
-
-
-def _reason_text(code: str) -> str:
-    from hyperplane.controller.functions import REASONS
-    return REASONS[code].format(ids="")
 
 
 def _not_ready(fn: FunctionRecord, state: str | None = None) -> str:
