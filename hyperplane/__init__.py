@@ -1,3 +1,36 @@
-"""hyperplane: AWS Lambda-in-VPC networking (Hyperplane ENIs, userspace NAT) on real namespaces."""
+"""hyperplane: AWS Lambda-in-VPC networking (Hyperplane ENIs, userspace NAT) on real namespaces.
 
-__version__ = "0.1.0"
+The package map: each subpackage is one role; a layer imports only from the
+layers below it (``tests/unit/test_architecture.py`` keeps it so).
+
+    errors       the project's exceptions, one place                          pure
+    jsonline     the one JSON-line protocol of every Unix socket               I/O
+    model/       the declarative account: the topology file (bounded YAML,     pure
+                 one typed parser, frozen records), settings, timing, names,
+                 and the records of ENIs, environments and addresses
+    dataplane/   the packet engines of Hyperplane and of NAT gateways: the     pure core,
+                 pipeline (sessions, NAT, TCP states, ICMP, fragments, ARP,    I/O loop
+                 security-group admit) and the typed snapshot it is given;
+                 ``sockets``/``loop``/``natgw_loop`` are its I/O side
+    policy/      security groups (membership, rules, edits), host firewall     pure
+                 scripts, reachability verdicts
+    fabric/      which kernel objects a topology needs, and plan(old, new)     pure
+    services/    processes inside namespaces: VPC DNS resolver (with its       I/O
+                 codec), HTTP service, reach probe
+    kernel/      every side effect on the kernel and the state directory:     side effects
+                 netlink (the one pyroute2 user), the builder, processes,
+                 mounts, nftables, the VPC's services, the state database
+    controller/  the control plane process: the lifecycle model (pure), the    side effects
+                 service that makes it real, its API, clock, snapshot
+    emulator/    up / down, the running topology, requests to the daemons,     side effects
+                 reach, cleanup: what the CLI calls
+    bench/       ``make bench``: Hyperplane beside the kernel's NAT            side effects
+    cli/         click commands only: parse, call, print                      side effects
+
+Layers, top to bottom: cli > bench > emulator > controller > kernel >
+(fabric, policy, services) > dataplane > model; ``errors`` and ``jsonline`` sit
+below them all.  ``lambda_vm`` (the execution environment) is a sibling package
+that uses only ``errors``, ``jsonline`` and ``kernel``.
+"""
+
+__version__ = "0.2.0"

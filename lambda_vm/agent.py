@@ -11,7 +11,7 @@ It starts the function's runtime and serves it the Lambda Runtime API on
               (a custom runtime, e.g. one that runs ``python -m awslambdaric handler.fn``)
 
 Invocations arrive from the controller on a Unix socket in the state
-directory, one JSON line each way, one at a time:
+directory (``hyperplane.jsonline``: one JSON line each way), one at a time:
 
     request : {"payload": <JSON>, "request_id": "..."}
     reply   : {"result": <JSON>, "duration_ms": ..., "init_duration_ms": ...}
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import socket
@@ -38,6 +37,7 @@ import sys
 import threading
 import time
 
+from hyperplane import jsonline
 from lambda_vm import bootstrap
 from lambda_vm.runtime_api import Broker
 
@@ -122,13 +122,13 @@ class Agent:
         try:
             line = await reader.readline()
             try:
-                request = json.loads(line or b"{}")
+                request = jsonline.decode(line or b"{}")
             except ValueError as exc:
                 reply = {"errorMessage": str(exc), "errorType": "InvalidRequestContentException"}
             else:
                 async with self.lock:
                     reply = await self.invoke(request)
-            writer.write(json.dumps(reply).encode() + b"\n")
+            writer.write(jsonline.encode(reply))
             await writer.drain()
         except ConnectionError:
             pass

@@ -10,7 +10,7 @@ imported in the child, inside the environment, so init code runs where it
 would in Lambda (and a cold start still pays for it).  Children share the
 zygote's pages copy-on-write.
 
-Protocol (Unix socket, one JSON line each way):
+Protocol (Unix socket, ``hyperplane.jsonline``: one JSON line each way):
     {"op": "spawn", "netns": NAME, "args": [...agent args...], "log": PATH, "cwd": DIR,
      "resolv": FILE or null (shown to the agent as /etc/resolv.conf)}
         -> {"ok": true, "pid": PID}
@@ -20,15 +20,14 @@ Protocol (Unix socket, one JSON line each way):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import socket
 import sys
 
-from pyroute2 import netns  # imported before forking: children only call setns
-
-from hyperplane import mounts
+from hyperplane import jsonline
+from hyperplane.kernel import mounts
+from hyperplane.kernel.netlink import enter_netns
 from lambda_vm import agent
 
 
@@ -54,7 +53,7 @@ def _child(request: dict) -> None:
         os.dup2(null, 0)
         os.dup2(log, 1)
         os.dup2(log, 2)
-        netns.setns(request["netns"], flags=0)
+        enter_netns(request["netns"])
         mounts.bind_resolv(request.get("resolv"))  # the VPC resolver as /etc/resolv.conf
         os.chdir(request.get("cwd") or "/")
         sys.argv = ["lambda_vm.agent", *request["args"]]
@@ -65,32 +64,20 @@ def _child(request: dict) -> None:
         os._exit(code)
 
 
+def answer(listener: socket.socket, request: dict) -> dict:
+    if request.get("op") == "spawn":
+        pid = os.fork()
+        if pid == 0:
+            listener.close()
+            _child(request)
+        return {"ok": True, "pid": pid}
+    return {"ok": True, "pid": os.getpid()}
+
+
 def serve(listener: socket.socket) -> None:
     while True:
         conn, _ = listener.accept()
-        with conn:
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = conn.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            try:
-                request = json.loads(data)
-                if request.get("op") == "spawn":
-                    pid = os.fork()
-                    if pid == 0:
-                        listener.close()
-                        _child(request)
-                    reply = {"ok": True, "pid": pid}
-                else:
-                    reply = {"ok": True, "pid": os.getpid()}
-            except Exception as exc:  # a bad request never stops the zygote
-                reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-            try:
-                conn.sendall(json.dumps(reply).encode() + b"\n")
-            except OSError:
-                pass
+        jsonline.serve(conn, lambda request: answer(listener, request))
 
 
 def warm_up() -> None:

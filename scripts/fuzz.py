@@ -42,9 +42,9 @@ from scapy.layers.inet6 import IPv6  # noqa: E402
 from scapy.layers.l2 import ARP, Dot1Q, Ether  # noqa: E402
 from scapy.packet import Raw  # noqa: E402
 
-from hyperplane import packet as p  # noqa: E402
-from hyperplane.conntrack import Timeouts  # noqa: E402
-from hyperplane.pipeline import DROP_REASONS, EniPort, EnvPort, Pipeline  # noqa: E402
+from hyperplane.dataplane import packet as p  # noqa: E402
+from hyperplane.dataplane.pipeline import DROP_REASONS, EniPort, EnvPort, Pipeline  # noqa: E402
+from hyperplane.model.settings import Timeouts  # noqa: E402
 
 VNET = bytes(p.VNET_LEN)
 GW_IP, GW_MAC = "169.254.0.1", "02:e2:00:00:00:00"

@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from scapy.layers.inet import IP, TCP  # noqa: E402
 from scapy.layers.l2 import Ether  # noqa: E402
 
-from hyperplane import packet as p  # noqa: E402
-from hyperplane.pipeline import EniPort, EnvPort, Pipeline  # noqa: E402
+from hyperplane.dataplane import packet as p  # noqa: E402
+from hyperplane.dataplane.pipeline import EniPort, EnvPort, Pipeline  # noqa: E402
 
 ENI_IP, ENI_MAC, ROUTER, DB, DB_MAC = "10.0.1.4", "02:e1:00:00:00:00", "10.0.1.1", "10.0.1.10", \
     "02:bb:00:00:00:10"

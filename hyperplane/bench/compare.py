@@ -27,8 +27,12 @@ from pathlib import Path
 
 import yaml
 
-from hyperplane import engine, names, netlink
 from hyperplane.bench import workloads
+from hyperplane.emulator import requests, running
+from hyperplane.emulator.run import down, up
+from hyperplane.errors import UsageError
+from hyperplane.kernel import netlink
+from hyperplane.model import names
 
 HERE = Path(__file__).resolve().parent
 SUBNET = "subnet-1"
@@ -44,32 +48,32 @@ def topology_file(profile: str) -> str:
 
 
 def _enis() -> list[dict]:
-    return engine.eni_rows(engine.require())
+    return running.eni_rows(running.require())
 
 
 def _wait_active(name: str, profile: str) -> None:
     deadline = time.monotonic() + 300
     while True:
-        state = engine.controller_request({"op": "function.get", "name": name})["State"]
+        state = requests.controller_request({"op": "function.get", "name": name})["State"]
         if state == "Active":
             return
         if state != "Pending" or time.monotonic() > deadline:
             raise RuntimeError(f"{name} is {state}, not Active")
         if profile == "aws":  # creation takes 60-90 s there: not what is compared
-            engine.controller_request({"op": "clock", "advance": "2m"})
+            requests.controller_request({"op": "clock", "advance": "2m"})
         time.sleep(0.05)
 
 
 def _invoke(name: str) -> tuple[float, dict]:
     started = time.monotonic()
-    reply = engine.invoke(name, {})
+    reply = requests.invoke(name, {})
     return (time.monotonic() - started) * 1000, reply
 
 
 def burst(mode: str, count: int, profile: str) -> dict:
     """One fresh function of ``mode``, ``count`` concurrent invocations, its figures."""
     name = f"cmp-{mode[0]}{count}"
-    engine.controller_request({
+    requests.controller_request({
         "op": "function.create", "name": name, "handler": "handlers.echo",
         "code": str(HERE), "networking": mode, "subnet_ids": [SUBNET],
         "security_group_ids": ["sg-fn"], "timeout": 30})
@@ -91,7 +95,7 @@ def burst(mode: str, count: int, profile: str) -> dict:
         "enis_used": len(used),
         "subnet_addresses_used": sum(1 for e in rows if e["subnet"] == SUBNET),
     }
-    engine.controller_request({"op": "function.delete", "name": name})
+    requests.controller_request({"op": "function.delete", "name": name})
     _wait_deleted(profile)
     return figures
 
@@ -103,26 +107,26 @@ def _wait_deleted(profile: str) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError("ENIs still deleting after 120 s")
         if profile == "aws":  # up to 20 minutes there
-            engine.controller_request({"op": "clock", "advance": "21m"})
+            requests.controller_request({"op": "clock", "advance": "21m"})
         time.sleep(0.1)
 
 
 def run(concurrency: list[int], profile: str = "fast", log=print) -> dict:
-    if engine.current() is not None or netlink.list_netns(names.NS_PREFIX):
-        raise engine.UsageError("compare needs the machine to itself: run `hyperplane down` "
+    if running.current() is not None or netlink.list_netns(names.NS_PREFIX):
+        raise UsageError("compare needs the machine to itself: run `hyperplane down` "
                                 "(or `hyperplane cleanup`) first")
     rows = []
     started = time.monotonic()
     try:
-        engine.up(topology_file(profile), wait=False)
+        up(topology_file(profile), wait=False)
         for count in concurrency:
             for mode in MODES:
                 log(f"{mode}: {count} concurrent cold starts...")
                 row = burst(mode, count, profile)
                 rows.append(row)
     finally:
-        if engine.current() is not None:
-            engine.down()
+        if running.current() is not None:
+            down()
         workloads.remove_scratch()
     return {"profile": profile, "runs": rows, "seconds": time.monotonic() - started}
 

@@ -19,8 +19,18 @@ from __future__ import annotations
 
 import subprocess
 
-from hyperplane import build, fabric, netlink
-from hyperplane.fabric import Address, Bridge, Master, Route, Up, Veth
+from hyperplane.fabric.objects import (
+    Address,
+    Bridge,
+    KernelObject,
+    Master,
+    Route,
+    Up,
+    Veth,
+    namespace_objects,
+    plan,
+)
+from hyperplane.kernel import build, netlink
 
 NAT_CHAIN = "k"
 ROUTING_CHAIN = "p"
@@ -42,12 +52,12 @@ def chain(tag: str) -> tuple[str, str, str, str]:
     return tuple(f"hp-{tag}{role}" for role in "cnrs")  # type: ignore[return-value]
 
 
-def objects(tag: str) -> frozenset[fabric.KernelObject]:
+def objects(tag: str) -> frozenset[KernelObject]:
     CLIENT, NAT, ROUTER, SERVER = chain(tag)  # noqa: N806 - read like constants
-    objs: list[fabric.KernelObject] = []
-    objs += fabric.namespace_objects(CLIENT) + fabric.namespace_objects(SERVER)
+    objs: list[KernelObject] = []
+    objs += namespace_objects(CLIENT) + namespace_objects(SERVER)
     for ns in (NAT, ROUTER):
-        objs += fabric.namespace_objects(ns, forwarding=True)
+        objs += namespace_objects(ns, forwarding=True)
     objs += [
         Veth(NAT, "hpkc", CLIENT, "eth0"), Up(NAT, "hpkc"), Up(CLIENT, "eth0"),
         Address(CLIENT, "eth0", CLIENT_IP, 32), Address(NAT, "hpkc", GATEWAY, 32),
@@ -65,7 +75,7 @@ def objects(tag: str) -> frozenset[fabric.KernelObject]:
 
 def build_reference() -> None:
     objs = objects(NAT_CHAIN) | objects(ROUTING_CHAIN)
-    build.apply(fabric.plan(frozenset(), objs))
+    build.apply(plan(frozenset(), objs))
     nat_ns = chain(NAT_CHAIN)[1]
     subprocess.run(["nft", "-f", "-"], input=RULES.encode(), check=True,
                    preexec_fn=lambda: netlink.enter_netns(nat_ns))

@@ -22,9 +22,14 @@ from pathlib import Path as FsPath
 
 import yaml
 
-from hyperplane import client, engine, fabric, names, netlink, state, timing
 from hyperplane.bench import reference, workloads
 from hyperplane.bench.workloads import Path
+from hyperplane.emulator import requests, running
+from hyperplane.emulator.run import down, up
+from hyperplane.errors import UsageError
+from hyperplane.fabric.desired import host_netns
+from hyperplane.kernel import netlink, procs, state
+from hyperplane.model import names, timing
 
 HERE = FsPath(__file__).resolve().parent
 LEGACY_SAMPLES = 10  # legacy cold starts wait for their ENI: a second each with `fast`
@@ -59,12 +64,12 @@ def summary(values: list[float]) -> dict:
 
 
 def check_ready() -> None:
-    if engine.current() is not None or netlink.list_netns(names.NS_PREFIX):
-        raise engine.UsageError("the benchmark needs the machine to itself: run "
+    if running.current() is not None or netlink.list_netns(names.NS_PREFIX):
+        raise UsageError("the benchmark needs the machine to itself: run "
                                 "`hyperplane down` (or `hyperplane cleanup`) first")
     for tool in ("iperf3", "nft"):
         if shutil.which(tool) is None:
-            raise engine.UsageError(f"{tool} is missing: run `make install`")
+            raise UsageError(f"{tool} is missing: run `make install`")
 
 
 def topology_file() -> str:
@@ -88,11 +93,11 @@ class Bench:
     # -- set-up and tear-down ----------------------------------------------------------
     def setup(self) -> None:
         started = time.monotonic()
-        engine.up(topology_file())
-        running = engine.require()
-        env, lock, _cold = engine.acquire_env(running.topology.function("bench"))
+        up(topology_file())
+        topology = running.require().topology
+        env, lock, _cold = requests.acquire_env(topology.function("bench"))
         self.locks.append(lock)
-        server_ns = fabric.host_netns(running.topology, "srv")
+        server_ns = host_netns(topology, "srv")
         hyperplane = Path("hyperplane", env.netns, server_ns, "10.0.1.10")
         reference.build_reference()
         k_client, _k_nat, _k_router, k_server = reference.chain(reference.NAT_CHAIN)
@@ -108,10 +113,10 @@ class Bench:
         for path in self.paths:
             workloads.stop_servers(path)
         for lock in self.locks:
-            engine.release(lock)
+            requests.release(lock)
         self.locks.clear()
         reference.remove_reference()
-        engine.down()
+        down()
         workloads.remove_scratch()
 
     # -- measurements ----------------------------------------------------------------------
@@ -154,10 +159,10 @@ class Bench:
     def concurrent(self) -> None:
         count = self.plan.concurrent
         hyperplane, kernel = self.paths[0], self.paths[1]
-        dp_pid = engine.require().data["procs"]["dataplane"]
+        dp_pid = running.require().data["procs"]["dataplane"]
 
         def ours() -> dict:
-            stats = engine.dataplane_request({"op": "stats"})["stats"]["global"]
+            stats = requests.dataplane_request({"op": "stats"})["stats"]["global"]
             return {"rss": workloads.rss_bytes(dp_pid), "sessions": stats["sessions_active"]}
 
         def kernels() -> dict:
@@ -191,11 +196,11 @@ class Bench:
         count = self.plan.environments
         before = workloads.mem_available()
         started = time.monotonic()
-        envs = engine.start_envs("fleet", count)
+        envs = requests.start_envs("fleet", count)
         elapsed = time.monotonic() - started
         per_env = (before - workloads.mem_available()) / count
         per_second = self.invocation_rate(envs)
-        enis = len(engine.require().enis)
+        enis = len(running.require().enis)
         self.results["extra"]["environments"] = {
             "count": count, "seconds": elapsed, "per_second": count / elapsed,
             "memory_per_env_bytes": per_env, "invocations_per_second": per_second,
@@ -212,7 +217,7 @@ class Bench:
             done = 0
             while time.monotonic() < deadline:
                 for env in share:
-                    if "result" in engine.invoke_env(env, {"n": done}):
+                    if "result" in requests.invoke_env(env, {"n": done}):
                         done += 1
             return done
         shares = [envs[i::workers] for i in range(workers)]
@@ -222,13 +227,13 @@ class Bench:
         return total / (time.monotonic() - started)
 
     def cold_starts(self) -> None:
-        function = engine.require().topology.function("cold")
+        function = running.require().topology.function("cold")
         samples = []
         for _ in range(self.plan.cold_starts):
             started = time.monotonic()
-            env, lock, cold = engine.acquire_env(function)
+            env, lock, cold = requests.acquire_env(function)
             self.locks.append(lock)  # held, so the next one is cold too
-            reply = engine.invoke_env(env, {})
+            reply = requests.invoke_env(env, {})
             if not cold or "result" not in reply:
                 raise RuntimeError(f"cold start sample failed: {reply}")
             samples.append((time.monotonic() - started) * 1000)
@@ -242,26 +247,26 @@ class Bench:
 
     def legacy_cold_starts(self, count: int) -> dict:
         """The same function in legacy mode: an ENI created and attached per cold start."""
-        engine.controller_request({
+        requests.controller_request({
             "op": "function.create", "name": "cold-legacy", "handler": "handlers.echo",
             "code": str(HERE), "networking": "legacy", "subnet_ids": ["subnet-1"],
             "security_group_ids": ["sg-fn"]})
-        if not client.wait_until(lambda: engine.controller_request({
+        if not procs.wait_until(lambda: requests.controller_request({
                 "op": "function.get", "name": "cold-legacy"})["State"] == "Active", 30, 0.05):
             raise RuntimeError("cold-legacy did not become Active")
         samples = []
         for _ in range(count):
             started = time.monotonic()
-            env, lock, cold = engine.acquire_env("cold-legacy")
+            env, lock, cold = requests.acquire_env("cold-legacy")
             self.locks.append(lock)
-            reply = engine.invoke_env(env, {})
+            reply = requests.invoke_env(env, {})
             if not cold or "result" not in reply:
                 raise RuntimeError(f"legacy cold start sample failed: {reply}")
             samples.append((time.monotonic() - started) * 1000)
-        span = timing.timing(engine.require().topology.settings).legacy_eni_attach
+        span = timing.timing(running.require().topology.settings).legacy_eni_attach
         return {"median": statistics.median(samples), "p99": workloads.percentile(samples, 99),
                 "samples": samples, "attach_s": span[1],
-                "profile": timing.timing(engine.require().topology.settings).profile}
+                "profile": timing.timing(running.require().topology.settings).profile}
 
 
 def run(plan: Plan, log=print) -> dict:

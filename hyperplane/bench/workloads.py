@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 
-from hyperplane import netlink
+from hyperplane.kernel import netlink
 
 SCRATCH: list[FsPath] = []  # temporary directories of this run, removed by ``remove_scratch``
 IPERF_PORT = 5201

@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import os
 
-from hyperplane import client, durations, security, state
-from hyperplane.controller.functions import (
-    HYPERPLANE,
-    LEGACY,
-    ApiError,
-    FunctionRecord,
-    VpcSpec,
-    describe,
-)
+from hyperplane.controller import sgchange
+from hyperplane.controller.functions import HYPERPLANE, LEGACY, FunctionRecord, VpcSpec, describe
 from hyperplane.controller.lifecycle import Effects
 from hyperplane.controller.service import READY_TIMEOUT, Controller
-from hyperplane.topology import _FUNCTION_NAME, _valid_handler
+from hyperplane.errors import ApiError
+from hyperplane.kernel import procs, state
+from hyperplane.model import durations
+from hyperplane.model.parse_functions import FUNCTION_NAME, valid_handler
+from hyperplane.policy.groups import peers
 
 
 def _spec(request: dict) -> VpcSpec | None | bool:
@@ -36,11 +33,11 @@ def _spec(request: dict) -> VpcSpec | None | bool:
 
 def _check_fields(request: dict) -> None:
     name = request.get("name")
-    if name is not None and not _FUNCTION_NAME.fullmatch(str(name)):
+    if name is not None and not FUNCTION_NAME.fullmatch(str(name)):
         raise ApiError("InvalidParameterValueException", f"function name {name!r} must match "
-                       f"^{_FUNCTION_NAME.pattern}$")
+                       f"^{FUNCTION_NAME.pattern}$")
     handler = request.get("handler")
-    if handler is not None and not _valid_handler(handler):
+    if handler is not None and not valid_handler(handler):
         raise ApiError("InvalidParameterValueException",
                        f"handler {handler!r} must be 'module.function'")
     memory = request.get("memory")
@@ -127,7 +124,7 @@ def op_scale(ctl: Controller, request: dict) -> dict:
             return ctl.new_envs(fn, int(request["count"]), now)
     made = ctl.serial(make)
     for env in made:
-        if not client.wait_until(lambda e=env: os.path.exists(state.env_socket(e.index)),
+        if not procs.wait_until(lambda e=env: os.path.exists(state.env_socket(e.index)),
                                  READY_TIMEOUT, 0.002):
             raise RuntimeError(f"environment {env.id} did not start; see {state.log(env.id)}")
     return {"envs": [e.to_dict() for e in made]}
@@ -209,7 +206,7 @@ def op_delete_security_group(ctl: Controller, request: dict) -> dict:
                     raise _dependency("security group", group_id, f"host {host.name} uses it")
             for group in vpc.security_groups:
                 if group.id != group_id and group.id not in deleted["groups"] and \
-                        group_id in security.peers(group):
+                        group_id in peers(group):
                     raise _dependency("security group", group_id,
                                       f"a rule of {group.id} names it")
         deleted["groups"].append(group_id)
@@ -220,7 +217,7 @@ def op_delete_security_group(ctl: Controller, request: dict) -> dict:
 
 def op_sg_change(ctl: Controller, request: dict) -> dict:
     with ctl.lock:
-        return security.change_running(ctl, request)
+        return sgchange.change(ctl, request)
 
 
 OPS = {

@@ -3,7 +3,7 @@
 The control plane runs apart from the dataplane, as Hyperplane's does: this
 process owns the functions, ENIs and environments (``service.Controller``,
 recorded in SQLite under the state directory) and answers the CLI on a Unix
-socket, one JSON request line and one JSON reply line per connection, each
+socket (``jsonline``: one request line, one reply line per connection), each
 connection in its own thread (``api.OPS`` names the requests).  A ticker thread
 moves the model forward on the emulated clock every ``TICK`` seconds and hands
 the dataplane its whole configuration again every few seconds (constant work).
@@ -19,7 +19,6 @@ sessions through it are separate processes and keep running meanwhile.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -28,10 +27,10 @@ import sys
 import threading
 import traceback
 
+from hyperplane import jsonline
 from hyperplane.controller.api import OPS
-from hyperplane.controller.functions import ApiError
 from hyperplane.controller.service import Controller
-from hyperplane.topology import TopologyError
+from hyperplane.errors import ApiError, TopologyError, UsageError
 
 TICK = 0.2
 PARALLEL = ("invoke", "scale")
@@ -51,11 +50,9 @@ def handle(ctl: Controller, request: dict) -> dict:
         return {"ok": True, "result": ctl.serial(handler, ctl, request)}
     except ApiError as exc:
         return {"ok": False, "error": exc.to_dict()}
-    except TopologyError as exc:
+    except (TopologyError, UsageError) as exc:
         return {"ok": False, "usage": str(exc)}
     except Exception as exc:  # noqa: BLE001 - answered, logged, never fatal
-        if type(exc).__name__ == "UsageError":
-            return {"ok": False, "usage": str(exc)}
         log.error("request %s failed:\n%s", op, traceback.format_exc())
         return {"ok": False, "failure": f"{type(exc).__name__}: {exc}"}
 
@@ -63,13 +60,13 @@ def handle(ctl: Controller, request: dict) -> dict:
 class Handler(socketserver.StreamRequestHandler):
     def handle(self) -> None:
         ctl: Controller = self.server.controller  # type: ignore[attr-defined]
-        line = self.rfile.readline()
+        line = self.rfile.readline(jsonline.MAX_LINE)
         if not line:
             return
         try:
-            request = json.loads(line)
+            request = jsonline.decode(line)
         except ValueError:
-            self._reply({"ok": False, "usage": "the request is not JSON"})
+            self._reply({"ok": False, "usage": "the request is not a JSON object"})
             return
         if request.get("op") == "lease":
             self._lease(ctl, request)
@@ -77,7 +74,7 @@ class Handler(socketserver.StreamRequestHandler):
         self._reply(handle(ctl, request))
 
     def _reply(self, reply: dict) -> None:
-        self.wfile.write(json.dumps(reply).encode() + b"\n")
+        self.wfile.write(jsonline.encode(reply))
         self.wfile.flush()
 
     def _lease(self, ctl: Controller, request: dict) -> None:

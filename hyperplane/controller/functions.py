@@ -6,8 +6,8 @@ one being applied (``target``, while ``provisioning``), its state with
 reason and code, and its last update's status, with AWS's names and values
 (``Pending``/``Active``/``Inactive``/``Failed``; ``Creating``, ``Restoring``,
 ``Idle``, ``SubnetOutOfIPAddresses``...).  ``describe`` renders it with the
-field names of Lambda's GetFunctionConfiguration.  ``ApiError`` is an error
-of the emulated Lambda API, named as AWS names it.
+field names of Lambda's GetFunctionConfiguration.  Errors are ``errors.ApiError``,
+named as AWS names them.
 
 A VPC configuration here is ``VpcSpec``: subnet ids and security-group ids as
 given (they may name nothing: that is found when the ENIs are made).
@@ -16,6 +16,8 @@ given (they may name nothing: that is found when the ENIs are made).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+
+from hyperplane.errors import ApiError
 
 PENDING, ACTIVE, INACTIVE, FAILED = "Pending", "Active", "Inactive", "Failed"
 SUCCESSFUL, IN_PROGRESS = "Successful", "InProgress"
@@ -43,18 +45,6 @@ INVOKE_ERRORS = {
     "InvalidSubnet": "InvalidSubnetIDException",
     "InvalidSecurityGroup": "InvalidSecurityGroupIDException",
 }
-
-
-class ApiError(Exception):
-    """An error of the emulated Lambda API: AWS's exception name, message, HTTP status."""
-
-    def __init__(self, kind: str, message: str, status: int = 400, **extra: object) -> None:
-        super().__init__(f"{kind}: {message}")
-        self.kind, self.message, self.status, self.extra = kind, message, status, extra
-
-    def to_dict(self) -> dict:
-        return {"errorType": self.kind, "errorMessage": self.message,
-                "statusCode": self.status, **self.extra}
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from hyperplane import names
-from hyperplane.controller import ipam
-from hyperplane.controller.enis import Eni, EniKey, eni_id, used_addresses
-from hyperplane.controller.envs import Env
 from hyperplane.controller.functions import (
     ACTIVE,
     FAILED,
@@ -39,13 +35,16 @@ from hyperplane.controller.functions import (
     PENDING,
     REASONS,
     SUCCESSFUL,
-    ApiError,
     FunctionRecord,
     VpcSpec,
     check_vpc_request,
 )
-from hyperplane.timing import Timing
-from hyperplane.topology import Function, Topology, VpcConfig
+from hyperplane.errors import ApiError
+from hyperplane.model import ipam, names
+from hyperplane.model.enis import Eni, EniKey, eni_id, used_addresses
+from hyperplane.model.envs import Env
+from hyperplane.model.timing import Timing
+from hyperplane.model.topology import Function, Topology, VpcConfig
 
 CREATING, IN_USE, DELETING = "creating", "in-use", "deleting"
 

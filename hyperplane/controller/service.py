@@ -28,28 +28,21 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 
-from hyperplane import (
-    build,
-    client,
-    fabric,
-    fabric_egress,
-    names,
-    netlink,
-    procs,
-    secgroups,
-    settings,
-    state,
-    timing,
-    topology_egress,
-    vpcnet,
-)
-from hyperplane.controller import ipam
+from hyperplane import jsonline
 from hyperplane.controller.clock import Clock
-from hyperplane.controller.enis import Eni
-from hyperplane.controller.envs import Env, choose_subnet, eni_for
-from hyperplane.controller.functions import LEGACY, ApiError, FunctionRecord
+from hyperplane.controller.functions import LEGACY, FunctionRecord, VpcSpec
 from hyperplane.controller.lifecycle import IN_USE, Effects, Limits, Model
-from hyperplane.topology import Function, Topology, parse_topology
+from hyperplane.controller.snapshot import snapshot
+from hyperplane.dataplane.config import Snapshot
+from hyperplane.errors import ApiError, UnreachableError
+from hyperplane.fabric.desired import eni_objects, env_objects
+from hyperplane.fabric.objects import plan
+from hyperplane.kernel import build, netlink, procs, state, vpcservices
+from hyperplane.model import ipam, names, settings, timing
+from hyperplane.model.enis import Eni
+from hyperplane.model.envs import Env, choose_subnet, eni_for
+from hyperplane.model.parser import parse_topology
+from hyperplane.model.topology import Function, Topology, function_account
 
 READY_TIMEOUT = 15.0
 WORKER = "hp-kernel"
@@ -148,21 +141,21 @@ class Controller:
     def sync_enis(self) -> None:
         wanted = {e.id: e for e in self.model.enis}
         old = frozenset(o for e in self.built_enis.values() if e.id not in wanted
-                        for o in fabric.eni_objects(self.topology, e))
+                        for o in eni_objects(self.topology, e))
         new = frozenset(o for e in wanted.values() if e.id not in self.built_enis
-                        for o in fabric.eni_objects(self.topology, e))
+                        for o in eni_objects(self.topology, e))
         if old or new:
-            build.apply(fabric.plan(old, frozenset()) + fabric.plan(frozenset(), new))
+            build.apply(plan(old, frozenset()) + plan(frozenset(), new))
         self.built_enis = wanted
 
     def push(self) -> None:
-        reply = dataplane_request({"op": "config", "config": self.snapshot()})
+        reply = dataplane_request({"op": "config", "config": self.snapshot().to_dict()})
         if not reply.get("ok"):
             raise RuntimeError(f"the dataplane refused its configuration: {reply.get('error')}")
-        vpcnet.follow_membership(self.data, self.topology, self.model.enis)
+        vpcservices.follow_membership(self.data, self.topology, self.model.enis)
         self.last_push = time.monotonic()
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> Snapshot:
         """The dataplane's whole desired configuration."""
         return snapshot(self.topology, self.model.enis, self.model.envs)
 
@@ -211,8 +204,8 @@ class Controller:
         fresh = [env for env in made if env.index not in ready]
         for start in range(0, len(fresh), BUILD_CHUNK):
             objs = frozenset(o for env in fresh[start:start + BUILD_CHUNK]
-                             for o in fabric.env_objects(env))
-            build.apply(fabric.plan(frozenset(), objs))
+                             for o in env_objects(env))
+            build.apply(plan(frozenset(), objs))
         self.sync_enis()
         self.push()
         for env in made:
@@ -249,7 +242,7 @@ class Controller:
         spare.append({"index": index, "ip": ip})
         self.save()  # recorded before it exists
         try:
-            build.apply(fabric.plan(frozenset(), frozenset(fabric.env_objects(env))))
+            build.apply(plan(frozenset(), frozenset(env_objects(env))))
         except Exception:
             spare.remove({"index": index, "ip": ip})
             self.drop_namespace(env)
@@ -272,11 +265,11 @@ class Controller:
         args = ["--socket", state.env_socket(env.index), "--code", function.code,
                 "--handler", function.handler, "--function", function.name,
                 "--memory", str(function.memory), "--timeout", str(function.timeout),
-                "--account", topology_egress.function_account(self.topology, function)]
+                "--account", function_account(self.topology, function)]
         vpc_id = function.vpc_config.vpc_id if function.vpc_config else None
-        reply = client.request(state.zygote_socket(), {
+        reply = jsonline.request(state.zygote_socket(), {
             "op": "spawn", "netns": env.netns, "args": args, "log": str(state.log(env.id)),
-            "cwd": function.code, "resolv": vpcnet.resolv_file(vpc_id)})
+            "cwd": function.code, "resolv": vpcservices.resolv_file(vpc_id)})
         if not reply.get("ok"):
             raise RuntimeError(f"could not start environment {env.id}: {reply.get('error')}")
         return reply["pid"]
@@ -287,7 +280,7 @@ class Controller:
         if not cold:
             return env, cold, fn
         self.wait_legacy_eni(env)
-        if not client.wait_until(lambda: os.path.exists(state.env_socket(env.index)),
+        if not procs.wait_until(lambda: os.path.exists(state.env_socket(env.index)),
                                  READY_TIMEOUT, 0.002):
             self.release(env)
             raise RuntimeError(f"environment {env.id} did not start; see {state.log(env.id)}")
@@ -347,12 +340,12 @@ class Controller:
     def invoke(self, name: str, payload: object) -> dict:
         env, cold, fn = self.acquire(name)
         try:
-            client.wait_until(lambda: os.path.exists(state.env_socket(env.index)),
+            procs.wait_until(lambda: os.path.exists(state.env_socket(env.index)),
                               READY_TIMEOUT, 0.002)
-            reply = client.request(state.env_socket(env.index),
+            reply = jsonline.request(state.env_socket(env.index),
                                    {"payload": payload, "request_id": str(uuid.uuid4())},
                                    timeout=fn.timeout + 10)
-        except (client.UnreachableError, OSError) as exc:
+        except (UnreachableError, OSError) as exc:
             raise RuntimeError(f"environment {env.id} of {name} did not answer ({exc}); "
                                f"see {state.log(env.id)}") from None
         finally:
@@ -384,7 +377,7 @@ class Controller:
             return {}
         try:
             enis = dataplane_request({"op": "stats"})["stats"]["enis"]
-        except (client.UnreachableError, OSError):
+        except (UnreachableError, OSError):
             return {}
         self.last_sessions = {eni_id: c.get("sessions_active", 0) for eni_id, c in enis.items()}
         return self.last_sessions
@@ -403,51 +396,15 @@ class Controller:
 
 def record_of(function: Function, cfg: dict) -> FunctionRecord:
     """The file's function as a create request."""
-    from hyperplane.controller.functions import VpcSpec
     vpc = None
     if function.vpc_config is not None:
         vpc = VpcSpec(function.vpc_config.subnet_ids, function.vpc_config.security_group_ids,
                       function.vpc_config.ipv6_allowed_for_dual_stack)
     return FunctionRecord(function.name, function.handler, function.code, function.memory,
-                          function.timeout, getattr(function, "reserved_concurrency", None),
-                          timing.networking(getattr(function, "networking", None), cfg),
+                          function.timeout, function.reserved_concurrency,
+                          timing.networking(function.networking, cfg),
                           vpc=vpc)
 
 
 def dataplane_request(message: dict) -> dict:
-    return client.request(state.control_socket(), message)
-
-
-def snapshot(topology: Topology, enis: list[Eni], envs: list[Env]) -> dict:
-    """The dataplane's configuration: every ENI (its egress rules), every environment with
-    its ENI and, for a shared key that grew at the connection limit, the others (spill)."""
-    dataplane = settings.dataplane(topology.settings)
-    membership = secgroups.members(topology, enis)
-    common = {"connection_limit": dataplane["eni_connection_limit"],
-              "port_range": dataplane["port_range"], "mtu": names.LINK_MTU}
-    rows = [{"id": e.id, "ifname": e.plane_link, "ip": e.ip, "mac": e.mac,
-             "cidr": e.subnet_cidr, "gateway": ipam.gateway(e.subnet_cidr), **common,
-             "egress": secgroups.eni_egress(topology, e, membership)} for e in enis]
-    egress = fabric_egress.has_egress_port(topology)  # Lambda's own, for no-VPC envs
-    if egress:
-        rows.append({"id": names.EGRESS_ID, "ifname": names.EGRESS_PLANE_LINK,
-                     "ip": names.EGRESS_IP, "mac": names.mac(names.MAC_EGRESS, 0),
-                     "cidr": names.EGRESS_NET, "gateway": names.EGRESS_GATEWAY, **common,
-                     "egress": None})
-    by_id = {e.id: e for e in enis}
-    spill: dict[str, list[str]] = {}
-    for e in sorted(enis, key=lambda e: e.spill):
-        if e.spill and e.status == IN_USE and e.legacy_env is None:
-            spill.setdefault(str(e.key), []).append(e.id)
-    env_rows = []
-    for env in envs:
-        primary = by_id.get(env.eni_id) if env.eni_id else None
-        row = {"ifname": env.plane_link, "ip": env.ip, "mac": env.mac,
-               "gateway_ip": names.ENV_GATEWAY, "gateway_mac": env.gateway_mac,
-               "eni": env.eni_id or (names.EGRESS_ID if egress and env.subnet_id is None
-                                     else None)}
-        if primary is not None and primary.legacy_env is None:
-            row["spill"] = spill.get(str(primary.key), [])
-        env_rows.append(row)
-    return {"enis": rows, "envs": env_rows, "timeouts": dataplane["timeouts"],
-            "max_sessions": dataplane["max_sessions"]}
+    return jsonline.request(state.control_socket(), message)

@@ -16,7 +16,7 @@ import socket
 import sys
 from pathlib import Path
 
-from hyperplane import dnsmsg
+from hyperplane.services import dnsmsg
 
 
 def main(argv: list[str] | None = None) -> int:

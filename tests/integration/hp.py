@@ -12,7 +12,7 @@ from pathlib import Path
 from pyroute2 import netns
 
 REPO = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-m", "hyperplane.cli"]
+CLI = [sys.executable, "-m", "hyperplane.cli.main"]
 
 
 def run(*args: str, state_dir: Path, check: bool = True, timeout: float = 120,
@@ -48,7 +48,7 @@ def run_json(*args: str, state_dir: Path):
 
 def recorded(state_dir: Path) -> dict:
     """What the run recorded in its state database (``state.db``), as one document."""
-    from hyperplane import state
+    from hyperplane.kernel import state
     saved = os.environ.get("HYPERPLANE_STATE_DIR")
     os.environ["HYPERPLANE_STATE_DIR"] = str(state_dir)
     try:
@@ -76,7 +76,7 @@ def our_processes() -> list[int]:
             continue
         if any(part in (b"hyperplane.dataplane", b"hyperplane.services.httpd", b"lambda_vm.agent",
                         b"lambda_vm.zygote", b"hyperplane.services.dns",
-                        b"hyperplane.natgw_dataplane", b"hyperplane.controller.daemon")
+                        b"hyperplane.controller.daemon")
                for part in cmd):
             found.append(int(entry))
     return found

@@ -55,7 +55,7 @@ from pathlib import Path
 MODULE = [sys.executable, "-m", "tests.integration.packets"]
 CAPTURE = [sys.executable, "-m", "tests.integration.capture"]
 ETH_P_ALL = 3
-DROP_EXTRA = ("rx-error", "internal-error")
+DROP_EXTRA = ("rx_error", "internal_error")
 
 
 # =====================================================================================
@@ -95,9 +95,9 @@ def conntrack(state_dir: Path) -> list[dict]:
 def conntrack_now(state_dir: Path) -> list[dict]:
     """The same sessions as ``hyperplane conntrack --json``, asked on the dataplane's
     control socket directly: no process to start, so timing polls are fine-grained."""
-    from hyperplane import client
-    return client.request(str(state_dir / "dataplane.sock"),
-                          {"op": "conntrack", "eni": None})["sessions"]
+    from hyperplane import jsonline
+    return jsonline.request(str(state_dir / "dataplane.sock"),
+                            {"op": "conntrack", "eni": None})["sessions"]
 
 
 def counters(snapshot: dict, eni: str | None = None) -> dict:
@@ -110,7 +110,7 @@ def delta(before: dict, after: dict, key: str, eni: str | None = None) -> int:
 
 def drops(before: dict, after: dict, eni: str | None = None) -> dict[str, int]:
     """The drop reasons that grew between two ``stats`` snapshots, with how much."""
-    from hyperplane.pipeline import DROP_REASONS
+    from hyperplane.dataplane.pipeline import DROP_REASONS
     grown = {}
     for reason in DROP_REASONS + DROP_EXTRA:
         d = delta(before, after, reason, eni)
@@ -144,7 +144,7 @@ def env_address(state_dir: Path, fn: str) -> str:
 
 def env_link(state_dir: Path, env_ip: str) -> tuple[str, str]:
     """(namespace, link in hp-plane) of the environment with address ``env_ip``."""
-    from hyperplane import names
+    from hyperplane.model import names
     from tests.integration import hp
     data = hp.recorded(state_dir)
     env = next(e for e in data["envs"] if e["ip"] == env_ip)

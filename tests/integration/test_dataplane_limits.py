@@ -89,7 +89,7 @@ def test_sessions_expire_at_their_configured_timeouts(
                    str(_find(first, me, flows["udp_replied"])[0]["reply"]["dport"]),
                    state_dir=state_dir)
             assert pk.wait_for(lambda: pk.delta(before, pk.stats(state_dir),
-                                                "inbound-to-eni") == 1, 5, 0.1)
+                                                "inbound_to_eni") == 1, 5, 0.1)
         finally:
             job.stop()
     for kind, flow in flows.items():
@@ -147,8 +147,8 @@ def test_port_exhaustion_refuses_with_icmp_13_and_recovers_after_expiry(
         finally:
             job.stop()
     assert refused["connected"] is False and refused["error"] == "EHOSTUNREACH", refused
-    assert pk.drops(before, mid) == {"out-of-ports": 1}
-    assert pk.delta(before, mid, "out-of-ports", eni["id"]) == 1
+    assert pk.drops(before, mid) == {"out_of_ports": 1}
+    assert pk.delta(before, mid, "out_of_ports", eni["id"]) == 1
     taken = pk.sessions(rows, protocol="tcp", dst=DB, dport=7001)
     assert {s["original"]["sport"] for s in taken} == set(held["sports"])
     assert {s["reply"]["dport"] for s in taken} == PORTS
@@ -160,8 +160,8 @@ def test_port_exhaustion_refuses_with_icmp_13_and_recovers_after_expiry(
         <= TIMEOUTS["tcp_established"] + 1.5, recovered
     assert set(recovered["errors"]) == {"EHOSTUNREACH"}
     refusals = 1 + len(recovered["errors"])
-    assert pk.drops(before, after) == {"out-of-ports": refusals}
-    assert pk.delta(before, after, "out-of-ports", eni["id"]) == refusals
+    assert pk.drops(before, after) == {"out_of_ports": refusals}
+    assert pk.delta(before, after, "out_of_ports", eni["id"]) == refusals
     frames = pk.read_pcap(env_pcap)
     me = next(f["src"] for f in pk.flows(frames, 6) if f["dst"] == DB)
     # one code 13 per refused SYN (the capture goes on while the held sockets close: their

@@ -209,11 +209,11 @@ def test_hundred_environments_same_source_port_all_connect_distinct_eni_ports(
     sees 100 distinct ENI ports on the ENI's address, conntrack holds 100 ESTABLISHED
     sessions from port 40000, one of which kept 40000 on the ENI.
 
-    The environments are made first in one burst (``engine.start_envs``, as the bench
+    The environments are made first in one burst (``requests.start_envs``, as the bench
     does), then the 100 ``hyperplane exec --function fleet`` take one each (warm)."""
     eni = enis["subnet-a"]
-    subprocess.run([hp.CLI[0], "-c", "from hyperplane import engine; "
-                    "engine.start_envs('fleet', 100)"], cwd=hp.REPO, check=True, timeout=120,
+    subprocess.run([hp.CLI[0], "-c", "from hyperplane.emulator import requests; "
+                    "requests.start_envs('fleet', 100)"], cwd=hp.REPO, check=True, timeout=120,
                    env=dict(os.environ, HYPERPLANE_STATE_DIR=str(state_dir)))
     sync = tmp_path / "sync"
     sync.mkdir()
@@ -307,7 +307,7 @@ def test_out_of_window_rst_is_dropped_and_the_connection_goes_on(
             before = pk.stats(state_dir)
             _rst_from_db(state_dir, tmp_path, client, eni, session["reply"]["dport"], 1 << 30)
             assert pk.wait_for(lambda: pk.delta(before, pk.stats(state_dir),
-                                                "tcp-rst-out-of-window") >= 1, 5, 0.1)
+                                                "tcp_rst_out_of_window") >= 1, 5, 0.1)
             assert client.ask("roundtrip") == {"ok": True}
             after = pk.stats(state_dir)
             [now] = pk.sessions(pk.conntrack(state_dir), protocol="tcp", src=hello["ip"],
@@ -316,8 +316,8 @@ def test_out_of_window_rst_is_dropped_and_the_connection_goes_on(
         finally:
             client.stop()
     assert _rsts(pcap, hello["ip"]) == []
-    assert pk.drops(before, after) == {"tcp-rst-out-of-window": 1}
-    assert pk.delta(before, after, "tcp-rst-out-of-window", eni["id"]) == 1
+    assert pk.drops(before, after) == {"tcp_rst_out_of_window": 1}
+    assert pk.delta(before, after, "tcp_rst_out_of_window", eni["id"]) == 1
     assert now["state"] == "ESTABLISHED"
     assert now["packets"]["reply"] > session["packets"]["reply"]
 
@@ -392,7 +392,7 @@ def test_unsolicited_inbound_syn_and_udp_reach_no_environment_and_get_no_answer(
                        eni["ip"], "--sport", "7777", "--dport", f"{mapped},23456", "--count",
                        "3", state_dir=state_dir)
                 assert pk.wait_for(lambda: pk.delta(before, pk.stats(state_dir),
-                                                    "inbound-to-eni") >= 12, 5, 0.1)
+                                                    "inbound_to_eni") >= 12, 5, 0.1)
                 for quoted, bad in ((23456, []), (mapped, ["--bad-checksum"])):
                     hp.run(*pk.host("db"), *pk.MODULE, "icmp-error", "--dst", eni["ip"],
                            "--quoted-sport", str(quoted), "--quoted-dport", "7000", *bad,
@@ -403,8 +403,8 @@ def test_unsolicited_inbound_syn_and_udp_reach_no_environment_and_get_no_answer(
             code, out, err = listener.finish(timeout=20)
         finally:
             listener.stop()
-    assert pk.drops(before, after) == {"inbound-to-eni": 12, "icmp-error-no-session": 1,
-                                       "icmp-bad-checksum": 1}
+    assert pk.drops(before, after) == {"inbound_to_eni": 12, "icmp_error_no_session": 1,
+                                       "icmp_bad_checksum": 1}
     assert pk.drops(before, after, eni["id"]) == pk.drops(before, after)
     assert pk.delta(before, after, "sessions_created") == 0
     db_frames = pk.read_pcap(db_pcap)

@@ -154,9 +154,9 @@ def test_traceroute_shows_hyperplane_the_vpc_router_and_db(
         mapped = {s["reply"]["dport"] for s in pk.sessions(rows, sport=sport)}
         assert len(mapped) == 1 and mapped != {sport}  # one ENI port (endpoint-independent)
     assert pk.checksum_problems(pk.addressed_to(frames, me, proto=1)) == []
-    assert pk.delta(before, after, "ttl-expired", eni["id"]) == 1
+    assert pk.delta(before, after, "ttl_expired", eni["id"]) == 1
     assert pk.delta(before, after, "icmp_errors_sent") == 1
-    assert pk.drops(before, after) == {"ttl-expired": 1}
+    assert pk.drops(before, after) == {"ttl_expired": 1}
 
 
 # -- MTU ---------------------------------------------------------------------------------------
@@ -203,8 +203,8 @@ def test_ping_past_the_eni_mtu_is_fragmented_without_df_and_refused_with_df(
     pieces = [f for f in pk.fragments_of(db_frames) if f["src"] == eni["ip"]]
     assert len(pieces) >= 3 and max(f["len"] for f in pieces) <= 1500
     assert pk.checksum_problems(db_frames) == []
-    assert pk.drops(before, after) == {"mtu-exceeded": 1}
-    assert pk.delta(before, after, "mtu-exceeded", eni["id"]) == 1
+    assert pk.drops(before, after) == {"mtu_exceeded": 1}
+    assert pk.delta(before, after, "mtu_exceeded", eni["id"]) == 1
     assert pk.delta(before, after, "fragmented") == 1
     assert pk.delta(before, after, "icmp_errors_sent") == 1
 

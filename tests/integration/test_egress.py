@@ -78,13 +78,13 @@ def test_the_internet_sees_only_the_elastic_ip(natgw: dict, state_dir: Path,
 
 
 def test_nothing_opens_a_flow_from_the_internet(natgw: dict, state_dir: Path) -> None:
-    before = natgw_counters(state_dir).get("inbound-to-nat-gateway", 0)
+    before = natgw_counters(state_dir).get("inbound_to_nat_gateway", 0)
     assert in_inet("ping", "-c", "2", "-i", "0.2", "-W", "1", EIP, check=False).returncode
     result = in_inet(*PROBE, "--timeout", "1", f"tcp:{EIP}:8080", "tcp:10.0.1.20:8080")
     to_eip, to_private = (r["result"] for r in json.loads(result.stdout))
     assert to_eip == "timeout"  # dropped by the NAT gateway (no session)
     assert to_private in ("error", "unreachable")  # no route to a private address at all
-    assert natgw_counters(state_dir)["inbound-to-nat-gateway"] - before >= 3
+    assert natgw_counters(state_dir)["inbound_to_nat_gateway"] - before >= 3
 
 
 def test_handlers_use_vpc_names_and_the_internet(natgw: dict, state_dir: Path) -> None:

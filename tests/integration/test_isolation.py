@@ -123,7 +123,7 @@ def test_no_environment_reaches_another(tenants: dict, state_dir: Path) -> None:
                         state_dir=state_dir, check=False)
         assert result.returncode != 0
     after = counters(state_dir, "blue")
-    assert delta(before, after, "env-to-env") == len(peers)
+    assert delta(before, after, "env_to_env") == len(peers)
 
 
 def test_no_hyperplane_address_but_the_gateway(tenants: dict, state_dir: Path) -> None:
@@ -134,7 +134,7 @@ def test_no_hyperplane_address_but_the_gateway(tenants: dict, state_dir: Path) -
                         target, state_dir=state_dir, check=False)
         assert result.returncode != 0
     after = counters(state_dir, "blue")
-    assert delta(before, after, "to-hyperplane") >= 3
+    assert delta(before, after, "to_hyperplane") >= 3
     neighbours = hp.run("exec", "--function", "blue", "--", "ip", "neigh", "show",
                         "169.254.0.1", state_dir=state_dir).stdout
     assert "lladdr" in neighbours

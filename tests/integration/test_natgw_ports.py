@@ -55,9 +55,9 @@ def test_ports_per_destination_run_out_then_come_back(narrow: dict, state_dir: P
         while not ready.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert ready.exists()
-    before = gateway(state_dir).get("ErrorPortAllocation", 0)
+    before = gateway(state_dir).get("error_port_allocation", 0)
     assert probe(state_dir) == "timeout"  # a third connection to the same destination
-    assert gateway(state_dir)["ErrorPortAllocation"] > before
+    assert gateway(state_dir)["error_port_allocation"] > before
     for proc in held:
         proc.communicate(timeout=20)
     time.sleep(2.5)  # the idle timeout (2 s) frees the two ports

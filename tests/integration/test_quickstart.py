@@ -92,7 +92,7 @@ def test_ping_is_refused_once_sg_db_stops_admitting_icmp(state_dir: Path,
 
     def db_denied(groups: list[dict]) -> int:
         return next(g for g in groups if g["id"] == "sg-db")["host_drops"]["db"][
-            "sg-ingress-deny"]
+            "sg_ingress_deny"]
     assert db_denied(after) - db_denied(before) >= 3
 
 
@@ -118,7 +118,7 @@ def test_db_cannot_reach_an_environment(state_dir: Path, quickstart: dict) -> No
                     state_dir=state_dir, check=False)
     assert result.returncode != 0
     after = hp.run_json("stats", state_dir=state_dir)["global"]
-    assert after["inbound-to-eni"] - before["inbound-to-eni"] >= 2
+    assert after["inbound_to_eni"] - before["inbound_to_eni"] >= 2
 
 
 def test_twenty_concurrent_invocations(state_dir: Path, enis: list[dict]) -> None:

@@ -49,7 +49,7 @@ def probe(state_dir: Path, source: str, *targets: str, timeout: float = 1.5) -> 
     return {r["target"]: r["result"] for r in json.loads(out)}
 
 
-def eni_drops(state_dir: Path, function: str, reason: str = "sg-egress-deny") -> int:
+def eni_drops(state_dir: Path, function: str, reason: str = "sg_egress_deny") -> int:
     enis = [e["id"] for e in hp.run_json("eni", "list", state_dir=state_dir)
             if function in e["functions"]]
     stats = hp.run_json("stats", state_dir=state_dir)["enis"]
@@ -101,7 +101,7 @@ def test_udp_port_range_from_both_ends(topology: dict, udp_echo: None,
     eni_before, db_before = eni_drops(state_dir, "batch"), host_drops(state_dir, "db")
     assert probe(state_dir, "batch", f"udp:{DB}:5005") == {f"udp:{DB}:5005": "timeout"}
     assert eni_drops(state_dir, "batch") == eni_before
-    assert host_drops(state_dir, "db")["sg-ingress-deny"] > db_before["sg-ingress-deny"]
+    assert host_drops(state_dir, "db")["sg_ingress_deny"] > db_before["sg_ingress_deny"]
 
 
 def test_icmp_rules_and_an_empty_egress_list(topology: dict, state_dir: Path) -> None:
@@ -109,18 +109,18 @@ def test_icmp_rules_and_an_empty_egress_list(topology: dict, state_dir: Path) ->
     assert ping(state_dir, "batch", DB)     # default egress, sg-db admits icmp from the VPC
     before = host_drops(state_dir, "cache")
     assert not ping(state_dir, "cache", DB)  # sg-cache has `egress: []`
-    assert host_drops(state_dir, "cache")["sg-egress-deny"] >= before["sg-egress-deny"] + 2
+    assert host_drops(state_dir, "cache")["sg_egress_deny"] >= before["sg_egress_deny"] + 2
 
 
 def test_group_peer_admits_every_member_and_only_members(topology: dict,
                                                          state_dir: Path) -> None:
-    before = host_drops(state_dir, "db")["sg-ingress-deny"]
+    before = host_drops(state_dir, "db")["sg_ingress_deny"]
     assert probe(state_dir, "ops", f"tcp:{DB}:8080") == {f"tcp:{DB}:8080": "connected"}
     for function in ("batch", "worker"):  # not in sg-api: refused by db, not by their ENI
         eni_before = eni_drops(state_dir, function)
         assert probe(state_dir, function, f"tcp:{DB}:8080") == {f"tcp:{DB}:8080": "timeout"}
         assert eni_drops(state_dir, function) == eni_before
-    assert host_drops(state_dir, "db")["sg-ingress-deny"] >= before + 2
+    assert host_drops(state_dir, "db")["sg_ingress_deny"] >= before + 2
 
 
 def test_group_membership_is_every_eni_of_the_group(topology: dict, state_dir: Path) -> None:
@@ -150,10 +150,10 @@ def test_cidr_rule_and_stateful_replies(topology: dict, state_dir: Path) -> None
     assert probe(state_dir, "worker", f"tcp:{CACHE}:6379") == {f"tcp:{CACHE}:6379":
                                                                 "connected"}
     after = host_drops(state_dir, "cache")
-    assert after["sg-egress-deny"] == before["sg-egress-deny"]
+    assert after["sg_egress_deny"] == before["sg_egress_deny"]
     # batch's ENI is in 10.0.1.0/24: refused by cache
     assert probe(state_dir, "batch", f"tcp:{CACHE}:6379") == {f"tcp:{CACHE}:6379": "timeout"}
-    assert host_drops(state_dir, "cache")["sg-ingress-deny"] > after["sg-ingress-deny"]
+    assert host_drops(state_dir, "cache")["sg_ingress_deny"] > after["sg_ingress_deny"]
 
 
 def test_nothing_opens_a_flow_toward_an_eni_whatever_its_ingress(topology: dict,
@@ -162,12 +162,12 @@ def test_nothing_opens_a_flow_toward_an_eni_whatever_its_ingress(topology: dict,
     eni = next(e for e in hp.run_json("eni", "list", state_dir=state_dir)
                if "api" in e["functions"] and e["subnet"] == "subnet-a")
     before = hp.run_json("stats", state_dir=state_dir)["enis"][eni["id"]].get(
-        "inbound-to-eni", 0)
+        "inbound_to_eni", 0)
     assert ping(state_dir, "db", OPS)
     assert not ping(state_dir, "db", eni["ip"])
     assert probe(state_dir, "db", f"tcp:{eni['ip']}:8080", timeout=1) == {
         f"tcp:{eni['ip']}:8080": "timeout"}
-    after = hp.run_json("stats", state_dir=state_dir)["enis"][eni["id"]]["inbound-to-eni"]
+    after = hp.run_json("stats", state_dir=state_dir)["enis"][eni["id"]]["inbound_to_eni"]
     assert after - before >= 3
 
 
@@ -205,7 +205,7 @@ def test_revoke_keeps_tracked_flows_and_refuses_new_ones(topology: dict, state_d
         db_before, eni_before = host_drops(state_dir, "db"), eni_drops(state_dir, "api")
         assert probe(state_dir, "api", f"tcp:{DB}:8080") == {f"tcp:{DB}:8080": "timeout"}
         if where == "db":
-            assert host_drops(state_dir, "db")["sg-ingress-deny"] > db_before["sg-ingress-deny"]
+            assert host_drops(state_dir, "db")["sg_ingress_deny"] > db_before["sg_ingress_deny"]
         else:
             assert eni_drops(state_dir, "api") > eni_before
             assert host_drops(state_dir, "db") == db_before

@@ -1,0 +1,2 @@
+"""The ``hyperplane`` command line: click commands only (parse, call, print).
+"""

@@ -1,0 +1,231 @@
+"""The ``hyperplane`` command line (click).
+
+Every command but ``validate`` needs root (namespaces, raw sockets); without
+it the command prints one line saying so and exits with code 2.  Errors in a
+topology file or in a request exit with code 2 and one line; a failure of the
+emulator itself exits with code 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from hyperplane.cli import control, measure, network
+from hyperplane.cli.output import emit, fail
+from hyperplane.emulator import cleanup as clean
+from hyperplane.emulator import requests, run, running
+from hyperplane.errors import ApiError, TopologyError, UnreachableError, UsageError
+
+NO_ROOT = ("validate",)
+
+
+class Group(click.Group):
+    """Turns the project's known errors into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except (TopologyError, UsageError) as exc:
+            fail(str(exc), 2)
+        except ApiError as exc:
+            fail(str(exc), 1)
+        except UnreachableError as exc:
+            fail(f"a process of the emulator does not answer ({exc}); "
+                  "see `hyperplane status`, or `hyperplane cleanup` after a crash", 1)
+        except RuntimeError as exc:
+            fail(str(exc), 1)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="hyperplane")
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Emulate AWS Lambda functions reaching a VPC through shared Hyperplane ENIs."""
+    help_asked = any(a in ("-h", "--help") for a in sys.argv[1:])
+    if ctx.invoked_subcommand not in NO_ROOT and not help_asked and os.geteuid() != 0:
+        fail("must run as root (namespaces and raw sockets); use sudo", 2)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+def validate(file: str) -> None:
+    """Check a topology file without building anything (no root needed)."""
+    topology = running.load(file)
+    click.echo(f"{file}: ok ({len(topology.vpcs)} VPCs, {len(topology.functions)} functions)")
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="print the status as JSON")
+@click.option("--no-wait", is_flag=True, help="return while functions are still Pending")
+def up(file: str, as_json: bool, no_wait: bool) -> None:
+    """Validate FILE, build it, start the daemons; return when no function is Pending."""
+    result = run.up(file, wait=not no_wait)
+    emit(result, as_json, _status_text(result))
+
+
+@main.command()
+def down() -> None:
+    """Stop the processes and remove every object of the running topology."""
+    if run.down():
+        click.echo("down: every namespace, link and process removed")
+    else:
+        click.echo("down: nothing was up")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def cleanup(as_json: bool) -> None:
+    """Remove what a killed run left (hp-* namespaces, recorded processes), nothing else."""
+    result = clean.cleanup()
+    emit(result, as_json, f"cleanup: removed {len(result['namespaces'])} namespaces, "
+                           f"ended {len(result['processes'])} processes")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def status(as_json: bool) -> None:
+    """What is up: functions, ENIs, environments, hosts, the dataplane."""
+    result = running.status()
+    emit(result, as_json, _status_text(result))
+
+
+def _status_text(s: dict) -> str:
+    if not s.get("up"):
+        return "nothing is up"
+    dp, ctl = s["dataplane"], s["controller"]
+    lines = [f"topology    {s['topology']}",
+             f"dataplane   pid {dp['pid']} {'running' if dp['alive'] else 'NOT RUNNING'}, "
+             f"{dp['sessions_active']} sessions",
+             f"controller  pid {ctl['pid']} {'running' if ctl['alive'] else 'NOT RUNNING'}, "
+             f"timing profile {s['timing']['profile']}",
+             f"ENIs        {s['enis']}    environments {s['environments']}"]
+    for f in s["functions"]:
+        lines.append(f"function    {f['name']:<16} {f['state']:<8} {f['vpc_id'] or '(no VPC)'} "
+                     f"ENIs {', '.join(f['enis']) or '-'}  envs {f['environments']}")
+    for h in s["hosts"]:
+        lines.append(f"host        {h['name']:<16} {h['ip']:<15} {h['subnet']} ({h['namespace']})")
+    return "\n".join(lines)
+
+
+@main.group()
+def eni() -> None:
+    """Hyperplane ENIs."""
+
+
+@eni.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def eni_list(as_json: bool) -> None:
+    """One row per ENI: one per (subnet, security-group set), shared by functions."""
+    rows = running.eni_rows(running.require())
+    text = [f"{'ID':<22} {'VPC':<10} {'SUBNET':<10} {'IP':<15} {'STATUS':<9} "
+            f"{'SECURITY GROUPS':<20} FUNCTIONS"]
+    for r in rows:
+        text.append(f"{r['id']:<22} {r['vpc']:<10} {r['subnet']:<10} {r['ip']:<15} "
+                    f"{r['status']:<9} {','.join(r['security_groups']):<20} "
+                    f"{','.join(r['functions'])}")
+    emit(rows, as_json, "\n".join(text))
+
+
+@main.command()
+@click.argument("function")
+@click.option("--payload", default="{}", help="the event, as JSON")
+@click.option("--json", "as_json", is_flag=True,
+              help="print the whole reply: result, cold, durations, environment, ENI")
+def invoke(function: str, payload: str, as_json: bool) -> None:
+    """Run FUNCTION's handler in an execution environment and print its JSON result."""
+    try:
+        event = json.loads(payload)
+    except ValueError as exc:
+        raise UsageError(f"--payload is not valid JSON: {exc}") from None
+    try:
+        reply = requests.invoke(function, event)
+    except ApiError as exc:  # the Lambda API refused: e.g. not ready, throttled
+        click.echo(json.dumps(exc.error, indent=2 if as_json else None))
+        click.echo(f"hyperplane: {exc}", err=True)
+        sys.exit(1)
+    failed = "errorType" in reply
+    if as_json:
+        click.echo(json.dumps(reply, indent=2))
+    elif failed:
+        click.echo(json.dumps({k: reply[k] for k in ("errorMessage", "errorType")}))
+    else:
+        click.echo(json.dumps(reply["result"]))
+    if failed:
+        sys.exit(1)
+
+
+@main.command("exec", context_settings={"ignore_unknown_options": True,
+                                        "allow_interspersed_args": False})
+@click.option("--function", "function", help="run in an execution environment of FUNCTION")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, required=True)
+def exec_(function: str | None, args: tuple[str, ...]) -> None:
+    """Run a command in a host's namespace (HOST -- CMD) or a function's environment."""
+    argv = list(args)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if function:
+        if not argv:
+            raise UsageError("usage: hyperplane exec --function NAME -- CMD...")
+        sys.exit(requests.exec_in_function(function, running.require().vpc_of_subnet, argv))
+    if len(argv) < 2:
+        raise UsageError("usage: hyperplane exec HOST -- CMD...")
+    host, command = argv[0], argv[1:]
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise UsageError("usage: hyperplane exec HOST -- CMD...")
+    sys.exit(running.exec_in_host(host, command))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def stats(as_json: bool) -> None:
+    """Dataplane counters: per ENI and global, every drop reason by name."""
+    recorded = running.require()
+    result = requests.dataplane_request({"op": "stats"})["stats"]
+    lines = [f"{k:<24} {v}" for k, v in sorted(result["global"].items())]
+    for eni_id, counters in sorted(result["enis"].items()):
+        lines.append(f"[{eni_id}]")
+        lines += [f"  {k:<22} {v}" for k, v in sorted(counters.items())]
+    if "natgw" in recorded.data["procs"]:  # the NAT gateway role's own counters
+        natgw = requests.natgw_stats()
+        result["nat_gateways"] = natgw
+        for gateway_id, counters in sorted(natgw["gateways"].items()):
+            lines.append(f"[{gateway_id}]")
+            lines += [f"  {k:<22} {v}" for k, v in sorted(counters.items())]
+    emit(result, as_json, "\n".join(lines))
+
+
+@main.command()
+@click.option("--eni", "eni_id", help="only this ENI's sessions")
+@click.option("--json", "as_json", is_flag=True)
+def conntrack(eni_id: str | None, as_json: bool) -> None:
+    """Sessions through Hyperplane, like `conntrack -L`."""
+    running.require()
+    rows = requests.dataplane_request({"op": "conntrack", "eni": eni_id})["sessions"]
+    text = []
+    for r in rows:
+        o, p = r["original"], r["reply"]
+        text.append(f"{r['protocol']:<5} {r['timeout']:>6} {(r.get('state') or ''):<11} "
+                    f"src={o['src']} dst={o['dst']} "
+                    f"sport={o['sport']} dport={o['dport']} packets={r['packets']['original']} "
+                    f"bytes={r['bytes']['original']} src={p['src']} dst={p['dst']} "
+                    f"sport={p['sport']} dport={p['dport']} packets={r['packets']['reply']} "
+                    f"bytes={r['bytes']['reply']}{'' if r['replied'] else ' [UNREPLIED]'} "
+                    f"eni={r['eni']}")
+    emit(rows, as_json, "\n".join(text) or "no sessions")
+
+
+for _command in (*network.COMMANDS, *control.COMMANDS, *measure.COMMANDS):
+    main.add_command(_command)
+
+
+if __name__ == "__main__":
+    main()

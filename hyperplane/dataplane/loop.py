@@ -1,0 +1,245 @@
+"""The Hyperplane process: receive frames, run the pipeline, send frames (I/O).
+
+Runs inside the ``hp-plane`` namespace, started by ``hyperplane up`` as
+``python -m hyperplane.dataplane --control STATE_DIR/dataplane.sock``.  One epoll
+loop serves every link's packet socket and a Unix control socket.  On readiness a
+socket is drained in a bounded batch (``BATCH`` frames) into one reusable buffer;
+each frame goes through ``pipeline.Pipeline.receive`` and out through the other
+link's socket.  With
+no traffic the loop sleeps in epoll (a timer only while ARP is pending).
+
+Control protocol: ``jsonline`` (one request line, one reply line, per connection).
+
+    {"op": "ping"}                      -> {"ok": true, "pid": ...}
+    {"op": "config", "config": {...}}   -> the whole desired configuration, as a snapshot
+    {"op": "stats"}                     -> global and per-ENI counters
+    {"op": "conntrack", "eni": ID|null} -> sessions
+
+The configuration is always a complete snapshot (``config.Snapshot``: ENIs,
+environments, timeouts), never a delta: ``config.plan`` compares it with the
+ports the dataplane has, and ``apply`` performs that diff (sockets closed and
+opened, every wanted port's settings set again).  A malformed snapshot is
+refused whole, with the field named, and changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import sys
+import time
+import traceback
+
+from hyperplane import jsonline
+from hyperplane.dataplane.acl import RuleSet
+from hyperplane.dataplane.config import Existing, Plan, Snapshot, plan
+from hyperplane.dataplane.pipeline import EniPort, EnvPort, Pipeline
+from hyperplane.dataplane.sockets import PacketSocket
+
+BATCH = 64
+SPIN = 0.0002  # seconds of polling without sleep after traffic (adaptive, idle CPU stays 0)
+BUFFER = 65536 + 256
+IO_COUNTERS = ("rx_error", "internal_error", "rx_socket_dropped")
+
+
+class Dataplane:
+    def __init__(self, control_path: str) -> None:
+        self.pipeline = Pipeline()
+        self.counters = self.pipeline.counters
+        self.counters.update(dict.fromkeys(IO_COUNTERS, 0))
+        self.sockets: dict[str, PacketSocket] = {}
+        self.by_fd: dict[int, tuple] = {}
+        self.epoll = select.epoll()
+        self.running = True
+        if os.path.exists(control_path):
+            os.unlink(control_path)
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(control_path)
+        self.server.listen(16)
+        self.server.setblocking(False)
+        self.epoll.register(self.server.fileno(), select.EPOLLIN)
+
+    # -- ports ----------------------------------------------------------------
+    def _open(self, port: EniPort | EnvPort) -> None:
+        sock = self.sockets.get(port.ifname)
+        if sock is None:
+            sock = PacketSocket(port.ifname)
+            self.sockets[port.ifname] = sock
+            self.epoll.register(sock.fileno(), select.EPOLLIN)
+        self.by_fd[sock.fileno()] = (port, sock.recv_into)
+        port.tx = self._make_tx(sock)
+
+    def _close(self, ifname: str) -> None:
+        sock = self.sockets.pop(ifname, None)
+        if sock is None:
+            return
+        fd = sock.fileno()
+        self.by_fd.pop(fd, None)
+        self.epoll.unregister(fd)
+        sock.close()
+
+    def _make_tx(self, sock: PacketSocket):
+        send = sock.sock.send
+        counters = self.counters
+
+        def tx(frame) -> None:
+            try:
+                send(frame)
+            except BlockingIOError:
+                counters["tx_full"] += 1
+            except OSError:
+                counters["tx_error"] += 1
+        return tx
+
+    # -- configuration ------------------------------------------------------------
+    def existing(self) -> Existing:
+        pl = self.pipeline
+        return Existing({e.id: (e.ip, e.ifname) for e in pl.enis.values()},
+                        {name: env.ip for name, env in pl.envs.items()})
+
+    def apply_config(self, config: dict) -> None:
+        """A snapshot as it came on the wire: checked whole, then the diff applied."""
+        snapshot = Snapshot.from_dict(config)
+        self.apply(plan(self.existing(), snapshot), snapshot)
+
+    def apply(self, diff: Plan, snapshot: Snapshot) -> None:
+        pl = self.pipeline
+        pl.timeouts = snapshot.timeouts
+        pl.max_sessions = snapshot.max_sessions
+        for eni_id in diff.close_enis:
+            self._close(pl.enis.pop(eni_id).ifname)
+        for e in diff.open_enis:
+            eni = EniPort(e.id, e.ifname, e.ip, e.mac, e.cidr, e.gateway, e.connection_limit,
+                          e.port_range, e.mtu)
+            pl.enis[e.id] = eni
+            self._open(eni)
+        now = time.monotonic()
+        for e in diff.enis:
+            eni = pl.enis[e.id]
+            eni.connection_limit = e.connection_limit
+            # new flows follow the new rules; tracked ones keep going (stateful)
+            eni.egress = None if e.egress is None else RuleSet(e.egress)
+            eni.mtu = e.mtu
+            pl.resolve(eni, eni.gateway_bytes, now)
+        for ifname in diff.close_envs:
+            pl.envs.pop(ifname).tx = lambda _frame: None
+            self._close(ifname)
+        for e in diff.open_envs:
+            env = EnvPort(e.ifname, e.ip, e.mac, e.gateway_ip, e.gateway_mac, None)
+            pl.envs[e.ifname] = env
+            self._open(env)
+        for e in diff.envs:
+            env = pl.envs[e.ifname]
+            env.eni = pl.enis[e.eni] if e.eni is not None else None
+            env.spill = tuple(pl.enis[i] for i in e.spill)
+
+    # -- control ------------------------------------------------------------------
+    def handle_control(self) -> None:
+        try:
+            conn, _ = self.server.accept()
+        except BlockingIOError:
+            return
+        jsonline.serve(conn, self.answer)
+
+    def answer(self, request: dict) -> dict:
+        op = request.get("op")
+        if op == "ping":
+            return {"ok": True, "pid": os.getpid()}
+        if op == "config":
+            self.apply_config(request["config"])
+            return {"ok": True}
+        if op == "stats":
+            return {"ok": True, "stats": self.stats()}
+        if op == "conntrack":
+            return {"ok": True, "sessions": self.conntrack(request.get("eni"))}
+        return {"ok": False, "error": f"unknown op {op!r}"}
+
+    def stats(self) -> dict:
+        pl = self.pipeline
+        dropped = sum(sock.dropped() for sock in self.sockets.values())
+        # the kernel's own drops on our sockets (buffer full), before we saw the frames
+        self.counters["rx_socket_dropped"] += dropped
+        enis = {}
+        now = time.monotonic()
+        for eni in pl.enis.values():
+            if len(eni.table) >= eni.connection_limit:
+                # at the limit by the count: free what expired, so that the count says
+                # whether the ENI is really full (the controller adds an ENI when it is)
+                for old in eni.table.reap(now, budget=len(eni.table.order)):
+                    pl._release(eni, old)  # noqa: SLF001 - the pipeline's own bookkeeping
+            enis[eni.id] = dict(eni.counters, sessions_active=len(eni.table),
+                                sessions_created=eni.table.created,
+                                arp_resolved=len(eni.arp))
+        return {"global": dict(pl.counters, sessions_active=pl.session_count()), "enis": enis}
+
+    def conntrack(self, eni_id: str | None) -> list[dict]:
+        now = time.monotonic()
+        rows = []
+        for eni in self.pipeline.enis.values():
+            if eni_id and eni.id != eni_id:
+                continue
+            for s in eni.table.live(now):
+                rows.append(dict(s.describe(now), eni=eni.id))
+        return rows
+
+    # -- loop -----------------------------------------------------------------------
+    def run(self) -> None:
+        buf = bytearray(BUFFER)
+        pl = self.pipeline
+        receive = pl.receive
+        server_fd = self.server.fileno()
+        last_tick = 0.0
+        spin_until = 0.0
+        while self.running:
+            # Adaptive polling: right after traffic, look again without sleeping for a
+            # short while (a reply usually follows within tens of microseconds), so a
+            # request/response pays one wake-up instead of two; idle, block in epoll.
+            if time.monotonic() < spin_until:
+                timeout = 0
+            else:
+                timeout = 0.05 if pl.has_timers() else 1.0
+            try:
+                events = self.epoll.poll(timeout)
+            except InterruptedError:
+                continue
+            now = time.monotonic()
+            if events:
+                spin_until = now + SPIN
+            for fd, _mask in events:
+                if fd == server_fd:
+                    self.handle_control()
+                    continue
+                entry = self.by_fd.get(fd)
+                if entry is None:
+                    continue
+                port, recv_into = entry
+                for _ in range(BATCH):
+                    try:
+                        n = recv_into(buf)
+                    except BlockingIOError:
+                        break
+                    except OSError:
+                        self.counters["rx_error"] += 1
+                        break
+                    try:
+                        receive(port, buf, n, now)
+                    except Exception:  # never let one frame stop the dataplane
+                        self.counters["internal_error"] += 1
+                        if self.counters["internal_error"] <= 3:
+                            traceback.print_exc()
+            if now - last_tick >= 0.05:
+                last_tick = now
+                pl.tick(now)
+
+    def stop(self, *_args) -> None:
+        self.running = False
+
+
+def serve(dp: Dataplane, what: str) -> int:
+    signal.signal(signal.SIGTERM, dp.stop)
+    signal.signal(signal.SIGINT, dp.stop)
+    print(f"{what} pid {os.getpid()} ready", file=sys.stderr, flush=True)
+    dp.run()
+    return 0

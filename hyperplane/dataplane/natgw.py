@@ -1,0 +1,228 @@
+"""The NAT gateway role of the userspace NAT engine (pure).
+
+AWS builds NAT gateways on Hyperplane too; here the same engine (``pipeline.Pipeline``'s
+ARP and next-hop resolution, the one NAT rewrite ``rewrite.translate``, ``conntrack``
+sessions under both keys with amortised expiry) runs in a second role, in its own process
+(``natgw_loop``, started as ``python -m hyperplane.dataplane --role natgw``):
+
+* A ``NatGatewayPort`` is the gateway's one link on its (public) subnet's bridge.  It
+  owns the gateway's private address (answers ARP for it) and its Elastic IP: the internet
+  gateway's one-to-one translation is folded in, so translated packets leave with the
+  Elastic IP as source and the VPC router routes that address back to the private one.
+* Outbound (any destination that is neither address): the source must be in the VPC;
+  the source becomes the Elastic IP and the source port (ICMP echo identifier) a port of
+  1024-65535 free *for that destination* (protocol, address, port): at most
+  ``per_destination`` (55,000) connections to one destination, as AWS documents; the
+  original port is kept when free, otherwise up to 64 random ones are tried.  Failure
+  is counted ``error_port_allocation`` (AWS's metric ``ErrorPortAllocation``) and the
+  packet dropped.
+  Translated packets go to the subnet router (the subnet's route table sends them on to
+  the internet gateway).
+* Inbound to the Elastic IP: only replies of a tracked flow pass, rewritten back and sent
+  to the inside host (on-link, or through the subnet router).  Anything else is dropped
+  (``inbound_to_nat_gateway`` for a packet opening a flow, else ``no_session``).
+* Every session idles out after ``idle_timeout`` (350 s, AWS's value), whatever its
+  protocol; there is no TCP state machine, no ICMP error translation and no fragment
+  handling in this role (fragments and ICMP errors are dropped and counted).
+
+Everything the pipeline counts is counted here too, per gateway and globally.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+
+from hyperplane.dataplane import packet as p
+from hyperplane.dataplane.conntrack import INBOUND, Session, make_session
+from hyperplane.dataplane.packet import (
+    ETH_TYPE,
+    ICMP_ID,
+    IP,
+    IP_DST,
+    IP_FRAG,
+    IP_FRAG_LOW,
+    IP_PROTO,
+    IP_SRC,
+    IP_SRC_AT,
+    IP_TTL,
+    IP_VIHL,
+    L4_DPORT,
+    L4_MIN,
+    L4_SPORT,
+    TCP_MIN,
+)
+from hyperplane.dataplane.pipeline import Pipeline
+from hyperplane.dataplane.ports import EniPort
+from hyperplane.dataplane.rewrite import translate
+
+IPS = struct.Struct("!8s").unpack_from
+WORD32 = struct.Struct("!I").unpack_from
+WORD16 = struct.Struct("!H").unpack_from
+ATTEMPTS = 64
+NATGW_DROPS = ("error_port_allocation", "not_from_vpc", "to_nat_gateway",
+               "inbound_to_nat_gateway")
+
+
+class NatGatewayPort(EniPort):
+    """A NAT gateway's link: private address, Elastic IP, ports per destination."""
+
+    def __init__(self, gateway_id: str, ifname: str, ip: str, mac: str, cidr: str,
+                 gateway: str, elastic_ip: str, vpc_cidr: str, per_destination: int = 55000,
+                 port_range: tuple[int, int] = (1024, 65535), idle_timeout: float = 350.0,
+                 seed: int | None = None) -> None:
+        super().__init__(gateway_id, ifname, ip, mac, cidr, gateway)
+        self.eip_bytes = p.ip_to_bytes(elastic_ip)
+        network, prefix = vpc_cidr.split("/")
+        self.vpc_mask = (0xFFFFFFFF << (32 - int(prefix))) & 0xFFFFFFFF
+        self.vpc_net = int.from_bytes(p.ip_to_bytes(network), "big") & self.vpc_mask
+        self.per_destination = per_destination
+        self.port_range = port_range
+        self.idle_timeout = idle_timeout
+        self.in_use: dict[tuple[int, bytes, int], set[int]] = {}  # destination -> ports
+        self.rng = random.Random(seed)
+
+    def in_vpc(self, addr: bytes) -> bool:
+        return int.from_bytes(addr, "big") & self.vpc_mask == self.vpc_net
+
+    def allocate(self, proto: int, dst: bytes, dport: int, wanted: int) -> int | None:
+        """A port for a new connection to (proto, dst, dport), or None."""
+        used = self.in_use.setdefault((proto, dst, dport), set())
+        low, high = self.port_range
+        if len(used) >= min(self.per_destination, high - low + 1):
+            return None
+        port = wanted if low <= wanted <= high and wanted not in used else None
+        for _ in range(ATTEMPTS if port is None else 0):
+            candidate = self.rng.randint(low, high)
+            if candidate not in used:
+                port = candidate
+                break
+        if port is not None:
+            used.add(port)
+        return port
+
+    def release(self, s: Session) -> None:
+        key = (s.proto, s.remote_ip, s.remote_port)
+        used = self.in_use.get(key)
+        if used is not None:
+            used.discard(s.eni_port)
+            if not used:
+                del self.in_use[key]
+
+
+class NatGatewayPipeline(Pipeline):
+    """Frames in and out of NAT gateway links; ``enis`` holds the ``NatGatewayPort``s."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counters.update(dict.fromkeys(NATGW_DROPS, 0))
+
+    def receive(self, port: NatGatewayPort, buf: bytearray, length: int, now: float) -> None:
+        if length < IP:
+            self.drop("truncated")
+            return
+        ethertype = (buf[ETH_TYPE] << 8) | buf[ETH_TYPE + 1]
+        if ethertype == p.ETH_P_IP:
+            self.from_subnet(port, buf, length, now)
+        elif ethertype == p.ETH_P_ARP:
+            self.arp_from_eni(port, buf, length, now)
+        else:
+            self.drop("non_ipv4", port)
+
+    def from_subnet(self, gw: NatGatewayPort, buf: bytearray, length: int, now: float) -> None:
+        gw.counters["rx_packets"] += 1
+        gw.counters["rx_bytes"] += length - p.VNET_LEN
+        end = self._ip_end(buf, length, gw)
+        if not end:
+            return
+        if (buf[IP_FRAG] & 0x3F) or buf[IP_FRAG_LOW]:
+            self.drop("fragment", gw)
+            return
+        l4 = IP + ((buf[IP_VIHL] & 0x0F) << 2)
+        proto = buf[IP_PROTO]
+        if l4 + (TCP_MIN if proto == p.PROTO_TCP else L4_MIN) > end:
+            self.drop("truncated", gw)
+            return
+        dst = bytes(buf[IP_DST])
+        inbound = dst == gw.eip_bytes
+        if dst == gw.ip_bytes:
+            self.drop("to_nat_gateway", gw)
+            return
+        if proto == p.PROTO_TCP or proto == p.PROTO_UDP:
+            ports = WORD32(buf, l4)[0]
+        elif proto == p.PROTO_ICMP and buf[l4] in (p.ICMP_ECHO, p.ICMP_ECHO_REPLY):
+            if (buf[l4] == p.ICMP_ECHO) == inbound:
+                self.drop("inbound_to_nat_gateway" if inbound else "icmp_unsupported", gw)
+                return
+            ports = WORD16(buf, l4 + ICMP_ID)[0] << 16
+        else:
+            self.drop("icmp_unsupported" if proto == p.PROTO_ICMP else "unknown_protocol", gw)
+            return
+        if buf[IP_TTL] <= 1:
+            self.drop("ttl_expired", gw)
+            return
+        if inbound:
+            self.inbound(gw, buf, length, l4, proto, ports, now)
+        else:
+            self.outbound(gw, buf, length, l4, proto, ports, now)
+
+    def outbound(self, gw: NatGatewayPort, buf: bytearray, length: int, l4: int, proto: int,
+                 ports: int, now: float) -> None:
+        src = bytes(buf[IP_SRC])
+        if not gw.in_vpc(src):
+            self.drop("not_from_vpc", gw)
+            return
+        s = gw.table.sessions.get((proto, IPS(buf, IP_SRC_AT)[0], ports))
+        if s is None or s.expires < now:
+            s = self.new_flow(gw, buf, l4, proto, src, now, s)
+            if s is None:
+                return
+        s.expires = now + s.timeout
+        translate(buf, l4, proto, IP_SRC, gw.eip_bytes,
+                  l4 + (ICMP_ID if proto == p.PROTO_ICMP else L4_SPORT), s.out_l4,
+                  s.ip_out, s.full_out, s.part_out)
+        s.pkts_out += 1
+        s.bytes_out += length - p.ETH
+        self.to_vpc(gw, s.nexthop, buf, length, now)
+
+    def new_flow(self, gw: NatGatewayPort, buf: bytearray, l4: int, proto: int, src: bytes,
+                 now: float, stale: Session | None) -> Session | None:
+        if stale is not None:
+            self._free(gw, stale)
+        for old in gw.table.reap(now):
+            self._release(gw, old)
+        dst = bytes(buf[IP_DST])
+        if proto == p.PROTO_ICMP:
+            sport, dport = WORD16(buf, l4 + ICMP_ID)[0], 0
+        else:
+            sport, dport = WORD16(buf, l4)[0], WORD16(buf, l4 + L4_DPORT)[0]
+        port = gw.allocate(proto, dst, dport, sport)
+        if port is None:
+            self.drop("error_port_allocation", gw)
+            return None
+        inside_hop = src if gw.nexthop(src) == src else gw.gateway_bytes
+        s = make_session(proto, inside_hop, src, sport, dst, dport, gw.eip_bytes, port,
+                         gw.gateway_bytes, gw.idle_timeout, now)
+        gw.table.add(s)
+        self.counters["sessions_created"] += 1
+        return s
+
+    def inbound(self, gw: NatGatewayPort, buf: bytearray, length: int, l4: int, proto: int,
+                ports: int, now: float) -> None:
+        s = gw.table.sessions.get((proto | INBOUND, IPS(buf, IP_SRC_AT)[0], ports))
+        if s is None or s.expires < now:
+            self.drop("inbound_to_nat_gateway" if self._opens_flow(buf, l4, proto)
+                      else "no_session", gw)
+            return
+        s.replied = True
+        s.expires = now + s.timeout
+        translate(buf, l4, proto, IP_DST, s.env_ip,
+                  l4 + (ICMP_ID if proto == p.PROTO_ICMP else L4_DPORT), s.in_l4,
+                  s.ip_in, s.full_in, s.part_in)
+        s.pkts_in += 1
+        s.bytes_in += length - p.ETH
+        self.to_vpc(gw, s.env, buf, length, now)  # s.env: the inside next hop's address
+
+    def _release(self, eni: NatGatewayPort, s: Session) -> None:
+        eni.release(s)
+        self.counters["sessions_expired"] += 1

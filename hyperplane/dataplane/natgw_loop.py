@@ -1,0 +1,48 @@
+"""The NAT gateway process: the dataplane's loop in the NAT-gateway role (I/O).
+
+    python -m hyperplane.dataplane --role natgw --control STATE_DIR/natgw.sock
+
+Runs in ``hp-plane`` next to the Hyperplane dataplane, as a separate process (a NAT
+gateway is a separate AWS service, and a separate failure domain here).  It reuses
+``loop.Dataplane`` whole (epoll loop, packet sockets, control protocol, ``stats`` and
+``conntrack``) with ``natgw.NatGatewayPipeline`` in place of the Lambda pipeline.
+Its snapshot (``config.NatSnapshot``, pushed by ``kernel.vpcservices``) lists the
+gateways; ``config.plan_gateways`` is its diff.
+"""
+
+from __future__ import annotations
+
+import time
+
+from hyperplane.dataplane.config import Existing, NatSnapshot, plan_gateways
+from hyperplane.dataplane.loop import IO_COUNTERS, Dataplane
+from hyperplane.dataplane.natgw import NatGatewayPipeline, NatGatewayPort
+
+
+class NatGatewayDataplane(Dataplane):
+    def __init__(self, control_path: str) -> None:
+        super().__init__(control_path)
+        self.pipeline = NatGatewayPipeline()
+        self.counters = self.pipeline.counters
+        self.counters.update(dict.fromkeys(IO_COUNTERS, 0))
+
+    def existing(self) -> Existing:
+        return Existing({g.id: (g.ip, g.ifname) for g in self.pipeline.enis.values()})
+
+    def apply_config(self, config: dict) -> None:
+        snapshot = NatSnapshot.from_dict(config)
+        close, new = plan_gateways(self.existing(), snapshot)
+        pl = self.pipeline
+        for gateway_id in close:
+            self._close(pl.enis.pop(gateway_id).ifname)
+        for g in new:
+            port = NatGatewayPort(g.id, g.ifname, g.ip, g.mac, g.cidr, g.gateway, g.elastic_ip,
+                                  g.vpc_cidr, g.per_destination, g.port_range,
+                                  g.idle_timeout)
+            pl.enis[g.id] = port
+            self._open(port)
+        now = time.monotonic()
+        for g in snapshot.nat_gateways:
+            port = pl.enis[g.id]
+            port.per_destination = g.per_destination
+            pl.resolve(port, port.gateway_bytes, now)

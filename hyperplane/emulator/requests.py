@@ -1,0 +1,114 @@
+"""Requests to the running emulator's daemons (side effects: Unix sockets).
+
+The CLI's side of the controller, the dataplane and the NAT gateway: each call is
+one ``jsonline`` request.  ``controller_request`` returns the controller's result or
+raises what it answered (an AWS-named ``ApiError``, a ``UsageError``, or a
+``RuntimeError`` for a failure of its own).  ``acquire_env`` holds an environment
+through a lease connection until ``release``; ``invoke`` runs a function's handler
+through the controller, ``invoke_env`` on an environment the caller holds.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+from hyperplane import jsonline
+from hyperplane.errors import ApiError, UnreachableError, UsageError
+from hyperplane.kernel import procs, state
+from hyperplane.kernel.vpcservices import resolv_file
+from hyperplane.model.envs import Env
+from hyperplane.model.topology import Function
+
+
+def nothing_up() -> UsageError:
+    return UsageError(f"nothing is up (no state in {state.state_dir()}); start with "
+                      "`hyperplane up FILE`")
+
+
+def controller_request(message: dict, timeout: float = 60.0) -> dict:
+    """One request to the controller: its result, or the error it answered with raised."""
+    try:
+        reply = jsonline.request(state.controller_socket(), message, timeout=timeout)
+    except UnreachableError:
+        if not state.exists():
+            raise nothing_up() from None
+        raise RuntimeError("the controller does not answer; `hyperplane controller start` "
+                           f"starts it again (its log: {state.log('controller')})") from None
+    if reply.get("ok"):
+        return reply["result"]
+    if "error" in reply and isinstance(reply["error"], dict):
+        raise ApiError.from_dict(reply["error"])
+    if "usage" in reply:
+        raise UsageError(reply["usage"])
+    raise RuntimeError(f"the controller failed: {reply.get('failure') or reply.get('error')}; "
+                       f"see {state.log('controller')}")
+
+
+def dataplane_request(message: dict) -> dict:
+    return jsonline.request(state.control_socket(), message)
+
+
+def natgw_request(message: dict) -> dict:
+    return jsonline.request(state.natgw_socket(), message)
+
+
+def natgw_stats() -> dict:
+    """The NAT gateway process's counters: ``{"global": {...}, "gateways": {id: {...}}}``."""
+    stats = natgw_request({"op": "stats"})["stats"]
+    return {"global": stats["global"], "gateways": stats["enis"]}
+
+
+# -- execution environments (through the controller) ----------------------------------------
+def _name(function: Function | str) -> str:
+    return function if isinstance(function, str) else function.name
+
+
+def acquire_env(function: Function | str) -> tuple[Env, socket.socket, bool]:
+    """An environment held for the caller until ``release(lease)``: (env, lease, cold)."""
+    try:
+        lease, reply = jsonline.hold(state.controller_socket(),
+                                     {"op": "lease", "name": _name(function)})
+    except (OSError, ValueError, UnreachableError) as exc:
+        raise RuntimeError(f"the controller does not answer ({exc}); see "
+                           "`hyperplane controller start`") from None
+    if not reply.get("ok"):
+        lease.close()
+        if isinstance(reply.get("error"), dict):
+            raise ApiError.from_dict(reply["error"])
+        raise RuntimeError(f"could not hold an environment: {reply}")
+    return Env.from_dict(reply["result"]["env"]), lease, reply["result"]["cold"]
+
+
+def release(lease: socket.socket) -> None:
+    lease.close()
+
+
+def start_envs(name: str, count: int) -> list[Env]:
+    """Scale ``name`` out by ``count`` environments at once (a burst), ready when returned."""
+    result = controller_request({"op": "scale", "name": name, "count": count}, timeout=600)
+    return [Env.from_dict(e) for e in result["envs"]]
+
+
+def invoke_env(env: Env, payload: object, timeout: float = 30) -> dict:
+    """One invocation on a given environment (no controller: the caller owns it)."""
+    return jsonline.request(state.env_socket(env.index),
+                            {"payload": payload, "request_id": str(uuid.uuid4())},
+                            timeout=timeout)
+
+
+def invoke(name: str, payload: object) -> dict:
+    """Run the function's handler in an environment; the agent's reply, annotated."""
+    return controller_request({"op": "invoke", "name": name, "payload": payload}, timeout=1000)
+
+
+def exec_in_function(name: str, vpc_of_subnet, argv: list[str]) -> int:  # noqa: ANN001
+    """Become ``argv`` in an environment of ``name``, held while the command lives.
+
+    ``vpc_of_subnet(subnet_id)`` names the VPC whose resolver the command uses.
+    """
+    env, lease, _cold = acquire_env(name)
+    os.set_inheritable(lease.fileno(), True)  # the command holds the environment until it ends
+    vpc_id = vpc_of_subnet(env.subnet_id) if env.subnet_id else None
+    return procs.exec_in(env.netns, argv, resolv_file(vpc_id))

@@ -1,0 +1,192 @@
+"""``up`` and ``down``: a topology made real, and removed (side effects).
+
+``up`` validates a topology and builds what does not change at run time: the
+Hyperplane namespace, the VPCs (routers, subnets, hosts and their services,
+gateways), the dataplane and the environment zygote.  Everything made is
+recorded in the state database first, so ``down`` and ``cleanup`` can always
+find it.  Then it starts the controller (``controller.daemon``), which creates
+the file's functions as the API would (Pending while their ENIs are made) and
+owns functions, ENIs and environments from then on; ``up`` returns once no
+function is Pending.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import yaml
+
+from hyperplane import jsonline
+from hyperplane.emulator.requests import controller_request
+from hyperplane.emulator.running import load, status
+from hyperplane.errors import UnreachableError, UsageError
+from hyperplane.fabric import desired
+from hyperplane.fabric.objects import plan
+from hyperplane.kernel import build, netlink, procs, state, vpcservices
+from hyperplane.model import names, timing
+from hyperplane.model.topology import Topology
+
+READY_TIMEOUT = 15.0
+
+
+def _document(path: str, topology: Topology) -> dict:
+    """The file's document with code directories made absolute."""
+    with open(path) as fh:
+        document = yaml.safe_load(fh)
+    for raw, function in zip(document.get("functions") or [], topology.functions, strict=True):
+        raw["code"] = function.code
+    return document
+
+
+def _refuse_if_up() -> None:
+    if state.load() is not None:
+        raise UsageError(f"a topology is already up (state in {state.state_dir()}); "
+                         "run `hyperplane down` first, or `hyperplane cleanup` after a crash")
+    leftovers = netlink.list_netns(names.NS_PREFIX)
+    if leftovers:
+        raise UsageError(f"hp- namespaces already exist ({', '.join(leftovers[:3])}...): "
+                         "another topology is up or a run crashed; see `hyperplane cleanup`")
+
+
+def up(path: str, wait: bool = True) -> dict:
+    topology = load(path)
+    with state.locked():
+        _refuse_if_up()
+        objs = desired.desired(topology, [], [])
+        data = {"source": os.path.abspath(path), "document": _document(path, topology),
+                "enis": [], "envs": [], "procs": {}, "namespaces": desired.namespaces(objs)}
+        state.forget()
+        state.save(data)
+        try:
+            build.apply(plan(frozenset(), objs))
+            vpcservices.start(data, topology, [])
+            _start_dataplane(data)
+            _start_zygote(data)
+            _start_hosts(data, topology)
+            state.save(data)
+            start_controller(data)
+        except BaseException:
+            _teardown(data)
+            raise
+    if wait:
+        wait_settled(topology)
+    return status()
+
+
+def _answers(sock: str, check) -> bool:  # noqa: ANN001 - a predicate on the ping reply
+    try:
+        return bool(check(jsonline.request(sock, {"op": "ping"}, timeout=1)))
+    except (UnreachableError, OSError, ValueError):
+        return False
+
+
+def start_controller(data: dict | None = None) -> int:
+    """Start the controller process (at ``up``, or again after it died)."""
+    sock = state.controller_socket()
+    data = data if data is not None else state.load()
+    if data is None:
+        raise UsageError("nothing is up; start with `hyperplane up FILE`")
+    old = data["procs"].get("controller")
+    if old and procs.alive(old) and procs.is_ours(old):
+        raise UsageError(f"the controller is running (pid {old})")
+    pid = procs.spawn(names.PLANE_NS, procs.python_module(
+        "hyperplane.controller.daemon", "--socket", sock), state.log("controller"))
+    # the controller records its own pid when it starts; this copy is for `up`'s tear-down
+    # if it fails (and `cleanup` finds it in hp-plane anyway)
+    data["procs"]["controller"] = pid
+    procs.await_ready(pid, lambda: _answers(sock, lambda r: r.get("pid") == pid),
+                      "the controller", state.log("controller"), READY_TIMEOUT)
+    return pid
+
+
+def wait_settled(topology: Topology) -> None:
+    """Until no function is Pending (their ENIs exist): ``up`` returns Active functions."""
+    limit = timing.timing(topology.settings).eni_create[1] + READY_TIMEOUT
+
+    def settled() -> bool:
+        functions = controller_request({"op": "function.list"})["Functions"]
+        return all(f["State"] != "Pending" for f in functions)
+    if not procs.wait_until(settled, limit, 0.05):
+        raise RuntimeError(f"functions still Pending after {limit:.0f} s; see "
+                           "`hyperplane function list`")
+
+
+def _start_dataplane(data: dict) -> None:
+    sock = state.control_socket()
+    pid = procs.spawn(names.PLANE_NS, procs.python_module(
+        "hyperplane.dataplane", "--control", sock), state.log("dataplane"))
+    data["procs"]["dataplane"] = pid
+    state.save(data)
+    procs.await_ready(pid, lambda: _answers(sock, lambda r: r.get("ok")),
+                      "the Hyperplane dataplane", state.log("dataplane"), READY_TIMEOUT)
+
+
+def _start_zygote(data: dict) -> None:
+    sock = state.zygote_socket()
+    pid = procs.spawn(names.PLANE_NS, procs.python_module("lambda_vm.zygote", "--socket", sock),
+                      state.log("zygote"))
+    data["procs"]["zygote"] = pid
+    state.save(data)
+    procs.await_ready(pid, lambda: os.path.exists(sock), "the environment zygote",
+                      state.log("zygote"), READY_TIMEOUT)
+
+
+def _start_hosts(data: dict, topology: Topology) -> None:
+    waiting = []
+    for vpc in topology.vpcs:
+        for host in vpc.hosts:
+            if host.http_port is None:
+                continue
+            ready = state.ready_file(host.name)
+            ready.unlink(missing_ok=True)
+            pid = procs.spawn(desired.host_netns(topology, host.name), procs.python_module(
+                "hyperplane.services.httpd", "--port", str(host.http_port),
+                "--name", host.name, "--ready", str(ready)), state.log(f"host-{host.name}"))
+            data["procs"][f"host:{host.name}"] = pid
+            waiting.append((host.name, ready, pid))
+    state.save(data)
+    for name, ready, pid in waiting:
+        procs.await_ready(pid, ready.exists, f"the service of host {name}",
+                          state.log(f"host-{name}"), READY_TIMEOUT)
+
+
+def down() -> bool:
+    """Stop every process and remove every object of the running topology."""
+    with state.locked():
+        data = state.load()
+        if data is None:
+            return False
+        _teardown(data)
+    return True
+
+
+def _teardown(data: dict) -> None:
+    pids = dict(data.get("procs", {}))
+    if pids.get("controller"):
+        procs.stop(pids["controller"])  # first: nothing may make objects meanwhile
+    # what the controller recorded until it stopped (it records before it makes)
+    final = _reload() or {}
+    pids.update(final.get("procs", {}))
+    for pid in pids.values():
+        procs.stop(pid)
+    namespaces = sorted(set(data.get("namespaces", [])) | set(final.get("namespaces", [])))
+    procs.kill_in_namespaces(namespaces)
+    for ns in namespaces:
+        netlink.remove_netns(ns)
+    forget_state()
+
+
+def _reload() -> dict | None:
+    try:
+        return state.load()
+    except Exception:  # noqa: BLE001 - a damaged database: what we have must do
+        return None
+
+
+def forget_state() -> None:
+    state.forget()
+    for name in state.SOCKETS:
+        state.path(name).unlink(missing_ok=True)
+    for sub in ("envs", "ready", "resolv"):
+        shutil.rmtree(state.path(sub), ignore_errors=True)

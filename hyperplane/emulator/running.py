@@ -1,0 +1,136 @@
+"""The running topology as recorded, and the views the CLI prints (side effects: reads).
+
+``current()`` reads the state database and parses the recorded topology again
+(``Running``); ``require()`` is the same or a ``UsageError`` when nothing is up.
+``load`` validates a topology file with its settings (``validate``, ``up``).
+``status`` and ``eni_rows`` are the project's own views (snake_case keys).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from hyperplane.controller.functions import FunctionRecord
+from hyperplane.emulator.requests import dataplane_request, nothing_up
+from hyperplane.errors import UnreachableError, UsageError
+from hyperplane.fabric.desired import host_netns
+from hyperplane.kernel import procs, state
+from hyperplane.kernel.vpcservices import resolv_file
+from hyperplane.model import settings, timing
+from hyperplane.model.document import load_topology
+from hyperplane.model.enis import Eni
+from hyperplane.model.envs import Env
+from hyperplane.model.parser import parse_topology
+from hyperplane.model.topology import Function, Topology, VpcConfig
+
+
+@dataclass
+class Running:
+    """What the state database records, with the topology parsed again."""
+
+    data: dict
+    topology: Topology
+
+    @property
+    def enis(self) -> list[Eni]:
+        return [Eni.from_dict(e) for e in self.data["enis"]]
+
+    @property
+    def envs(self) -> list[Env]:
+        return [Env.from_dict(e) for e in self.data["envs"]]
+
+    @property
+    def functions(self) -> list[FunctionRecord]:
+        return [FunctionRecord.from_dict(f) for f in self.data.get("functions", [])]
+
+    def active_topology(self) -> Topology:
+        """The topology with the functions as they run now (Active, their applied VPC)."""
+        active = []
+        for fn in self.functions:
+            if fn.state != "Active":
+                continue
+            config = None
+            if fn.vpc is not None and fn.vpc_id is not None:
+                config = VpcConfig(fn.vpc.subnet_ids, fn.vpc.security_group_ids, fn.vpc_id,
+                                   fn.vpc.ipv6_allowed_for_dual_stack)
+            active.append(Function(fn.name, fn.code, fn.handler, config, fn.memory,
+                                   fn.timeout))
+        return replace(self.topology, functions=tuple(active))
+
+    def vpc_of_subnet(self, subnet_id: str) -> str:
+        return self.topology.subnet(subnet_id).vpc_id
+
+
+def current() -> Running | None:
+    data = state.load()
+    if data is None:
+        return None
+    return Running(data, parse_topology(data["document"], data["source"]))
+
+
+def require() -> Running:
+    running = current()
+    if running is None:
+        raise nothing_up()
+    return running
+
+
+def load(path: str) -> Topology:
+    """Load and validate a topology file, settings included."""
+    topology = load_topology(path)
+    settings.check(topology.settings, path)
+    return topology
+
+
+def exec_in_host(name: str, argv: list[str]) -> int:
+    running = require()
+    try:
+        host = running.topology.host(name)
+    except KeyError:
+        raise UsageError(f"no host named {name!r} in {running.data['source']}") from None
+    return procs.exec_in(host_netns(running.topology, name), argv, resolv_file(host.vpc_id))
+
+
+# -- views ------------------------------------------------------------------------------
+def eni_rows(running: Running) -> list[dict]:
+    return [{"id": e.id, "vpc": e.key.vpc_id, "subnet": e.key.subnet_id,
+             "security_groups": list(e.key.security_group_ids), "ip": e.ip, "mac": e.mac,
+             "interface_type": "lambda", "description": e.description,
+             "functions": list(e.functions), "interface": e.plane_link, "status": e.status,
+             "spill": e.spill, "legacy_environment": e.legacy_env,
+             "delete_at": e.delete_at}
+            for e in running.enis]
+
+
+def _function_rows(running: Running) -> list[dict]:
+    envs, enis = running.envs, running.enis
+    return [{"name": f.name, "state": f.state, "reason_code": f.state_reason_code,
+             "last_update_status": f.last_update_status, "networking": f.networking,
+             "vpc_id": f.vpc_id, "enis": [e.id for e in enis if f.name in e.functions],
+             "environments": sum(1 for e in envs if e.function == f.name)}
+            for f in running.functions]
+
+
+def _process(pid: int | None) -> dict:
+    return {"pid": pid, "alive": bool(pid and procs.alive(pid))}
+
+
+def status() -> dict:
+    running = current()
+    if running is None:
+        return {"up": False, "state_dir": str(state.state_dir())}
+    data, topology = running.data, running.topology
+    try:
+        stats = dataplane_request({"op": "stats"})["stats"]["global"]
+    except (UnreachableError, OSError):
+        stats = None
+    hosts = [{"name": h.name, "vpc": h.vpc_id, "subnet": h.subnet, "ip": h.ip,
+              "namespace": host_netns(topology, h.name)}
+             for v in topology.vpcs for h in v.hosts]
+    return {"up": True, "topology": data["source"], "state_dir": str(state.state_dir()),
+            "dataplane": {**_process(data["procs"].get("dataplane")),
+                          "sessions_active": stats["sessions_active"] if stats else None},
+            "controller": _process(data["procs"].get("controller")),
+            "timing": timing.timing(topology.settings).summary(),
+            "functions": _function_rows(running), "hosts": hosts, "enis": len(data["enis"]),
+            "environments": len(running.envs), "namespaces": sorted(data["namespaces"])}

@@ -1,0 +1,110 @@
+"""The JSON-line protocol of every Unix socket of the project (I/O).
+
+One request line, one reply line, per connection: a JSON object, UTF-8, ended by
+``\\n``.  The controller, the dataplane, the NAT gateway, the zygote and each
+environment's agent serve it; the CLI and the controller are its clients.  This
+module is its one implementation: ``encode``/``decode`` (the codec), ``read_line``
+(framing, bounded), ``request`` (a client call), ``serve`` (a server's side of one
+connection: read, answer, reply; a handler's exception becomes
+``{"ok": false, "error": "Type: text"}`` and never stops the server) and ``hold``
+(a lease: a request whose connection stays open).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable
+
+from hyperplane.errors import UnreachableError
+
+MAX_LINE = 64 << 20  # a line longer than this is refused (bounded memory)
+Handler = Callable[[dict], dict]
+
+
+def encode(message: dict) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+
+
+def decode(line: bytes) -> dict:
+    """One line as an object; ``ValueError`` for anything else."""
+    message = json.loads(line)
+    if not isinstance(message, dict):
+        raise ValueError(f"expected a JSON object, got {type(message).__name__}")
+    return message
+
+
+def read_line(sock: socket.socket, limit: int = MAX_LINE) -> bytes:
+    """Bytes up to and including the first newline (or what came before EOF)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+        if chunk.endswith(b"\n"):
+            break
+        if size > limit:
+            raise ValueError(f"a line longer than {limit} bytes")
+    return b"".join(chunks)
+
+
+def connect(path: str, timeout: float | None = 10.0) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        sock.close()
+        raise UnreachableError(f"nothing listens on {path}") from exc
+    return sock
+
+
+def request(path: str, message: dict, timeout: float = 10.0) -> dict:
+    """Send one request to the server on ``path``; its reply."""
+    sock = connect(path, timeout)
+    try:
+        sock.sendall(encode(message))
+        data = read_line(sock)
+    finally:
+        sock.close()
+    if not data:
+        raise UnreachableError(f"no reply on {path}")
+    return decode(data)
+
+
+def hold(path: str, message: dict) -> tuple[socket.socket, dict]:
+    """Send a request whose connection stays open (a lease): (the socket, the reply).
+
+    The caller closes the socket to end what it holds.
+    """
+    sock = connect(path, None)
+    try:
+        sock.sendall(encode(message))
+        data = read_line(sock)
+        if not data:
+            raise UnreachableError(f"no reply on {path}")
+        return sock, decode(data)
+    except BaseException:
+        sock.close()
+        raise
+
+
+def failure(exc: BaseException) -> dict:
+    return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def serve(conn: socket.socket, handler: Handler, timeout: float = 5.0) -> None:
+    """The server's side of one connection: one request answered by ``handler``."""
+    with conn:
+        conn.settimeout(timeout)
+        try:
+            reply = handler(decode(read_line(conn)))
+        except Exception as exc:  # noqa: BLE001 - a bad request never stops a server
+            reply = failure(exc)
+        try:
+            conn.sendall(encode(reply))
+        except OSError:
+            pass

@@ -1,0 +1,46 @@
+"""nftables inside our namespaces (side effects): apply a script, read its counters.
+
+The scripts are rendered by pure modules (``hostfw``); this module only runs the ``nft``
+binary with the child placed in the target namespace first (``setns`` before ``exec``,
+as ``procs.spawn`` does), so nothing is ever applied to the machine's own firewall.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+from hyperplane.kernel import netlink
+
+NFT_TIMEOUT = 10.0
+
+
+def _nft(ns: str, args: list[str], script: str | None = None) -> subprocess.CompletedProcess:
+    binary = shutil.which("nft") or "/usr/sbin/nft"
+    try:
+        return subprocess.run([binary, *args], input=script, text=True, capture_output=True,
+                              timeout=NFT_TIMEOUT, preexec_fn=lambda: netlink.enter_netns(ns))
+    except FileNotFoundError:
+        raise RuntimeError("the nft binary is missing (Debian package nftables); "
+                           "security groups of hosts need it") from None
+
+
+def apply(ns: str, script: str) -> None:
+    """Run an nft script atomically inside namespace ``ns``."""
+    result = _nft(ns, ["-f", "-"], script)
+    if result.returncode != 0:
+        raise RuntimeError(f"nft failed in {ns}: {result.stderr.strip()}")
+
+
+def counters(ns: str, table: str) -> dict[str, int]:
+    """Packets counted by each named counter of ``table`` in ``ns`` ({} without the table)."""
+    result = _nft(ns, ["-j", "list", "counters", "table", "ip", table])
+    if result.returncode != 0:
+        return {}
+    found = {}
+    for item in json.loads(result.stdout).get("nftables", []):
+        counter = item.get("counter")
+        if counter:
+            found[counter["name"]] = counter["packets"]
+    return found
