@@ -12,9 +12,8 @@ while ``has_timers``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from hyperplane.dataplane import packet as p
+from hyperplane.dataplane.hop import Hop
 from hyperplane.dataplane.ports import EniPort, EnvPort
 
 ARP_QUEUE = 16
@@ -22,14 +21,8 @@ ARP_RETRY = 0.2
 ARP_GIVE_UP = 3.0
 
 
-class Neighbour:
+class Neighbour(Hop):
     """ARP handling and timers, mixed into ``pipeline.Pipeline`` (which owns the state)."""
-
-    enis: dict[str, EniPort]
-    counters: dict[str, int]
-
-    if TYPE_CHECKING:
-        def drop(self, reason: str, eni: EniPort | None = None, count: int = 1) -> None: ...
 
     def arp_from_env(self, env: EnvPort, buf: bytearray, length: int) -> None:
         arp = p.parse_arp(buf, length)
@@ -61,7 +54,7 @@ class Neighbour:
             return
         eth = mac + eni.mac_bytes
         for frame in waiting[2]:
-            frame[10:22] = eth
+            frame[p.ETH_ADDRS] = eth
             self.counters["forwarded"] += 1
             eni.counters["tx_packets"] += 1
             eni.counters["tx_bytes"] += len(frame) - p.VNET_LEN

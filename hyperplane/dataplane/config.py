@@ -48,22 +48,29 @@ def _build(cls: type[T], data: object, where: str) -> T:
 
 
 @dataclass(frozen=True)
-class EniConfig:
+class PortConfig:
+    """A link the dataplane owns an address on: an ENI, or a NAT gateway's."""
+
     id: str
     ifname: str
     ip: str
     mac: str
-    cidr: str
-    gateway: str
+    cidr: str       # its subnet
+    gateway: str    # the subnet's router
+
+    def __post_init__(self) -> None:  # JSON has lists; the records hold tuples
+        for name in ("port_range", "egress"):
+            value = getattr(self, name, None)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+
+
+@dataclass(frozen=True)
+class EniConfig(PortConfig):
     connection_limit: int = 65000
     port_range: tuple[int, int] = (1024, 65535)
     mtu: int = 1500
     egress: tuple[dict, ...] | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "port_range", tuple(self.port_range))
-        if self.egress is not None:
-            object.__setattr__(self, "egress", tuple(self.egress))
 
 
 @dataclass(frozen=True)
@@ -102,21 +109,12 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
-class NatGatewayConfig:
-    id: str
-    ifname: str
-    ip: str
-    mac: str
-    cidr: str
-    gateway: str
+class NatGatewayConfig(PortConfig):
     elastic_ip: str
     vpc_cidr: str
     per_destination: int = 55000
     port_range: tuple[int, int] = (1024, 65535)
     idle_timeout: float = 350.0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "port_range", tuple(self.port_range))
 
 
 @dataclass(frozen=True)

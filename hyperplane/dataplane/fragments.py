@@ -37,6 +37,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from hyperplane.dataplane import packet as p
+from hyperplane.dataplane.hop import Hop
 from hyperplane.dataplane.packet import (
     IP,
     IP_DF,
@@ -81,7 +82,7 @@ class Entry:
 def key_of(direction: int, buf: bytearray) -> FragKey:
     """The table key of the IPv4 fragment in ``buf`` (direction 0 out, 1 in)."""
     return (direction, bytes(buf[p.IP_ADDRS]),
-            (buf[IP_PROTO] << 16) | (buf[IP + 4] << 8) | buf[IP + 5])  # protocol, IP id
+            (buf[IP_PROTO] << 16) | (buf[p.IP_ID] << 8) | buf[p.IP_ID + 1])
 
 
 def span(buf: bytearray) -> tuple[int, int, bool]:
@@ -211,12 +212,12 @@ def split(buf: bytearray, length: int, mtu: int) -> list[bytearray]:
     room for 8 bytes of payload.
     """
     ip = p.IP
-    ihl = (buf[ip] & 0x0F) << 2
-    total = min((buf[ip + 2] << 8) | buf[ip + 3], length - ip)
-    field = (buf[ip + 6] << 8) | buf[ip + 7]
+    ihl = (buf[IP_VIHL] & 0x0F) << 2
+    total = min((buf[IP_TOTAL] << 8) | buf[IP_TOTAL + 1], length - ip)
+    field = (buf[IP_FRAG] << 8) | buf[IP_FRAG + 1]
     base, more = field & 0x1FFF, field & 0x2000
     first_header = bytes(buf[ip:ip + ihl])
-    later_header = first_header[:20] + _copied_options(first_header[20:])
+    later_header = first_header[:p.IPH_MIN] + _copied_options(first_header[p.IPH_MIN:])
     payload = bytes(buf[ip + ihl:ip + total])
     eth = bytes(buf[p.ETH:ip])
     frames: list[bytearray] = []
@@ -230,11 +231,11 @@ def split(buf: bytearray, length: int, mtu: int) -> list[bytearray]:
         last = offset + len(piece) >= len(payload)
         frag = (base + (offset >> 3)) | (more if last else 0x2000) | (field & 0x4000)
         head = bytearray(header)
-        head[0] = 0x40 | (len(header) >> 2)
-        head[2:4] = (len(header) + len(piece)).to_bytes(2, "big")
-        head[6:8] = frag.to_bytes(2, "big")
-        head[10:12] = b"\0\0"
-        head[10:12] = p.checksum(head).to_bytes(2, "big")
+        head[0] = 0x40 | (len(header) >> 2)  # version 4, header length in words
+        head[p.IPH_TOTAL:p.IPH_TOTAL + 2] = (len(header) + len(piece)).to_bytes(2, "big")
+        head[p.IPH_FRAG:p.IPH_FRAG + 2] = frag.to_bytes(2, "big")
+        head[p.IPH_CSUM:p.IPH_CSUM + 2] = b"\0\0"
+        head[p.IPH_CSUM:p.IPH_CSUM + 2] = p.checksum(head).to_bytes(2, "big")
         frames.append(bytearray(p.VNET_LEN) + eth + head + piece)
         offset += len(piece)
     return frames
@@ -261,16 +262,8 @@ def _copied_options(options: bytes) -> bytes:
     return bytes(kept)
 
 
-class FragmentPath:
+class FragmentPath(Hop):
     """Fragments in the pipeline: non-first fragments both ways, and splitting."""
-
-    counters: dict[str, int]
-
-    if TYPE_CHECKING:
-        def drop(self, reason: str, eni: EniPort | None = None, count: int = 1) -> None: ...
-        def to_env(self, s: Session, buf: bytearray, length: int) -> None: ...
-        def to_vpc(self, eni: EniPort, nexthop: bytes, buf: bytearray, length: int,
-                   now: float, split: bool = False) -> None: ...
 
     def fragment_from_env(self, env: EnvPort, eni: EniPort | None, buf: bytearray,
                           length: int, end: int, now: float) -> None:

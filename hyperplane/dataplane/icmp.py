@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 
 from hyperplane.dataplane import packet as p
 from hyperplane.dataplane.conntrack import INBOUND
+from hyperplane.dataplane.hop import Hop
 from hyperplane.dataplane.packet import IP_DST, IP_FRAG, IP_MF, IP_SRC, IP_TTL, VNET_FLAGS
 from hyperplane.dataplane.rewrite import rewrite_ip
 
@@ -174,16 +175,8 @@ def _patch_csum(buf: bytearray, at: int, change: int, l4: bool, proto: int) -> i
     return p.delta(old.to_bytes(2, "big"), new.to_bytes(2, "big"))
 
 
-class ErrorPath:
+class ErrorPath(Hop):
     """ICMP errors in the pipeline: sent to environments, translated both ways."""
-
-    counters: dict[str, int]
-
-    if TYPE_CHECKING:
-        def drop(self, reason: str, eni: EniPort | None = None, count: int = 1) -> None: ...
-        def to_env(self, s: Session, buf: bytearray, length: int) -> None: ...
-        def to_vpc(self, eni: EniPort, nexthop: bytes, buf: bytearray, length: int,
-                   now: float, split: bool = False) -> None: ...
 
     def answer(self, env: EnvPort, buf: bytearray, length: int, icmp_type: int, code: int,
                mtu: int = 0) -> None:
@@ -195,31 +188,36 @@ class ErrorPath:
 
     def icmp_error_from_eni(self, eni: EniPort, buf: bytearray, length: int, l4: int,
                             end: int, now: float) -> None:
-        found = self._error_session(eni, buf, l4, end, True, now)
-        if found is None:
-            return
-        _eni, s, q, ql4 = found
-        if buf[IP_TTL] <= 1:
-            self.drop("ttl_expired", eni)
-            return
-        restore(buf, l4, end, q, ql4, s, True, not buf[VNET_FLAGS] & p.VNET_F_NEEDS_CSUM)
-        rewrite_ip(buf, IP_DST, s.env_ip, s.ip_in)
-        self.to_env(s, buf, length)
+        found = self._tracked_error(eni, buf, l4, end, True, now)
+        if found is not None:
+            s = found[1]
+            rewrite_ip(buf, IP_DST, s.env_ip, s.ip_in)
+            self.to_env(s, buf, length)
 
     def icmp_error_from_env(self, env: EnvPort, buf: bytearray, length: int, l4: int,
                             end: int, now: float) -> None:
         """An error about a flow, out through the ENI holding its session."""
         assert env.eni is not None
-        found = self._error_session(env.eni, buf, l4, end, False, now, env)
+        found = self._tracked_error(env.eni, buf, l4, end, False, now, env)
+        if found is not None:
+            eni, s = found
+            rewrite_ip(buf, IP_SRC, eni.ip_bytes, s.ip_out)
+            self.to_vpc(eni, eni.nexthop(bytes(buf[IP_DST])), buf, length, now)
+
+    def _tracked_error(self, eni: EniPort, buf: bytearray, l4: int, end: int, inbound: bool,
+                       now: float, env: EnvPort | None = None,
+                       ) -> tuple[EniPort, Session] | None:
+        """An error about a live session, its quote restored for the other side: the
+        ENI holding the session and the session; None: dropped and counted."""
+        found = self._error_session(eni, buf, l4, end, inbound, now, env)
         if found is None:
-            return
-        eni, s, q, ql4 = found
+            return None
+        holder, s, q, ql4 = found
         if buf[IP_TTL] <= 1:
-            self.drop("ttl_expired", eni)
-            return
-        restore(buf, l4, end, q, ql4, s, False, not buf[VNET_FLAGS] & p.VNET_F_NEEDS_CSUM)
-        rewrite_ip(buf, IP_SRC, eni.ip_bytes, s.ip_out)
-        self.to_vpc(eni, eni.nexthop(bytes(buf[IP_DST])), buf, length, now)
+            self.drop("ttl_expired", holder)
+            return None
+        restore(buf, l4, end, q, ql4, s, inbound, not buf[VNET_FLAGS] & p.VNET_F_NEEDS_CSUM)
+        return holder, s
 
     def _error_session(self, eni: EniPort, buf: bytearray, l4: int, end: int, inbound: bool,
                        now: float, env: EnvPort | None = None,

@@ -99,6 +99,16 @@ class Dataplane:
         return Existing({e.id: (e.ip, e.ifname) for e in pl.enis.values()},
                         {name: env.ip for name, env in pl.envs.items()})
 
+    def swap_ports(self, close: tuple[str, ...], opened: tuple, make) -> None:  # noqa: ANN001
+        """Close the ports of ``close`` (ids), open one made by ``make`` for each config."""
+        pl = self.pipeline
+        for port_id in close:
+            self._close(pl.enis.pop(port_id).ifname)
+        for config in opened:
+            port = make(config)
+            pl.enis[config.id] = port
+            self._open(port)
+
     def apply_config(self, config: dict) -> None:
         """A snapshot as it came on the wire: checked whole, then the diff applied."""
         snapshot = Snapshot.from_dict(config)
@@ -108,13 +118,9 @@ class Dataplane:
         pl = self.pipeline
         pl.timeouts = snapshot.timeouts
         pl.max_sessions = snapshot.max_sessions
-        for eni_id in diff.close_enis:
-            self._close(pl.enis.pop(eni_id).ifname)
-        for e in diff.open_enis:
-            eni = EniPort(e.id, e.ifname, e.ip, e.mac, e.cidr, e.gateway, e.connection_limit,
-                          e.port_range, e.mtu)
-            pl.enis[e.id] = eni
-            self._open(eni)
+        self.swap_ports(diff.close_enis, diff.open_enis, lambda e: EniPort(
+            e.id, e.ifname, e.ip, e.mac, e.cidr, e.gateway, e.connection_limit, e.port_range,
+            e.mtu))
         now = time.monotonic()
         for e in diff.enis:
             eni = pl.enis[e.id]

@@ -31,7 +31,6 @@ Everything the pipeline counts is counted here too, per gateway and globally.
 from __future__ import annotations
 
 import random
-import struct
 
 from hyperplane.dataplane import packet as p
 from hyperplane.dataplane.conntrack import INBOUND, Session, make_session
@@ -49,16 +48,13 @@ from hyperplane.dataplane.packet import (
     IP_VIHL,
     L4_DPORT,
     L4_MIN,
-    L4_SPORT,
     TCP_MIN,
 )
 from hyperplane.dataplane.pipeline import Pipeline
 from hyperplane.dataplane.ports import EniPort
 from hyperplane.dataplane.rewrite import translate
 
-IPS = struct.Struct("!8s").unpack_from
-WORD32 = struct.Struct("!I").unpack_from
-WORD16 = struct.Struct("!H").unpack_from
+IPS, WORD32, WORD16 = p.IPS, p.WORD32, p.WORD16
 ATTEMPTS = 64
 NATGW_DROPS = ("error_port_allocation", "not_from_vpc", "to_nat_gateway",
                "inbound_to_nat_gateway")
@@ -178,11 +174,7 @@ class NatGatewayPipeline(Pipeline):
             if s is None:
                 return
         s.expires = now + s.timeout
-        translate(buf, l4, proto, IP_SRC, gw.eip_bytes,
-                  l4 + (ICMP_ID if proto == p.PROTO_ICMP else L4_SPORT), s.out_l4,
-                  s.ip_out, s.full_out, s.part_out)
-        s.pkts_out += 1
-        s.bytes_out += length - p.ETH
+        translate(s, buf, l4, proto, length, gw.eip_bytes)
         self.to_vpc(gw, s.nexthop, buf, length, now)
 
     def new_flow(self, gw: NatGatewayPort, buf: bytearray, l4: int, proto: int, src: bytes,
@@ -216,11 +208,7 @@ class NatGatewayPipeline(Pipeline):
             return
         s.replied = True
         s.expires = now + s.timeout
-        translate(buf, l4, proto, IP_DST, s.env_ip,
-                  l4 + (ICMP_ID if proto == p.PROTO_ICMP else L4_DPORT), s.in_l4,
-                  s.ip_in, s.full_in, s.part_in)
-        s.pkts_in += 1
-        s.bytes_in += length - p.ETH
+        translate(s, buf, l4, proto, length, None)
         self.to_vpc(gw, s.env, buf, length, now)  # s.env: the inside next hop's address
 
     def _release(self, eni: NatGatewayPort, s: Session) -> None:

@@ -32,15 +32,10 @@ class NatGatewayDataplane(Dataplane):
     def apply_config(self, config: dict) -> None:
         snapshot = NatSnapshot.from_dict(config)
         close, new = plan_gateways(self.existing(), snapshot)
+        self.swap_ports(close, new, lambda g: NatGatewayPort(
+            g.id, g.ifname, g.ip, g.mac, g.cidr, g.gateway, g.elastic_ip, g.vpc_cidr,
+            g.per_destination, g.port_range, g.idle_timeout))
         pl = self.pipeline
-        for gateway_id in close:
-            self._close(pl.enis.pop(gateway_id).ifname)
-        for g in new:
-            port = NatGatewayPort(g.id, g.ifname, g.ip, g.mac, g.cidr, g.gateway, g.elastic_ip,
-                                  g.vpc_cidr, g.per_destination, g.port_range,
-                                  g.idle_timeout)
-            pl.enis[g.id] = port
-            self._open(port)
         now = time.monotonic()
         for g in snapshot.nat_gateways:
             port = pl.enis[g.id]

@@ -39,9 +39,12 @@ ETH_ADDRS = slice(ETH, ETH + 12)  # destination MAC then source MAC
 ETH_TYPE = ETH + 12     # two bytes
 IP = ETH + 14
 # offsets inside an IPv4 header (also used for the header an ICMP error quotes)
-IPH_TOTAL, IPH_FRAG, IPH_TTL, IPH_PROTO, IPH_CSUM, IPH_SRC, IPH_DST = 2, 6, 8, 9, 10, 12, 16
+IPH_TOTAL, IPH_ID, IPH_FRAG, IPH_TTL, IPH_PROTO, IPH_CSUM, IPH_SRC, IPH_DST = \
+    2, 4, 6, 8, 9, 10, 12, 16
+IPH_MIN = 20            # an IPv4 header without options
 IP_VIHL = IP            # version (high nibble) and header length in words (low)
 IP_TOTAL = IP + IPH_TOTAL     # two bytes: total length
+IP_ID = IP + IPH_ID           # two bytes: identification
 IP_FRAG = IP + IPH_FRAG       # flags (DF, MF) and the fragment offset's high bits
 IP_FRAG_LOW = IP_FRAG + 1     # the fragment offset's low byte
 IP_TTL = IP + IPH_TTL
@@ -90,6 +93,11 @@ UNREACH_ADMIN_PROHIBITED = 13
 
 # offset of the L4 checksum field from the start of the L4 header
 L4_CSUM = {PROTO_TCP: 16, PROTO_UDP: 6, PROTO_ICMP: 2}
+
+# reading a key's parts in place: 8 address bytes, a 32-bit and a 16-bit big-endian word
+IPS = struct.Struct("!8s").unpack_from
+WORD32 = struct.Struct("!I").unpack_from
+WORD16 = struct.Struct("!H").unpack_from
 
 TTL_DELTA = 0xFEFF  # ones'-complement change of the TTL/protocol word when TTL drops by one
 
@@ -152,7 +160,7 @@ def complete_checksum(buf: bytearray, length: int) -> None:
     begin = ETH + start
     end = min(length, IP + ((buf[IP_TOTAL] << 8) | buf[IP_TOTAL + 1]))
     at = begin + offset
-    if begin < IP + 20 or at + 2 > end:
+    if begin < IP + IPH_MIN or at + 2 > end:
         buf[VNET_FLAGS] &= ~VNET_F_NEEDS_CSUM & 0xFF
         return
     value = checksum(buf[begin:end])

@@ -39,8 +39,6 @@ given by the I/O layer (``loop``), so tests drive it with plain lists.
 
 from __future__ import annotations
 
-import struct
-
 from hyperplane.dataplane import acl, tcpstate
 from hyperplane.dataplane import packet as p
 from hyperplane.dataplane.arp import Neighbour
@@ -66,7 +64,6 @@ from hyperplane.dataplane.packet import (
     IP_VIHL,
     L4_DPORT,
     L4_MIN,
-    L4_SPORT,
     TCP_ACK,
     TCP_FLAGS,
     TCP_MIN,
@@ -77,9 +74,7 @@ from hyperplane.dataplane.rewrite import translate
 from hyperplane.dataplane.tcpstate import ACK, FAST_MASK, RST
 from hyperplane.model.settings import Timeouts
 
-IPS = struct.Struct("!8s").unpack_from
-WORD32 = struct.Struct("!I").unpack_from
-WORD16 = struct.Struct("!H").unpack_from
+IPS, WORD32, WORD16 = p.IPS, p.WORD32, p.WORD16
 ACK_WIN = tcpstate.ACK_WIN.unpack_from
 
 DROP_REASONS = (
@@ -136,7 +131,7 @@ class Pipeline(Neighbour, ErrorPath, FragmentPath):
 
     def _ip_end(self, buf: bytearray, length: int, eni: EniPort | None) -> int:
         """Where the IPv4 packet ends in ``buf``, or 0 after counting a bad header."""
-        if length < IP + 20:
+        if length < IP + p.IPH_MIN:
             self.drop("truncated", eni)
             return 0
         vihl = buf[IP_VIHL]
@@ -222,11 +217,7 @@ class Pipeline(Neighbour, ErrorPath, FragmentPath):
         else:
             s.expires = now + s.timeout
         fkey = fragment_key(OUT, buf) if buf[IP_FRAG] & IP_MF else None
-        translate(buf, l4, proto, IP_SRC, eni.ip_bytes,
-                  l4 + (ICMP_ID if proto == p.PROTO_ICMP else L4_SPORT), s.out_l4,
-                  s.ip_out, s.full_out, s.part_out)
-        s.pkts_out += 1
-        s.bytes_out += length - p.ETH
+        translate(s, buf, l4, proto, length, eni.ip_bytes)
         mac = eni.arp.get(s.nexthop)
         if mac is None or split or fkey is not None:
             self.to_vpc(eni, s.nexthop, buf, length, now, split)
@@ -432,11 +423,7 @@ class Pipeline(Neighbour, ErrorPath, FragmentPath):
         else:
             self._refresh_on_reply(s, now)
         fkey = fragment_key(IN, buf) if buf[IP_FRAG] & IP_MF else None
-        translate(buf, l4, proto, IP_DST, s.env_ip,
-                  l4 + (ICMP_ID if proto == p.PROTO_ICMP else L4_DPORT), s.in_l4,
-                  s.ip_in, s.full_in, s.part_in)
-        s.pkts_in += 1
-        s.bytes_in += length - p.ETH
+        translate(s, buf, l4, proto, length, None)
         buf[ETH_ADDRS] = s.env.eth_in
         self.counters["forwarded"] += 1
         s.env.tx(memoryview(buf)[:length])

@@ -7,7 +7,8 @@ that is the whole per-packet cost of the fast path, and it is the same for the
 Hyperplane pipeline (``pipeline``: the environment's address and port <-> the
 ENI's) and the NAT gateway (``natgw``: the inside address and port <-> the Elastic
 IP's): ``translate`` replaces one address and one port in place, lowers the TTL by
-one and updates both checksums incrementally (RFC 1624).  With the virtio header's
+one, updates both checksums incrementally (RFC 1624) and counts the packet in the
+session.  With the virtio header's
 NEEDS_CSUM the L4 field holds the uncomplemented pseudo-header sum, adjusted by
 the partial change with the opposite sign; a UDP checksum of 0 (none) stays 0.
 
@@ -18,21 +19,50 @@ the TTL, the IPv4 checksum.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from hyperplane.dataplane.packet import (
+    ETH,
+    ICMP_ID,
     IP_CSUM,
+    IP_DST,
+    IP_SRC,
     IP_TTL,
     L4_CSUM,
+    L4_DPORT,
+    L4_SPORT,
+    PROTO_ICMP,
     PROTO_UDP,
     VNET_F_NEEDS_CSUM,
     VNET_FLAGS,
 )
 
+if TYPE_CHECKING:
+    from hyperplane.dataplane.conntrack import Session
 
-def translate(buf: bytearray, l4: int, proto: int, addr_at: slice, addr: bytes,
-              port_at: int, port: bytes, d_ip: int, d_full: int, d_part: int) -> None:
-    """Address at ``addr_at`` and port at ``port_at`` replaced, TTL down, checksums fixed."""
-    buf[addr_at] = addr
-    buf[port_at:port_at + 2] = port
+
+def translate(s: Session, buf: bytearray, l4: int, proto: int, length: int,
+              source: bytes | None) -> None:
+    """Apply session ``s``'s rewrite to the packet in ``buf`` and count it.
+
+    ``source``: the packet goes out, and its source becomes ``source`` (the ENI's or
+    the Elastic IP's address) with the session's outside port; None: it comes back,
+    and its destination becomes the inside address and port.
+    """
+    if source is not None:
+        buf[IP_SRC] = source
+        at = l4 + (ICMP_ID if proto == PROTO_ICMP else L4_SPORT)
+        buf[at:at + 2] = s.out_l4
+        d_ip, d_full, d_part = s.ip_out, s.full_out, s.part_out
+        s.pkts_out += 1
+        s.bytes_out += length - ETH
+    else:
+        buf[IP_DST] = s.env_ip
+        at = l4 + (ICMP_ID if proto == PROTO_ICMP else L4_DPORT)
+        buf[at:at + 2] = s.in_l4
+        d_ip, d_full, d_part = s.ip_in, s.full_in, s.part_in
+        s.pkts_in += 1
+        s.bytes_in += length - ETH
     buf[IP_TTL] -= 1
     c = (((buf[IP_CSUM] << 8) | buf[IP_CSUM + 1]) ^ 0xFFFF) + d_ip
     c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF

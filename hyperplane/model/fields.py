@@ -127,6 +127,15 @@ class Fields:
             result.append(value)
         return tuple(result)
 
+    def name(self, raw: object, path: str, pattern: re.Pattern, seen: dict[str, str],
+             what: str, why: str = "") -> str:
+        """A name matching ``pattern``, unique among ``seen`` (``what``: "host name")."""
+        text = self.string(raw, path)
+        if not pattern.fullmatch(text):
+            self.fail(path, f"{what} {shown(text)} must match ^{pattern.pattern}${why}")
+        self.unique(seen, text, path, what)
+        return text
+
     def unique(self, seen: dict[str, str], value: str, path: str, what: str) -> None:
         if value in seen:
             self.fail(path, f"duplicate {what} {shown(value)} (first defined at {seen[value]})")

@@ -59,11 +59,8 @@ class FunctionParser(Fields):
     def function(self, raw: object, path: str) -> Function:
         """One entry of ``functions:``; the VPCs, subnets and groups are already known."""
         m = self.mapping(raw, path, ("name", "code", "handler"), FUNCTION_KEYS)
-        name = self.string(m["name"], key(path, "name"))
-        if not FUNCTION_NAME.fullmatch(name):
-            self.fail(key(path, "name"), f"function name {shown(name)} must match "
-                      f"^{FUNCTION_NAME.pattern}$")
-        self.unique(self.function_paths, name, key(path, "name"), "function name")
+        name = self.name(m["name"], key(path, "name"), FUNCTION_NAME, self.function_paths,
+                         "function name")
         handler = self.string(m["handler"], key(path, "handler"))
         if not valid_handler(handler):
             self.fail(key(path, "handler"), f"handler {shown(handler)} must be "

@@ -231,11 +231,8 @@ class Parser(NetworkParser, FunctionParser):
 
     def host(self, raw: object, path: str, vpc_id: str) -> Host:
         m = self.mapping(raw, path, ("name", "subnet", "ip"), ("security_groups", "service"))
-        name = self.string(m["name"], key(path, "name"))
-        if not _HOST_NAME.fullmatch(name):
-            self.fail(key(path, "name"), f"host name {shown(name)} must match "
-                      f"^{_HOST_NAME.pattern}$ (it is used in namespace names)")
-        self.unique(self.host_paths, name, key(path, "name"), "host name")
+        name = self.name(m["name"], key(path, "name"), _HOST_NAME, self.host_paths,
+                         "host name", " (it is used in namespace names)")
         subnet_id = self.ident(m["subnet"], key(path, "subnet"))
         ip = ipv4(m["ip"])
         if ip is None:
