@@ -6,8 +6,9 @@ and attached at cold start, one subnet address each) compared with ENIs shared p
 (subnet, security groups) and made when the function is created?
 
 For each N and each mode a fresh function is created (so every environment is
-cold), invoked N times at once from N threads, measured, and deleted.  Figures
-per run: cold-start latency as the caller sees it (median and p99 of the
+cold), invoked N times at once from N threads (each holding its environment until
+the burst is done, so that none finds another's free), measured, and deleted.
+Figures per run: cold-start latency as the caller sees it (median and p99 of the
 invocations that were cold), ENIs created by the cold starts, ENIs the function
 used, and the subnet addresses Lambda's ENIs held at the end of the burst (the
 shared ENI stays; a deleted function's own ENIs are waited out before the next run).
@@ -64,9 +65,14 @@ def _wait_active(name: str, profile: str) -> None:
         time.sleep(0.05)
 
 
-def _invoke(name: str) -> tuple[float, dict]:
+def _invoke(name: str, leases: list) -> tuple[float, dict]:
+    """One invocation on an environment held until the whole burst is done, so that no
+    invocation of the burst finds another's environment free (all N are concurrent)."""
     started = time.monotonic()
-    reply = requests.invoke(name, {})
+    env, lease, cold = requests.acquire_env(name)
+    leases.append(lease)
+    reply = requests.invoke_env(env, {})
+    reply["cold"] = cold
     return (time.monotonic() - started) * 1000, reply
 
 
@@ -79,8 +85,13 @@ def burst(mode: str, count: int, profile: str) -> dict:
         "security_group_ids": ["sg-fn"], "timeout": 30})
     _wait_active(name, profile)
     before = {e["id"] for e in _enis()}
-    with ThreadPoolExecutor(count) as pool:
-        results = list(pool.map(lambda _i: _invoke(name), range(count)))
+    leases: list = []
+    try:
+        with ThreadPoolExecutor(count) as pool:
+            results = list(pool.map(lambda _i: _invoke(name, leases), range(count)))
+    finally:
+        for lease in leases:
+            requests.release(lease)
     rows = _enis()
     failed = [r for _ms, r in results if "result" not in r]
     if failed:
