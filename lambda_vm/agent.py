@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -45,18 +46,42 @@ API_HOST, API_PORT = "127.0.0.1", 9001
 INIT_TIMEOUT = 10.0
 
 
-class Runtime:
-    """The function's runtime: a custom ``bootstrap`` process, or the built-in thread."""
+LOG_TAIL = 4096  # bytes of an invocation's log that ``LogType: Tail`` returns
 
-    def __init__(self, code: str) -> None:
+
+def unsupported(runtime: str, code: str) -> dict | None:
+    """The init error of a runtime this environment cannot run, or None."""
+    if runtime.startswith("provided") and not os.access(os.path.join(code, "bootstrap"),
+                                                        os.X_OK):
+        return {"errorType": "Runtime.InvalidEntrypoint", "errorMessage": "Couldn't find "
+                "valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]"}
+    if not runtime.startswith(("python", "provided")):
+        return {"errorType": "Runtime.Unsupported", "errorMessage": f"The runtime {runtime} "
+                "is not one this emulator runs (python3.x with its built-in runtime, "
+                "provided.* with the code's bootstrap)"}
+    return None
+
+
+class Runtime:
+    """The function's runtime: a custom ``bootstrap`` process, or the built-in thread.
+
+    ``provided.*`` runs the code's ``bootstrap``; a Python runtime runs the built-in
+    one, unless the code brings an executable ``bootstrap`` of its own (a custom
+    runtime such as awslambdaric, as the topology file and the CLI allow).
+    """
+
+    def __init__(self, code: str, runtime: str = "python3.12") -> None:
         custom = os.path.join(code, "bootstrap")
         self.custom = custom if os.access(custom, os.X_OK) else None
+        self.failure = unsupported(runtime, code)
         self.proc: subprocess.Popen | None = None
         self.thread: threading.Thread | None = None
         self.started = 0.0
 
     def start(self) -> None:
         self.started = time.monotonic()
+        if self.failure:
+            return
         if self.custom:
             self.proc = subprocess.Popen([self.custom], cwd=os.path.dirname(self.custom))
         else:
@@ -64,6 +89,8 @@ class Runtime:
             self.thread.start()
 
     def alive(self) -> bool:
+        if self.failure:
+            return False
         if self.proc is not None:
             return self.proc.poll() is None
         return self.thread is not None and self.thread.is_alive()
@@ -88,7 +115,8 @@ class Agent:
         self.reset_after_reply = False
 
     def arn(self) -> str:
-        return f"arn:aws:lambda:us-east-1:{self.args.account}:function:{self.args.function}"
+        return (f"arn:aws:lambda:{self.args.region}:{self.args.account}:function:"
+                f"{self.args.function}")
 
     async def wait_init(self) -> None:
         """Until the runtime asks for its first event, reports an init error, or dies.
@@ -96,6 +124,10 @@ class Agent:
         Waits on the event itself; the runtime's liveness is looked at every 50 ms
         only (a thousand environments starting at once must not spin).
         """
+        if self.runtime.failure:
+            self.broker.init_error = dict(self.runtime.failure)
+            self.init_duration_ms = 0.0
+            return
         deadline = time.monotonic() + INIT_TIMEOUT
         while not self.broker.first_next.done():
             await asyncio.wait({self.broker.first_next}, timeout=0.05)
@@ -144,6 +176,19 @@ class Agent:
         os.execv(sys.executable, [sys.executable, "-m", "lambda_vm.agent", *self.args.argv])
 
     async def invoke(self, request: dict) -> dict:
+        request_id = request.get("request_id") or ""
+        mark = _log_size()
+        _log(f"START RequestId: {request_id} Version: $LATEST\n")
+        reply = await self.run(request)
+        billed = max(1, int(-(-reply["duration_ms"] // 1)))
+        _log(f"END RequestId: {request_id}\nREPORT RequestId: {request_id}\tDuration: "
+             f"{reply['duration_ms']:.2f} ms\tBilled Duration: {billed} ms\tMemory Size: "
+             f"{self.args.memory} MB\tMax Memory Used: {_max_rss_mb()} MB\t\n")
+        if request.get("log_tail"):
+            reply["log_tail"] = _log_since(mark)[-LOG_TAIL:]
+        return reply
+
+    async def run(self, request: dict) -> dict:
         started = time.monotonic()
         if self.broker.init_error:
             reply = dict(self.broker.init_error)
@@ -171,10 +216,42 @@ class Agent:
         sock = self.args.socket
         if os.path.exists(sock):
             os.unlink(sock)
-        server = await asyncio.start_unix_server(self.handle, sock + ".tmp")
+        server = await asyncio.start_unix_server(self.handle, sock + ".tmp",
+                                                 limit=jsonline.MAX_LINE)
         os.rename(sock + ".tmp", sock)  # appears only once the runtime is initialised
         async with server:
             await server.serve_forever()
+
+
+def _log(text: str) -> None:
+    sys.stdout.flush()
+    os.write(1, text.encode())
+
+
+def _log_size() -> int:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        return os.fstat(1).st_size
+    except OSError:
+        return 0
+
+
+def _log_since(offset: int) -> str:
+    """What this environment logged since ``offset`` (its stdout is its log file)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        with open("/proc/self/fd/1", "rb") as fh:
+            fh.seek(offset)
+            return fh.read(1 << 20).decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _max_rss_mb() -> int:
+    import resource
+    return max(1, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
 
 
 def runtime_environment(args: argparse.Namespace) -> dict:
@@ -184,8 +261,9 @@ def runtime_environment(args: argparse.Namespace) -> dict:
         "AWS_LAMBDA_FUNCTION_NAME": args.function, "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(args.memory),
         "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{args.function}",
-        "AWS_LAMBDA_LOG_STREAM_NAME": "hyperplane", "AWS_REGION": "us-east-1",
-        "AWS_DEFAULT_REGION": "us-east-1", "AWS_EXECUTION_ENV": "AWS_Lambda_hyperplane",
+        "AWS_LAMBDA_LOG_STREAM_NAME": "hyperplane", "AWS_REGION": args.region,
+        "AWS_DEFAULT_REGION": args.region,
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_{args.runtime}",
         "TZ": ":UTC", "HYPERPLANE_ACCOUNT": args.account, "HYPERPLANE_PYTHON": sys.executable,
     }
 
@@ -199,11 +277,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory", type=int, default=128)
     parser.add_argument("--timeout", type=float, default=3.0)
     parser.add_argument("--account", default="000000000000")
+    parser.add_argument("--runtime", default="python3.12")
+    parser.add_argument("--region", default="us-east-1")
+    parser.add_argument("--environment", default="{}", help="the function's variables, JSON")
     args = parser.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
+    os.environ.update(json.loads(args.environment))  # Lambda's own variables win
     os.environ.update(runtime_environment(args))
     os.chdir(args.code)
-    runtime = Runtime(args.code)
+    runtime = Runtime(args.code, args.runtime)
     signal.signal(signal.SIGTERM, lambda *_: (runtime.kill(), os._exit(0)))
     try:
         asyncio.run(Agent(args, runtime).serve())

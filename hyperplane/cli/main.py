@@ -64,10 +64,23 @@ def validate(file: str) -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="print the status as JSON")
 @click.option("--no-wait", is_flag=True, help="return while functions are still Pending")
-def up(file: str, as_json: bool, no_wait: bool) -> None:
+@click.option("--api-port", type=click.IntRange(1, 65535),
+              help="the AWS endpoint's port on 127.0.0.1 (default: settings.api.port, 4566)")
+@click.option("--no-api", is_flag=True, help="start no AWS-compatible endpoint")
+def up(file: str, as_json: bool, no_wait: bool, api_port: int | None, no_api: bool) -> None:
     """Validate FILE, build it, start the daemons; return when no function is Pending."""
-    result = run.up(file, wait=not no_wait)
+    result = run.up(file, wait=not no_wait, api_port=api_port, api=not no_api)
     emit(result, as_json, _status_text(result))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def api(as_json: bool) -> None:
+    """The AWS endpoint's URL, and the environment variables that point boto3 and the AWS
+    CLI at it."""
+    result = running.api_settings(running.require())
+    emit(result, as_json, f"{result['url']}\n" + "\n".join(
+        f"export {k}={v}" for k, v in result["environment"].items()))
 
 
 @main.command()
@@ -100,12 +113,14 @@ def _status_text(s: dict) -> str:
     if not s.get("up"):
         return "nothing is up"
     dp, ctl = s["dataplane"], s["controller"]
+    endpoint = s.get("api") or {}
     lines = [f"topology    {s['topology']}",
              f"dataplane   pid {dp['pid']} {'running' if dp['alive'] else 'NOT RUNNING'}, "
              f"{dp['sessions_active']} sessions",
              f"controller  pid {ctl['pid']} {'running' if ctl['alive'] else 'NOT RUNNING'}, "
              f"timing profile {s['timing']['profile']}",
-             f"ENIs        {s['enis']}    environments {s['environments']}"]
+             f"ENIs        {s['enis']}    environments {s['environments']}",
+             f"AWS API     {endpoint.get('url') or 'not started (--no-api)'}"]
     for f in s["functions"]:
         lines.append(f"function    {f['name']:<16} {f['state']:<8} {f['vpc_id'] or '(no VPC)'} "
                      f"ENIs {', '.join(f['enis']) or '-'}  envs {f['environments']}")

@@ -11,16 +11,22 @@ ENI is left in the subnet), and so on.
 from __future__ import annotations
 
 import os
+import threading
 
-from hyperplane.controller import sgchange
-from hyperplane.controller.functions import HYPERPLANE, LEGACY, FunctionRecord, VpcSpec, describe
-from hyperplane.controller.lifecycle import Effects
+from hyperplane.controller import ec2, sgchange
+from hyperplane.controller.functions import (
+    DEFAULT_RUNTIME,
+    HYPERPLANE,
+    LEGACY,
+    FunctionRecord,
+    VpcSpec,
+    describe,
+)
 from hyperplane.controller.service import READY_TIMEOUT, Controller
 from hyperplane.errors import ApiError
-from hyperplane.kernel import procs, state
+from hyperplane.kernel import codestore, procs, state
 from hyperplane.model import durations
 from hyperplane.model.parse_functions import FUNCTION_NAME, valid_handler
-from hyperplane.policy.groups import peers
 
 
 def _spec(request: dict) -> VpcSpec | None | bool:
@@ -32,6 +38,7 @@ def _spec(request: dict) -> VpcSpec | None | bool:
 
 
 def _check_fields(request: dict) -> None:
+    """The fields' own limits, as Lambda checks them (InvalidParameterValueException)."""
     name = request.get("name")
     if name is not None and not FUNCTION_NAME.fullmatch(str(name)):
         raise ApiError("InvalidParameterValueException", f"function name {name!r} must match "
@@ -40,16 +47,14 @@ def _check_fields(request: dict) -> None:
     if handler is not None and not valid_handler(handler):
         raise ApiError("InvalidParameterValueException",
                        f"handler {handler!r} must be 'module.function'")
-    memory = request.get("memory")
-    if memory is not None and not 128 <= int(memory) <= 10240:
-        raise ApiError("InvalidParameterValueException", "MemorySize must be 128 to 10240 MB")
-    timeout = request.get("timeout")
-    if timeout is not None and not 1 <= int(timeout) <= 900:
-        raise ApiError("InvalidParameterValueException", "Timeout must be 1 to 900 seconds")
-    reserved = request.get("reserved_concurrency")
-    if reserved is not None and not 0 <= int(reserved) <= 1000:
-        raise ApiError("InvalidParameterValueException",
-                       "ReservedConcurrentExecutions must be 0 to 1000")
+    for key, low, high, what in (("memory", 128, 10240, "MemorySize"),
+                                 ("timeout", 1, 900, "Timeout"),
+                                 ("reserved_concurrency", 0, 1000,
+                                  "ReservedConcurrentExecutions")):
+        value = request.get(key)
+        if value is not None and not (isinstance(value, int) and low <= value <= high):
+            raise ApiError("InvalidParameterValueException",
+                           f"{what} must be an integer from {low} to {high}, not {value!r}")
     code = request.get("code")
     if code is not None and not os.path.isdir(str(code)):
         raise ApiError("InvalidParameterValueException",
@@ -58,6 +63,27 @@ def _check_fields(request: dict) -> None:
     if networking is not None and networking not in (HYPERPLANE, LEGACY):
         raise ApiError("InvalidParameterValueException",
                        f"networking must be {HYPERPLANE} or {LEGACY}, not {networking!r}")
+    environment = request.get("environment")
+    if environment is not None and (not isinstance(environment, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in environment.items())):
+        raise ApiError("InvalidParameterValueException",
+                       "Environment.Variables must map names to strings")
+
+
+def _code(request: dict) -> dict:
+    """CodeSha256 and CodeSize of the request's code (given by the endpoint for a zip)."""
+    if request.get("code") is None:
+        return {}
+    if request.get("code_sha256"):
+        return {"code_sha256": request["code_sha256"], "code_size": request.get("code_size")}
+    sha, size = codestore.digest_dir(request["code"])
+    return {"code_sha256": sha, "code_size": size}
+
+
+def _who(ctl: Controller, request: dict) -> str:
+    """The caller's account; the model echoes the caller's region in ARNs."""
+    ctl.model.region = request.get("region") or "us-east-1"
+    return request.get("account") or ""
 
 
 def op_function_create(ctl: Controller, request: dict) -> dict:
@@ -69,42 +95,87 @@ def op_function_create(ctl: Controller, request: dict) -> dict:
     record = FunctionRecord(request["name"], request["handler"], request["code"],
                             int(request.get("memory") or 128), int(request.get("timeout") or 3),
                             request.get("reserved_concurrency"), request.get("networking") or "",
-                            vpc=spec or None)
+                            vpc=spec or None, runtime=request.get("runtime") or DEFAULT_RUNTIME,
+                            environment=dict(request.get("environment") or {}),
+                            role=request.get("role") or "",
+                            description=request.get("description") or "",
+                            region=request.get("region") or "us-east-1", **_code(request))
     with ctl.changing() as now:
+        record.account = _who(ctl, request)
         fn = ctl.model.create(record, now)
-    return describe(fn, ctl.topology.account)
+        return _view(ctl, fn)
+
+
+UPDATABLE = ("handler", "code", "memory", "timeout", "reserved_concurrency", "runtime",
+             "environment", "role", "description", "code_sha256", "code_size")
 
 
 def op_function_update(ctl: Controller, request: dict) -> dict:
     _check_fields(request)
-    changes = {k: request.get(k) for k in ("handler", "code", "memory", "timeout",
-                                            "reserved_concurrency")}
+    request = {**request, **_code(request)}
+    changes = {k: request.get(k) for k in UPDATABLE}
     with ctl.changing() as now:
+        account = _who(ctl, request)
+        ctl.model.function(request["name"], account)
         fn = ctl.model.update(request["name"], now, vpc=_spec(request), **changes)
-    return describe(fn, ctl.topology.account)
+        return _view(ctl, fn)
+
+
+def op_function_concurrency(ctl: Controller, request: dict) -> dict:
+    """Put (``reserved``: N) or delete (``reserved``: null) a function's reservation; it
+    changes no configuration, so no update is in progress."""
+    _check_fields({"reserved_concurrency": request.get("reserved")})
+    with ctl.changing():
+        fn = ctl.model.function(request["name"], _who(ctl, request))
+        fn.reserved_concurrency = request.get("reserved")
+        return {"ReservedConcurrentExecutions": fn.reserved_concurrency}
+
+
+def op_account_settings(ctl: Controller, request: dict) -> dict:
+    with ctl.lock:
+        account = request.get("account") or ctl.topology.account
+        mine = [f for f in ctl.model.functions.values() if (f.account or account) == account]
+        reserved = sum(f.reserved_concurrency or 0 for f in mine)
+        size = sum(f.code_size for f in mine)
+    return {"AccountLimit": {"TotalCodeSize": 80530636800, "CodeSizeUnzipped": 262144000,
+                             "CodeSizeZipped": 52428800, "ConcurrentExecutions": 1000,
+                             "UnreservedConcurrentExecutions": 1000 - reserved},
+            "AccountUsage": {"TotalCodeSize": size, "FunctionCount": len(mine)}}
+
+
+def op_accounts(ctl: Controller, request: dict) -> dict:
+    """Every account of the topology (the file's, and each VPC's owner)."""
+    with ctl.lock:
+        topology = ctl.topology
+        owners = {topology.vpc_account(v.id) for v in topology.vpcs}
+    return {"default": topology.account, "accounts": sorted({topology.account} | owners)}
 
 
 def op_function_delete(ctl: Controller, request: dict) -> dict:
     with ctl.lock:
+        ctl.model.function(request["name"], _who(ctl, request))
         effects = ctl.model.delete(request["name"])
         ctl.commit(effects)
         ctl.commit(ctl.model.tick(ctl.clock.now(), set(ctl.busy), {}))
+    codestore.forget(request["name"])
     return {"FunctionName": request["name"], "deleted": True}
 
 
 def op_function_get(ctl: Controller, request: dict) -> dict:
     with ctl.lock:
-        fn = ctl.model.function(request["name"])
+        fn = ctl.model.function(request["name"], _who(ctl, request))
         return _view(ctl, fn)
 
 
 def op_function_list(ctl: Controller, request: dict) -> dict:
     with ctl.lock:
-        return {"Functions": [_view(ctl, fn) for fn in ctl.model.functions.values()]}
+        account = _who(ctl, request)
+        return {"Functions": [_view(ctl, fn) for fn in ctl.model.functions.values()
+                              if not account or fn.account in ("", account)]}
 
 
 def _view(ctl: Controller, fn: FunctionRecord) -> dict:
-    view = describe(fn, ctl.topology.account)
+    view = describe(fn, ctl.topology.account, ctl.model.region)
     view["Enis"] = [e.id for e in ctl.model.enis if fn.name in e.functions]
     view["Environments"] = sum(1 for e in ctl.model.envs if e.function == fn.name)
     view["LastInvoked"] = fn.last_invoked
@@ -112,7 +183,21 @@ def _view(ctl: Controller, fn: FunctionRecord) -> dict:
 
 
 def op_invoke(ctl: Controller, request: dict) -> dict:
-    return ctl.invoke(request["name"], request.get("payload"))
+    """``mode``: RequestResponse (the default), Event (202 at once, run meanwhile) or
+    DryRun (204, nothing run); ``log_tail``: the last 4 KB of the invocation's log."""
+    mode = request.get("mode") or "RequestResponse"
+    name = request["name"]
+    with ctl.lock:
+        account = _who(ctl, request)
+        ctl.model.function(name, account)
+    if mode == "DryRun":
+        return {"status": 204}
+    if mode == "Event":
+        ctl.serial(ctl.admit, name)  # not ready: refused now, as AWS does
+        threading.Thread(target=ctl.invoke_quietly, args=(name, request.get("payload")),
+                         daemon=True).start()
+        return {"status": 202}
+    return ctl.invoke(name, request.get("payload"), bool(request.get("log_tail")))
 
 
 def op_scale(ctl: Controller, request: dict) -> dict:
@@ -152,69 +237,6 @@ def op_status(ctl: Controller, request: dict) -> dict:
                 "timing": ctl.model.timing.summary()}
 
 
-# -- EC2: deleting what Lambda ENIs depend on --------------------------------------------------
-def _deleted(ctl: Controller, kind: str, ident: str, lookup, error: str,  # noqa: ANN001
-             what: str) -> dict:
-    """The record of deletions, after checking ``ident`` exists (else AWS's NotFound)."""
-    deleted = ctl.data.setdefault("deleted", {"subnets": [], "groups": []})
-    try:
-        lookup(ident)
-    except KeyError:
-        missing = True
-    else:
-        missing = ident in deleted[kind]
-    if missing:
-        raise ApiError(error, f"The {what} '{ident}' does not exist")
-    return deleted
-
-
-def _dependency(what: str, ident: str, holder: str, **extra: str) -> ApiError:
-    return ApiError("DependencyViolation", f"The {what} '{ident}' has dependencies and "
-                    f"cannot be deleted: {holder}.", **extra)
-
-
-def op_delete_subnet(ctl: Controller, request: dict) -> dict:
-    subnet_id = request["id"]
-    with ctl.lock:
-        deleted = _deleted(ctl, "subnets", subnet_id, ctl.topology.subnet,
-                           "InvalidSubnetID.NotFound", "subnet ID")
-        for eni in ctl.model.enis:
-            if eni.key.subnet_id == subnet_id:
-                raise _dependency("subnet", subnet_id, f"network interface {eni.id} "
-                                  f"({eni.status}) is in it", eni=eni.id)
-        for host in (h for vpc in ctl.topology.vpcs for h in vpc.hosts):
-            if host.subnet == subnet_id:
-                raise _dependency("subnet", subnet_id, f"host {host.name} ({host.ip}) is in it")
-        deleted["subnets"].append(subnet_id)
-        ctl.model.deleted_subnets.add(subnet_id)
-        ctl.commit(Effects())
-    return {"deleted": subnet_id}
-
-
-def op_delete_security_group(ctl: Controller, request: dict) -> dict:
-    group_id = request["id"]
-    with ctl.lock:
-        deleted = _deleted(ctl, "groups", group_id, ctl.topology.security_group,
-                           "InvalidGroup.NotFound", "security group")
-        for eni in ctl.model.enis:
-            if group_id in eni.key.security_group_ids:
-                raise _dependency("security group", group_id, f"network interface {eni.id} "
-                                  f"({eni.status}) uses it", eni=eni.id)
-        for vpc in ctl.topology.vpcs:
-            for host in vpc.hosts:
-                if group_id in host.security_groups:
-                    raise _dependency("security group", group_id, f"host {host.name} uses it")
-            for group in vpc.security_groups:
-                if group.id != group_id and group.id not in deleted["groups"] and \
-                        group_id in peers(group):
-                    raise _dependency("security group", group_id,
-                                      f"a rule of {group.id} names it")
-        deleted["groups"].append(group_id)
-        ctl.model.deleted_groups.add(group_id)
-        ctl.commit(Effects())
-    return {"deleted": group_id}
-
-
 def op_sg_change(ctl: Controller, request: dict) -> dict:
     with ctl.lock:
         return sgchange.change(ctl, request)
@@ -224,6 +246,8 @@ OPS = {
     "function.create": op_function_create, "function.update": op_function_update,
     "function.delete": op_function_delete, "function.get": op_function_get,
     "function.list": op_function_list, "invoke": op_invoke, "scale": op_scale,
-    "clock": op_clock, "status": op_status, "vpc.delete_subnet": op_delete_subnet,
-    "vpc.delete_security_group": op_delete_security_group, "sg.change": op_sg_change,
+    "clock": op_clock, "status": op_status, "sg.change": op_sg_change,
+    "function.concurrency": op_function_concurrency, "account.settings": op_account_settings,
+    "accounts": op_accounts,
+    **ec2.OPS,
 }

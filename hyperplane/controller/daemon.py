@@ -33,7 +33,9 @@ from hyperplane.controller.service import Controller
 from hyperplane.errors import ApiError, TopologyError, UsageError
 
 TICK = 0.2
-PARALLEL = ("invoke", "scale")
+PARALLEL = ("invoke", "scale", "accounts", "function.get", "function.list", "account.settings",
+            "ec2.describe_vpcs", "ec2.describe_subnets", "ec2.describe_security_groups",
+            "ec2.describe_network_interfaces")  # they take the lock, not the worker
 log = logging.getLogger("hyperplane.controller")
 
 

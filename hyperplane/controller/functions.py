@@ -7,22 +7,30 @@ reason and code, and its last update's status, with AWS's names and values
 (``Pending``/``Active``/``Inactive``/``Failed``; ``Creating``, ``Restoring``,
 ``Idle``, ``SubnetOutOfIPAddresses``...).  ``describe`` renders it with the
 field names of Lambda's GetFunctionConfiguration.  Errors are ``errors.ApiError``,
-named as AWS names them.
+named as AWS names them, with AWS's messages (``not_found``, ``not_ready``,
+``update_in_progress``, ``check_vpc_request``, ``check_vpc_exists``).
 
 A VPC configuration here is ``VpcSpec``: subnet ids and security-group ids as
-given (they may name nothing: that is found when the ENIs are made).
+given.  The API checks that they exist when a function is created or updated
+(``check_vpc_exists``); a restore from Inactive finds it out when its ENIs are
+made again.
 """
 
 from __future__ import annotations
 
+import time
+import uuid
 from dataclasses import asdict, dataclass, field
 
 from hyperplane.errors import ApiError
+from hyperplane.model.topology import Topology
 
 PENDING, ACTIVE, INACTIVE, FAILED = "Pending", "Active", "Inactive", "Failed"
 SUCCESSFUL, IN_PROGRESS = "Successful", "InProgress"
 HYPERPLANE, LEGACY = "hyperplane", "legacy"
 MAX_SUBNETS, MAX_GROUPS = 16, 5
+DEFAULT_RUNTIME = "python3.12"
+UPDATE_SETTLE = 0.2  # emulated seconds a configuration update stays InProgress (no VPC change)
 
 REASONS = {
     "Creating": "The function is being created.",
@@ -65,13 +73,32 @@ class VpcSpec:
                    bool(data.get("ipv6_allowed_for_dual_stack", False)))
 
 
+def arn(account: str, name: str, region: str = "us-east-1") -> str:
+    return f"arn:aws:lambda:{region}:{account}:function:{name}"
+
+
+def not_found(account: str, name: str, region: str = "us-east-1") -> ApiError:
+    return ApiError("ResourceNotFoundException",
+                    f"Function not found: {arn(account, name, region)}", 404)
+
+
+def not_ready(state: str) -> str:
+    return ("The operation cannot be performed at this time. The function is currently in "
+            f"the following state: {state}")
+
+
+def update_in_progress(function_arn: str) -> ApiError:
+    return ApiError("ResourceConflictException", "The operation cannot be performed at this "
+                    f"time. An update is in progress for resource: {function_arn}", 409)
+
+
 def check_vpc_request(spec: VpcSpec | None) -> VpcSpec | None:
     """API-time checks (InvalidParameterValueException); empty lists mean no VPC."""
     if spec is None or (not spec.subnet_ids and not spec.security_group_ids):
         return None
     if not spec.subnet_ids or not spec.security_group_ids:
         raise ApiError("InvalidParameterValueException",
-                       "VpcConfig needs both subnet ids and security group ids (or neither)")
+                       "SubnetIds and SecurityIds must coexist or be both empty list.")
     if len(spec.subnet_ids) > MAX_SUBNETS:
         raise ApiError("InvalidParameterValueException",
                        f"at most {MAX_SUBNETS} subnets, got {len(spec.subnet_ids)}")
@@ -80,6 +107,31 @@ def check_vpc_request(spec: VpcSpec | None) -> VpcSpec | None:
                        f"at most {MAX_GROUPS} security groups, got "
                        f"{len(spec.security_group_ids)}")
     return spec
+
+
+def check_vpc_exists(topology: Topology, spec: VpcSpec | None) -> None:
+    """The subnets and groups exist, in one VPC (AWS's messages, as EC2 words them)."""
+    if spec is None:
+        return
+    vpc_ids = []
+    for subnet_id in spec.subnet_ids:
+        try:
+            vpc_ids.append(topology.subnet(subnet_id).vpc_id)
+        except KeyError:
+            raise ApiError("InvalidParameterValueException", "Error occurred while "
+                           "DescribeSubnets. EC2 Error Code: InvalidSubnetID.NotFound. EC2 "
+                           f"Error Message: The subnet ID '{subnet_id}' does not exist"
+                           ) from None
+    if len(set(vpc_ids)) > 1:
+        raise ApiError("InvalidParameterValueException",
+                       "Subnets must be in the same VPC: " + ", ".join(spec.subnet_ids))
+    known = {g.id for g in topology.vpc(vpc_ids[0]).security_groups}
+    for group_id in spec.security_group_ids:
+        if group_id not in known:
+            raise ApiError("InvalidParameterValueException", "Error occurred while "
+                           "DescribeSecurityGroups. EC2 Error Code: InvalidGroup.NotFound. "
+                           f"EC2 Error Message: The security group '{group_id}' does not "
+                           "exist")
 
 
 @dataclass
@@ -105,6 +157,23 @@ class FunctionRecord:
     last_invoked: float = 0.0
     revision: int = 0                   # bumped by every completed change: old envs retire
     extra: dict = field(default_factory=dict)
+    # what the API keeps and shows (GetFunctionConfiguration), beyond the above
+    runtime: str = DEFAULT_RUNTIME
+    environment: dict = field(default_factory=dict)   # variables given to the runtime
+    account: str = ""                   # the owner; "" before the controller sets it
+    region: str = "us-east-1"           # where it was created (its environments' AWS_REGION)
+    role: str = ""
+    description: str = ""
+    code_sha256: str = ""
+    code_size: int = 0
+    last_modified: float = 0.0          # emulated clock
+    revision_id: str = ""
+
+    def touch(self, now: float) -> None:
+        """A change was made: a new revision id and modification time."""
+        self.last_modified = now
+        self.revision_id = str(uuid.uuid5(uuid.NAMESPACE_URL,
+                                          f"{self.name}/{self.seq}/{now!r}/{self.revision}"))
 
     def set_state(self, state: str, code: str | None, **fmt: str) -> None:
         self.state, self.state_reason_code = state, code
@@ -132,16 +201,31 @@ class FunctionRecord:
         return cls(**fields)
 
 
+def aws_time(seconds: float) -> str:
+    """Lambda's timestamp format: ``2026-12-05T08:00:00.000+0000``."""
+    whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{whole}.{int(seconds * 1000) % 1000:03d}+0000"
+
+
 def describe(fn: FunctionRecord, account: str, region: str = "us-east-1") -> dict:
     """GetFunctionConfiguration's fields (plus a few of the emulator's, documented)."""
     spec = fn.target if fn.provisioning else fn.vpc
     vpc_id = fn.vpc_id if spec is not None else ""
     if fn.provisioning and fn.target is not None:
         vpc_id = fn.extra.get("target_vpc_id") or ""
+    owner = fn.account or account
     return {
         "FunctionName": fn.name,
-        "FunctionArn": f"arn:aws:lambda:{region}:{account}:function:{fn.name}",
-        "Handler": fn.handler, "MemorySize": fn.memory, "Timeout": fn.timeout,
+        "FunctionArn": arn(owner, fn.name, region),
+        "Runtime": fn.runtime, "Role": fn.role or f"arn:aws:iam::{owner}:role/hyperplane",
+        "Handler": fn.handler, "CodeSize": fn.code_size, "Description": fn.description,
+        "Timeout": fn.timeout, "MemorySize": fn.memory,
+        "LastModified": aws_time(fn.last_modified), "CodeSha256": fn.code_sha256,
+        "Version": "$LATEST", "RevisionId": fn.revision_id, "PackageType": "Zip",
+        "Architectures": ["x86_64"], "EphemeralStorage": {"Size": 512},
+        "TracingConfig": {"Mode": "PassThrough"},
+        "LoggingConfig": {"LogFormat": "Text", "LogGroup": f"/aws/lambda/{fn.name}"},
+        "Environment": {"Variables": dict(fn.environment)},
         "State": fn.state, "StateReason": fn.state_reason,
         "StateReasonCode": fn.state_reason_code,
         "LastUpdateStatus": fn.last_update_status,

@@ -35,9 +35,15 @@ from hyperplane.controller.functions import (
     PENDING,
     REASONS,
     SUCCESSFUL,
+    UPDATE_SETTLE,
     FunctionRecord,
     VpcSpec,
+    arn,
+    check_vpc_exists,
     check_vpc_request,
+    not_found,
+    not_ready,
+    update_in_progress,
 )
 from hyperplane.errors import ApiError
 from hyperplane.model import ipam, names
@@ -47,6 +53,7 @@ from hyperplane.model.timing import Timing
 from hyperplane.model.topology import Function, Topology, VpcConfig
 
 CREATING, IN_USE, DELETING = "creating", "in-use", "deleting"
+RETIRING = ("handler", "code", "memory", "timeout", "runtime", "environment")  # new envs
 
 
 @dataclass
@@ -71,15 +78,18 @@ class Model:
         self.topology, self.timing, self.limits = topology, timing, limits
         self.functions = {f.name: f for f in sorted(functions, key=lambda f: f.seq)}
         self.enis, self.envs = list(enis), list(envs)
-        self.deleted_subnets: set[str] = set()  # ``vpc delete-subnet`` (kept in the file)
-        self.deleted_groups: set[str] = set()
+        self.region = "us-east-1"  # echoed in the ARNs of error messages
 
     # -- lookups -----------------------------------------------------------------------
-    def function(self, name: str) -> FunctionRecord:
+    def function(self, name: str, account: str = "") -> FunctionRecord:
+        """The function ``name`` (of ``account``, when one is asked for), else AWS's 404."""
         fn = self.functions.get(name)
-        if fn is None:
-            raise ApiError("ResourceNotFoundException", f"Function not found: {name}", 404)
+        if fn is None or (account and fn.account and fn.account != account):
+            raise not_found(account or self.topology.account, name, self.region)
         return fn
+
+    def arn(self, fn: FunctionRecord) -> str:
+        return arn(fn.account or self.topology.account, fn.name, self.region)
 
     def runtime_function(self, fn: FunctionRecord) -> Function:
         """The ``topology.Function`` environments are made from (the applied config)."""
@@ -100,12 +110,10 @@ class Model:
                 vpc_ids.append(self.topology.subnet(subnet_id).vpc_id)
             except KeyError:
                 return None, "InvalidSubnet", subnet_id
-            if subnet_id in self.deleted_subnets:
-                return None, "InvalidSubnet", subnet_id
         if len(set(vpc_ids)) > 1:
             return None, "InvalidConfiguration", ",".join(spec.subnet_ids)
         vpc = self.topology.vpc(vpc_ids[0])
-        known = {g.id for g in vpc.security_groups} - self.deleted_groups
+        known = {g.id for g in vpc.security_groups}
         for group_id in spec.security_group_ids:
             if group_id not in known:
                 return None, "InvalidSecurityGroup", group_id
@@ -118,8 +126,14 @@ class Model:
                            409)
         fn.networking = fn.networking or self.limits.default_networking
         target = check_vpc_request(fn.vpc)
+        check_vpc_exists(self.topology, target)
         fn.vpc, fn.vpc_id, fn.last_invoked = None, None, now
         fn.seq = max((f.seq for f in self.functions.values()), default=0) + 1
+        if target is not None and not fn.account:
+            fn.account = self.topology.vpc_account(self.topology.subnet(
+                target.subnet_ids[0]).vpc_id)
+        fn.account = fn.account or self.topology.account
+        fn.touch(now)
         self.functions[fn.name] = fn
         fn.set_state(PENDING, "Creating")
         self._start(fn, target, now)
@@ -131,22 +145,24 @@ class Model:
         by provisioning while the old one keeps serving."""
         fn = self.function(name)
         if fn.state == PENDING:
-            raise ApiError("ResourceNotReadyException", _not_ready(fn), 502)
+            raise ApiError("ResourceConflictException", not_ready(PENDING), 409)
         if fn.last_update_status == IN_PROGRESS:
-            raise ApiError("ResourceConflictException", "The operation cannot be performed "
-                           f"at this time. An update is in progress for {fn.name}.", 409)
+            raise update_in_progress(self.arn(fn))
         if vpc is not False:  # checked before anything changes
             vpc = check_vpc_request(vpc if isinstance(vpc, VpcSpec) else None)
+            check_vpc_exists(self.topology, vpc)
         for key, value in changes.items():
             if value is not None:
                 setattr(fn, key, value)
-        if any(changes.get(k) is not None for k in ("handler", "code", "memory", "timeout")):
+        if any(changes.get(k) is not None for k in RETIRING):
             self._retire_envs(fn)
+        fn.touch(now)
         if vpc is not False and vpc != fn.vpc:
             fn.set_update(IN_PROGRESS, "Creating")
             self._start(fn, vpc if isinstance(vpc, VpcSpec) else None, now)
-        else:
-            fn.set_update(SUCCESSFUL, None)
+        else:  # AWS shows every update InProgress for a moment
+            fn.set_update(IN_PROGRESS, None)
+            fn.extra["settled_at"] = now + UPDATE_SETTLE
         return fn
 
     def delete(self, name: str) -> Effects:
@@ -166,10 +182,12 @@ class Model:
             fn.extra["restoring"] = True  # its ENIs are made again: that takes eni_create
             fn.extra["not_before"] = now + self.timing.pick("eni_create", f"{fn.name}@{now}")
             self._start(fn, fn.vpc, now)
-            raise ApiError("ResourceNotReadyException", _not_ready(fn, INACTIVE), 502)
+            raise ApiError("ResourceNotReadyException", not_ready(INACTIVE), 502)
         if fn.state == FAILED and fn.state_reason_code in INVOKE_ERRORS:
             raise ApiError(INVOKE_ERRORS[fn.state_reason_code], fn.state_reason or "", 502)
-        raise ApiError("ResourceNotReadyException", _not_ready(fn), 502)
+        if fn.state == PENDING:
+            raise ApiError("ResourceConflictException", not_ready(PENDING), 409)
+        raise ApiError("ResourceNotReadyException", not_ready(fn.state), 502)
 
     # -- provisioning ----------------------------------------------------------------------
     def _start(self, fn: FunctionRecord, target: VpcSpec | None, now: float) -> None:
@@ -280,9 +298,19 @@ class Model:
             effects.changed = True
             effects.events += [f"{fn.name} {fn.state}" for fn in completed]
             self._retire_enis(now, effects)  # what the completed changes let go of
+        self._settle_updates(now)
         self._reap_envs(now, busy, effects)
         self._spill(now, sessions, effects)
         return effects
+
+    def _settle_updates(self, now: float) -> None:
+        """An update without a VPC change ends Successful a moment after it began."""
+        for fn in self.functions.values():
+            settled = fn.extra.get("settled_at")
+            if settled is not None and settled <= now and not fn.provisioning:
+                fn.extra.pop("settled_at")
+                if fn.last_update_status == IN_PROGRESS:
+                    fn.set_update(SUCCESSFUL, None)
 
     def _idle_functions(self, now: float, effects: Effects) -> None:
         idle = self.timing.pick("function_idle", "")
@@ -380,8 +408,3 @@ class Model:
 
     def forget_envs(self, indices: set[int]) -> None:
         self.envs = [e for e in self.envs if e.index not in indices]
-
-
-def _not_ready(fn: FunctionRecord, state: str | None = None) -> str:
-    return ("The operation cannot be performed at this time. The function is currently in "
-            f"the following state: {state or fn.state}")

@@ -19,6 +19,7 @@ invocation or leased (``exec --function``): the model never reaps those.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -29,16 +30,18 @@ from contextlib import contextmanager
 from dataclasses import replace
 
 from hyperplane import jsonline
+from hyperplane.controller import network
 from hyperplane.controller.clock import Clock
-from hyperplane.controller.functions import LEGACY, FunctionRecord, VpcSpec
+from hyperplane.controller.functions import DEFAULT_RUNTIME, LEGACY, FunctionRecord, VpcSpec
 from hyperplane.controller.lifecycle import IN_USE, Effects, Limits, Model
 from hyperplane.controller.snapshot import snapshot
 from hyperplane.dataplane.config import Snapshot
 from hyperplane.errors import ApiError, UnreachableError
+from hyperplane.fabric import egress
 from hyperplane.fabric.desired import eni_objects, env_objects
 from hyperplane.fabric.objects import plan
 from hyperplane.kernel import build, netlink, procs, state, vpcservices
-from hyperplane.model import ipam, names, settings, timing
+from hyperplane.model import edits, ipam, names, settings, timing
 from hyperplane.model.enis import Eni
 from hyperplane.model.envs import Env, choose_subnet, eni_for
 from hyperplane.model.parser import parse_topology
@@ -70,10 +73,10 @@ class Controller:
             timing.timing(cfg), Limits(timing.enis_per_vpc(cfg),
                                        settings.dataplane(cfg)["eni_connection_limit"],
                                        timing.default_networking(cfg)))
-        deleted = data.get("deleted", {})
-        self.model.deleted_subnets = set(deleted.get("subnets", []))
-        self.model.deleted_groups = set(deleted.get("groups", []))
         self.built_enis = {e.id: e for e in self.model.enis}  # what the kernel has
+        # the topology the static fabric was built for (``up`` built the file's)
+        self.built_live = network.live(self) if data.get("seeded") else self.topology
+        self.egress_key = _egress_key(self.built_live)
         self.last_push = 0.0
         self.sessions_asked, self.last_sessions = 0.0, {}
 
@@ -109,6 +112,11 @@ class Controller:
             now = self.clock.now()
             for function in self.topology.functions:
                 self.model.create(record_of(function, self.topology.settings), now)
+            # the file's functions only seed the controller: from now on it holds them
+            document = dict(edits.strip_functions(self.data["document"]),
+                            _layout=self.topology.layout.to_dict())
+            self.data["document"] = document
+            self.retopology(parse_topology(document, self.data["source"]))
             self.data["seeded"] = True
             self.commit(Effects(changed=True))
 
@@ -134,9 +142,19 @@ class Controller:
         self.save()  # recorded before anything is made
         if effects.reap:
             self.reap(effects.reap - set(self.busy))
+        self.follow_functions()
         self.sync_enis()
         self.push()
         self.save()
+
+    def follow_functions(self) -> None:
+        """Lambda's egress to the emulated internet exists while a function has no VPC."""
+        now_live = network.live(self)
+        key = _egress_key(now_live)
+        if key != self.egress_key:
+            network.sync_fabric(self, self.built_live, now_live)
+            self.egress_key = key
+        self.built_live = now_live
 
     def sync_enis(self) -> None:
         wanted = {e.id: e for e in self.model.enis}
@@ -157,7 +175,7 @@ class Controller:
 
     def snapshot(self) -> Snapshot:
         """The dataplane's whole desired configuration."""
-        return snapshot(self.topology, self.model.enis, self.model.envs)
+        return snapshot(network.live(self), self.model.enis, self.model.envs)
 
     def reap(self, indices: set[int]) -> None:
         """Stop and remove idle environments."""
@@ -209,7 +227,7 @@ class Controller:
         self.sync_enis()
         self.push()
         for env in made:
-            self.data["procs"][env.id] = self.spawn_agent(function, env)
+            self.data["procs"][env.id] = self.spawn_agent(fn, function, env)
         self.save()
         return made
 
@@ -261,11 +279,13 @@ class Controller:
         netlink.remove_netns(env.netns)
         self.data["namespaces"] = [n for n in self.data["namespaces"] if n != env.netns]
 
-    def spawn_agent(self, function: Function, env: Env) -> int:
+    def spawn_agent(self, fn: FunctionRecord, function: Function, env: Env) -> int:
         args = ["--socket", state.env_socket(env.index), "--code", function.code,
                 "--handler", function.handler, "--function", function.name,
                 "--memory", str(function.memory), "--timeout", str(function.timeout),
-                "--account", function_account(self.topology, function)]
+                "--account", fn.account or function_account(self.topology, function),
+                "--runtime", fn.runtime, "--region", fn.region,
+                "--environment", json.dumps(fn.environment)]
         vpc_id = function.vpc_config.vpc_id if function.vpc_config else None
         reply = jsonline.request(state.zygote_socket(), {
             "op": "spawn", "netns": env.netns, "args": args, "log": str(state.log(env.id)),
@@ -337,14 +357,31 @@ class Controller:
             else:
                 self.save()
 
-    def invoke(self, name: str, payload: object) -> dict:
+    def admit(self, name: str) -> None:
+        """The invoke gate alone (an asynchronous invocation is refused at once)."""
+        with self.lock:
+            now = self.clock.now()
+            try:
+                self.model.admit(name, now)
+            except ApiError:
+                self.commit(self.model.tick(now, set(self.busy), {}))  # a restore began
+                raise
+
+    def invoke_quietly(self, name: str, payload: object) -> None:
+        """An asynchronous invocation: its outcome goes to the environment's log only."""
+        try:
+            self.invoke(name, payload)
+        except Exception:  # noqa: BLE001 - nobody waits for it; AWS would retry twice
+            pass
+
+    def invoke(self, name: str, payload: object, log_tail: bool = False) -> dict:
         env, cold, fn = self.acquire(name)
         try:
             procs.wait_until(lambda: os.path.exists(state.env_socket(env.index)),
-                              READY_TIMEOUT, 0.002)
+                             READY_TIMEOUT, 0.002)
             reply = jsonline.request(state.env_socket(env.index),
-                                   {"payload": payload, "request_id": str(uuid.uuid4())},
-                                   timeout=fn.timeout + 10)
+                                     {"payload": payload, "request_id": str(uuid.uuid4()),
+                                      "log_tail": log_tail}, timeout=fn.timeout + 10)
         except (UnreachableError, OSError) as exc:
             raise RuntimeError(f"environment {env.id} of {name} did not answer ({exc}); "
                                f"see {state.log(env.id)}") from None
@@ -394,6 +431,10 @@ class Controller:
         return {"now": now, "offset": self.clock.offset, "events": effects.events}
 
 
+def _egress_key(topology: Topology) -> tuple[bool, bool]:
+    return egress.needs_internet(topology), egress.has_egress_port(topology)
+
+
 def record_of(function: Function, cfg: dict) -> FunctionRecord:
     """The file's function as a create request."""
     vpc = None
@@ -403,7 +444,8 @@ def record_of(function: Function, cfg: dict) -> FunctionRecord:
     return FunctionRecord(function.name, function.handler, function.code, function.memory,
                           function.timeout, function.reserved_concurrency,
                           timing.networking(function.networking, cfg),
-                          vpc=vpc)
+                          vpc=vpc, runtime=function.runtime or DEFAULT_RUNTIME,
+                          environment=dict(function.environment))
 
 
 def dataplane_request(message: dict) -> dict:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 
 import yaml
 
@@ -24,7 +25,7 @@ from hyperplane.errors import UnreachableError, UsageError
 from hyperplane.fabric import desired
 from hyperplane.fabric.objects import plan
 from hyperplane.kernel import build, netlink, procs, state, vpcservices
-from hyperplane.model import names, timing
+from hyperplane.model import names, settings, timing
 from hyperplane.model.topology import Topology
 
 READY_TIMEOUT = 15.0
@@ -49,10 +50,28 @@ def _refuse_if_up() -> None:
                          "another topology is up or a run crashed; see `hyperplane cleanup`")
 
 
-def up(path: str, wait: bool = True) -> dict:
+def check_port(port: int) -> None:
+    """The endpoint's port is free on 127.0.0.1 (checked before anything is built)."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.bind(("127.0.0.1", port))
+    except OSError as exc:
+        raise UsageError(f"port {port} on 127.0.0.1 is not free for the AWS endpoint "
+                         f"({exc.strerror}); choose another with --api-port or "
+                         "settings.api.port, or run without it (--no-api)") from None
+    finally:
+        probe.close()
+
+
+def up(path: str, wait: bool = True, api_port: int | None = None, api: bool = True) -> dict:
+    """Build ``path``'s topology and start everything; ``api_port`` overrides the file's
+    ``settings.api.port``; ``api=False`` starts no AWS endpoint."""
     topology = load(path)
+    port = api_port or settings.api_port(topology.settings)
     with state.locked():
         _refuse_if_up()
+        if api:
+            check_port(port)
         objs = desired.desired(topology, [], [])
         data = {"source": os.path.abspath(path), "document": _document(path, topology),
                 "enis": [], "envs": [], "procs": {}, "namespaces": desired.namespaces(objs)}
@@ -64,6 +83,8 @@ def up(path: str, wait: bool = True) -> dict:
             _start_dataplane(data)
             _start_zygote(data)
             _start_hosts(data, topology)
+            if api:  # before the controller, which is the state's only writer from then on
+                start_endpoint(data, port)
             state.save(data)
             start_controller(data)
         except BaseException:
@@ -97,6 +118,25 @@ def start_controller(data: dict | None = None) -> int:
     data["procs"]["controller"] = pid
     procs.await_ready(pid, lambda: _answers(sock, lambda r: r.get("pid") == pid),
                       "the controller", state.log("controller"), READY_TIMEOUT)
+    return pid
+
+
+def start_endpoint(data: dict, port: int) -> int:
+    """The AWS-compatible endpoint, in this namespace, on 127.0.0.1:``port``."""
+    pid = procs.spawn_here(procs.python_module("hyperplane.endpoint", "--port", str(port)),
+                           state.log("endpoint"))
+    data["procs"]["endpoint"] = pid
+    data["api"] = {"url": f"http://127.0.0.1:{port}", "port": port}
+    state.save(data)
+
+    def listening() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+    procs.await_ready(pid, listening, "the AWS endpoint", state.log("endpoint"),
+                      READY_TIMEOUT)
     return pid
 
 
@@ -188,5 +228,5 @@ def forget_state() -> None:
     state.forget()
     for name in state.SOCKETS:
         state.path(name).unlink(missing_ok=True)
-    for sub in ("envs", "ready", "resolv"):
+    for sub in ("envs", "ready", "resolv", "code"):
         shutil.rmtree(state.path(sub), ignore_errors=True)

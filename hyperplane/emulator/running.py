@@ -133,4 +133,20 @@ def status() -> dict:
             "controller": _process(data["procs"].get("controller")),
             "timing": timing.timing(topology.settings).summary(),
             "functions": _function_rows(running), "hosts": hosts, "enis": len(data["enis"]),
-            "environments": len(running.envs), "namespaces": sorted(data["namespaces"])}
+            "environments": len(running.envs), "namespaces": sorted(data["namespaces"]),
+            "api": {**(data.get("api") or {}), **_process(data["procs"].get("endpoint"))}
+            if data.get("api") else None}
+
+
+def api_settings(running: Running) -> dict:
+    """The endpoint's URL and the variables SDKs read (the access key selects the
+    account: the file's own here; any secret is accepted)."""
+    endpoint = running.data.get("api")
+    if not endpoint:
+        raise UsageError("the AWS endpoint was not started (`hyperplane up` without "
+                         "--no-api starts it)")
+    return {"url": endpoint["url"], "port": endpoint["port"],
+            "environment": {"AWS_ENDPOINT_URL": endpoint["url"],
+                            "AWS_ACCESS_KEY_ID": running.topology.account,
+                            "AWS_SECRET_ACCESS_KEY": "hyperplane",
+                            "AWS_DEFAULT_REGION": "us-east-1"}}

@@ -31,15 +31,14 @@ from hyperplane.fabric.objects import (
 from hyperplane.model import ipam, names
 from hyperplane.model.enis import Eni
 from hyperplane.model.envs import Env
-from hyperplane.model.topology import Topology
+from hyperplane.model.topology import Topology, Vpc
 
 
-def _vpc(topology: Topology, vpc_index: int) -> list[KernelObject]:
-    vpc = topology.vpcs[vpc_index]
-    router = names.router_ns(vpc_index)
+def _vpc(topology: Topology, vpc: Vpc) -> list[KernelObject]:
+    router = router_netns(topology, vpc.id)
     objs = namespace_objects(router, forwarding=True)
-    for s_index, subnet in enumerate(vpc.subnets):
-        br = names.bridge(s_index)
+    for subnet in vpc.subnets:
+        br = names.bridge(topology.layout.subnet(subnet.id))
         objs += [Bridge(router, br), Up(router, br),
                  Address(router, br, ipam.gateway(subnet.cidr), ipam.prefixlen(subnet.cidr))]
     return objs
@@ -50,13 +49,16 @@ def host_index(topology: Topology, name: str) -> int:
     return all_hosts.index(name)
 
 
+def router_netns(topology: Topology, vpc_id: str) -> str:
+    """The namespace of a VPC's router, ``hp-r<V>`` (``V`` from the layout)."""
+    return names.router_ns(topology.layout.vpc(vpc_id))
+
+
 def subnet_location(topology: Topology, subnet_id: str) -> tuple[str, str]:
     """(router namespace, bridge name) of a subnet."""
-    for v_index, vpc in enumerate(topology.vpcs):
-        for s_index, subnet in enumerate(vpc.subnets):
-            if subnet.id == subnet_id:
-                return names.router_ns(v_index), names.bridge(s_index)
-    raise KeyError(subnet_id)
+    subnet = topology.subnet(subnet_id)
+    return (router_netns(topology, subnet.vpc_id),
+            names.bridge(topology.layout.subnet(subnet_id)))
 
 
 def host_netns(topology: Topology, name: str) -> str:
@@ -100,8 +102,8 @@ def env_objects(env: Env) -> list[KernelObject]:
 def desired(topology: Topology, enis: list[Eni], envs: list[Env]) -> frozenset[KernelObject]:
     """Every kernel object for a topology with these ENIs and environments."""
     objs: list[KernelObject] = namespace_objects(names.PLANE_NS)
-    for v_index, vpc in enumerate(topology.vpcs):
-        objs += _vpc(topology, v_index)
+    for vpc in topology.vpcs:
+        objs += _vpc(topology, vpc)
         for host in vpc.hosts:
             objs += _host(topology, host.name)
     for eni in enis:

@@ -66,36 +66,39 @@ def igw_indices(topology: Topology) -> dict[str, int]:
     return {vpc_id: i for i, vpc_id in enumerate(with_igw)}
 
 
-def _bridge_of(vpc: Vpc, subnet_id: str) -> str:
-    return names.bridge(next(i for i, s in enumerate(vpc.subnets) if s.id == subnet_id))
+def _bridge_of(topology: Topology, subnet_id: str) -> str:
+    return names.bridge(topology.layout.subnet(subnet_id))
 
 
-def _route_tables(vpc: Vpc, router: str, v_index: int, igw_index: int | None) -> list:
+def _route_tables(topology: Topology, vpc: Vpc, igw_index: int | None) -> list:
     objs: list = []
-    for s_index, subnet in enumerate(vpc.subnets):
+    layout = topology.layout
+    router = names.router_ns(layout.vpc(vpc.id))
+    for subnet in vpc.subnets:
         routes = vpc.network.routes(subnet.id)
         if not routes:
             continue
-        table = ROUTE_TABLE_BASE + s_index
-        objs.append(PolicyRule(router, names.bridge(s_index), table, table))
-        for j, other in enumerate(vpc.subnets):  # local
-            objs.append(Route(router, other.cidr, None, names.bridge(j), table))
+        table = ROUTE_TABLE_BASE + layout.subnet(subnet.id)
+        objs.append(PolicyRule(router, _bridge_of(topology, subnet.id), table, table))
+        for other in vpc.subnets:  # local
+            objs.append(Route(router, other.cidr, None, _bridge_of(topology, other.id), table))
         objs.append(Route(router, vpc.cidr, None, None, table, "blackhole"))
         for route in routes:
             if route.target == vpc.network.internet_gateway and igw_index is not None:
                 inet_ip, _ = names.igw_transit(igw_index)
                 objs.append(Route(router, route.destination, inet_ip,
-                                         names.igw_router_link(v_index), table))
+                                  names.igw_router_link(layout.vpc(vpc.id)), table))
             else:
                 nat = vpc.network.nat_gateway(route.target)
                 objs.append(Route(router, route.destination, nat.private_ip,
-                                         _bridge_of(vpc, nat.subnet), table))
+                                  _bridge_of(topology, nat.subnet), table))
         if not any(r.destination == "0.0.0.0/0" for r in routes):
             objs.append(Route(router, None, None, None, table, "blackhole"))
     return objs
 
 
-def objects(topology: Topology) -> list:
+def _internet(topology: Topology) -> list:
+    """``hp-inet`` itself, and Lambda's own egress link into it."""
     objs: list = []
     inet = names.INET_NS
     if needs_internet(topology):
@@ -104,38 +107,44 @@ def objects(topology: Topology) -> list:
                  Address(inet, "lo", names.PUBLIC_SERVER, 32),
                  Route(inet, None, None, None, None, "blackhole")]
     if has_egress_port(topology):
-        objs += [Veth(names.PLANE_NS, names.EGRESS_PLANE_LINK, inet,
-                             names.EGRESS_INET_LINK, mac=names.mac(names.MAC_EGRESS, 0)),
+        objs += [Veth(names.PLANE_NS, names.EGRESS_PLANE_LINK, inet, names.EGRESS_INET_LINK,
+                      mac=names.mac(names.MAC_EGRESS, 0)),
                  Up(names.PLANE_NS, names.EGRESS_PLANE_LINK),
                  Up(inet, names.EGRESS_INET_LINK),
                  Address(inet, names.EGRESS_INET_LINK, names.EGRESS_GATEWAY,
-                                ipam.prefixlen(names.EGRESS_NET))]
+                         ipam.prefixlen(names.EGRESS_NET))]
+    return objs
+
+
+def _internet_gateway(topology: Topology, vpc: Vpc, igw_index: int) -> list:
+    v_index = topology.layout.vpc(vpc.id)
+    router, inet = names.router_ns(v_index), names.INET_NS
+    inet_ip, router_ip = names.igw_transit(igw_index)
+    link, peer = names.igw_router_link(v_index), names.igw_inet_link(v_index)
+    objs: list = [Veth(router, link, inet, peer), Up(router, link), Up(inet, peer),
+                  Address(router, link, router_ip, 30), Address(inet, peer, inet_ip, 30)]
+    for nat in vpc.network.nat_gateways:
+        objs += [Route(router, f"{nat.elastic_ip}/32", nat.private_ip,
+                       _bridge_of(topology, nat.subnet)),
+                 Route(inet, f"{nat.elastic_ip}/32", router_ip, peer)]
+    return objs
+
+
+def objects(topology: Topology) -> list:
+    objs = _internet(topology)
     igws = igw_indices(topology)
-    for v_index, vpc in enumerate(topology.vpcs):
-        router = names.router_ns(v_index)
+    for vpc in topology.vpcs:
+        router = names.router_ns(topology.layout.vpc(vpc.id))
         objs += [Address(router, "lo", ipam.resolver(vpc.cidr), 32),
                  Route(router, None, None, None, None, "blackhole")]
-        igw_index = igws.get(vpc.id)
-        objs += _route_tables(vpc, router, v_index, igw_index)
-        if igw_index is None:
-            continue
-        inet_ip, router_ip = names.igw_transit(igw_index)
-        link, peer = names.igw_router_link(v_index), names.igw_inet_link(v_index)
-        objs += [Veth(router, link, inet, peer), Up(router, link),
-                 Up(inet, peer), Address(router, link, router_ip, 30),
-                 Address(inet, peer, inet_ip, 30)]
-        for nat in vpc.network.nat_gateways:
-            objs += [Route(router, f"{nat.elastic_ip}/32", nat.private_ip,
-                                  _bridge_of(vpc, nat.subnet)),
-                     Route(inet, f"{nat.elastic_ip}/32", router_ip, peer)]
+        objs += _route_tables(topology, vpc, igws.get(vpc.id))
+        if vpc.id in igws:
+            objs += _internet_gateway(topology, vpc, igws[vpc.id])
     for k, nat in enumerate(nat_gateways(topology)):
-        v_index = next(i for i, v in enumerate(topology.vpcs) if v.id == nat.vpc_id)
-        router = names.router_ns(v_index)
+        router = names.router_ns(topology.layout.vpc(nat.vpc_id))
         vpc_link = names.natgw_vpc_link(k)
         objs += [Veth(names.PLANE_NS, names.natgw_plane_link(k), router, vpc_link,
-                             mac=names.mac(names.MAC_NATGW, k)),
-                 Master(router, vpc_link, _bridge_of(topology.vpcs[v_index],
-                                                            nat.subnet)),
-                 Up(router, vpc_link), Up(names.PLANE_NS,
-                                                        names.natgw_plane_link(k))]
+                      mac=names.mac(names.MAC_NATGW, k)),
+                 Master(router, vpc_link, _bridge_of(topology, nat.subnet)),
+                 Up(router, vpc_link), Up(names.PLANE_NS, names.natgw_plane_link(k))]
     return objs

@@ -33,6 +33,15 @@ def spawn(ns: str, argv: list[str], log_path: Path, env: dict | None = None,
     return proc.pid
 
 
+def spawn_here(argv: list[str], log_path: Path) -> int:
+    """Like ``spawn``, in the caller's own namespace (the AWS endpoint, on loopback)."""
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                close_fds=True)
+    return proc.pid
+
+
 def exec_in(ns: str, argv: list[str], resolv: str | None = None) -> int:
     """Become ``argv`` inside namespace ``ns`` (like ``ip netns exec``).
 

@@ -23,16 +23,17 @@ database under ``procs`` before it is waited for, so ``down`` and ``cleanup`` fi
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from hyperplane import jsonline
 from hyperplane.dataplane.config import NatGatewayConfig, NatSnapshot
 from hyperplane.errors import UnreachableError
 from hyperplane.fabric import egress
-from hyperplane.fabric.desired import host_netns
+from hyperplane.fabric.desired import host_netns, router_netns
 from hyperplane.kernel import nftables, procs, state
 from hyperplane.model import ipam, names, settings
 from hyperplane.model.enis import Eni
-from hyperplane.model.topology import Topology
+from hyperplane.model.topology import Topology, Vpc
 from hyperplane.policy import hostfw, secgroups
 from hyperplane.services import dnsmsg
 
@@ -99,27 +100,55 @@ def start(data: dict, topology: Topology, enis: list[Eni]) -> None:
     """Everything a freshly built topology needs before its functions become Active."""
     data.pop("membership", None)
     follow_membership(data, topology, enis)  # every host's firewall, fresh
+    sync(data, topology)
+    if egress.nat_gateways(topology):
+        _start_natgw(data, topology)
+
+
+def _resolver_files(vpc: Vpc) -> Path:
+    """The VPC resolver's records and the resolv.conf pointing at it; the records' path."""
+    resolver = ipam.resolver(vpc.cidr)
+    records = state.path("resolv", f"{vpc.id}.json")
+    records.parent.mkdir(parents=True, exist_ok=True)
+    records.write_text(json.dumps(dnsmsg.vpc_records(vpc)))
+    state.path("resolv", f"{vpc.id}.conf").write_text(
+        f"# hyperplane: the resolver of {vpc.id}\nnameserver {resolver}\n"
+        f"search {vpc.network.dns_zone}\noptions timeout:1 attempts:2\n")
+    return records
+
+
+def stop_gone(data: dict, topology: Topology) -> None:
+    """Stop the resolvers of VPCs the topology no longer has (before their routers go)."""
+    wanted = {f"dns:{v.id}" for v in topology.vpcs}
+    for name in [n for n in data["procs"] if n.startswith("dns:") and n not in wanted]:
+        procs.stop(data["procs"].pop(name))
+        vpc_id = name.removeprefix("dns:")
+        for suffix in ("json", "conf"):
+            state.path("resolv", f"{vpc_id}.{suffix}").unlink(missing_ok=True)
+    if not egress.needs_internet(topology) and "inet:www" in data["procs"]:
+        procs.stop(data["procs"].pop("inet:www"))
+
+
+def sync(data: dict, topology: Topology) -> None:
+    """Start what the topology's VPC services lack: a resolver per VPC, the public server
+    when there is an internet (idempotent: what runs is left alone)."""
     waiting = []
-    for v_index, vpc in enumerate(topology.vpcs):
-        resolver = ipam.resolver(vpc.cidr)
-        records = state.path("resolv", f"{vpc.id}.json")
-        records.parent.mkdir(parents=True, exist_ok=True)
-        records.write_text(json.dumps(dnsmsg.vpc_records(vpc)))
-        state.path("resolv", f"{vpc.id}.conf").write_text(
-            f"# hyperplane: the resolver of {vpc.id}\nnameserver {resolver}\n"
-            f"search {vpc.network.dns_zone}\noptions timeout:1 attempts:2\n")
-        waiting.append(_spawn(data, f"dns:{vpc.id}", names.router_ns(v_index),
-                              "hyperplane.services.dns", "--address", resolver,
-                              "--records", str(records)))
-    if egress.needs_internet(topology):
+    for vpc in topology.vpcs:
+        name = f"dns:{vpc.id}"
+        if name in data["procs"] and procs.alive(data["procs"][name]):
+            continue
+        records = _resolver_files(vpc)
+        waiting.append(_spawn(data, name, router_netns(topology, vpc.id),
+                              "hyperplane.services.dns", "--address",
+                              ipam.resolver(vpc.cidr), "--records", str(records)))
+    running = "inet:www" in data["procs"] and procs.alive(data["procs"]["inet:www"])
+    if egress.needs_internet(topology) and not running:
         waiting.append(_spawn(data, "inet:www", names.INET_NS,
                               "hyperplane.services.httpd", "--port", str(names.PUBLIC_PORT),
                               "--name", "www"))
     for name, ready, pid in waiting:
         procs.await_ready(pid, ready.exists, name, state.log(name.replace(":", "-")),
                           READY_TIMEOUT)
-    if egress.nat_gateways(topology):
-        _start_natgw(data, topology)
 
 
 def _spawn(data: dict, name: str, ns: str, module: str, *args: str) -> tuple:

@@ -117,4 +117,8 @@ def read_yaml(path: str) -> object:
 
 def load_topology(path: str) -> Topology:
     """Read and validate a topology file; relative ``code`` may be relative to its folder."""
-    return parse_topology(read_yaml(path), path, str(Path(path).resolve().parent))
+    data = read_yaml(path)
+    if isinstance(data, dict) and "_layout" in data:
+        raise TopologyError(path, "_layout", "is the emulator's own record of kernel names "
+                            "(in its copy of the document); a file may not set it")
+    return parse_topology(data, path, str(Path(path).resolve().parent))

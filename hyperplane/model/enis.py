@@ -14,6 +14,7 @@ function uses any more are left out (the caller deletes them).
 from __future__ import annotations
 
 import hashlib
+import uuid
 from dataclasses import dataclass, replace
 
 from hyperplane.model import ipam, names
@@ -52,8 +53,9 @@ class Eni:
 
     @property
     def description(self) -> str:
-        """AWS names the ENI after the function whose creation made it."""
-        return "AWS Lambda VPC ENI-" + (self.functions[0] if self.functions else "")
+        """AWS names the ENI after the function whose creation made it, and a uuid."""
+        first = self.functions[0] if self.functions else ""
+        return f"AWS Lambda VPC ENI-{first}-{uuid.uuid5(uuid.NAMESPACE_URL, self.id)}"
 
     def to_dict(self) -> dict:
         return {"id": self.id, "index": self.index, "vpc_id": self.key.vpc_id,

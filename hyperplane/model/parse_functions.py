@@ -11,6 +11,10 @@ A function entry:
     networking: hyperplane           hyperplane | legacy; absent: the file's
                                      ``settings.networking``, else hyperplane
     reserved_concurrency: 10         0..1000; absent: unreserved
+    runtime: python3.12              python3.x (the built-in runtime) | provided.*
+                                     (the code's ``bootstrap``) | another name
+                                     (created; invoking it says the runtime is not run)
+    environment: {TABLE: orders}     the runtime's variables, strings (4 KB in all)
     vpc_config:                      absent, null, {} or both lists empty: no VPC
       subnet_ids: [subnet-a]         at most 16, all in one VPC
       security_group_ids: [sg-a]     at most 5, in that VPC
@@ -37,8 +41,12 @@ MAX_SECURITY_GROUPS = 5  # per function, and per host (AWS: per network interfac
 MEMORY_RANGE = (128, 10240)
 TIMEOUT_RANGE = (1, 900)
 RESERVED_CONCURRENCY_RANGE = (0, 1000)
-FUNCTION_KEYS = ("vpc_config", "memory", "timeout", "networking", "reserved_concurrency")
+FUNCTION_KEYS = ("vpc_config", "memory", "timeout", "networking", "reserved_concurrency",
+                 "runtime", "environment")
 FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+RUNTIME = re.compile(r"[a-z][a-z0-9.]{0,40}")
+VARIABLE = re.compile(r"[a-zA-Z][a-zA-Z0-9_]{0,127}")
+ENVIRONMENT_BYTES = 4096  # AWS: 4 KB for all of a function's variables
 
 
 def valid_handler(handler: str) -> bool:
@@ -74,8 +82,28 @@ class FunctionParser(Fields):
             reserved = self.integer(reserved, key(path, "reserved_concurrency"),
                                     RESERVED_CONCURRENCY_RANGE)
         code = self._code_dir(m["code"], key(path, "code"))
+        runtime = None
+        if m.get("runtime") is not None:
+            runtime = self.name(m["runtime"], key(path, "runtime"), RUNTIME, {}, "runtime")
+        environment = self._environment(m.get("environment"), key(path, "environment"))
         return Function(name, code, handler, vpc_config, memory, timeout, networking,
-                        reserved)
+                        reserved, runtime, environment)
+
+    def _environment(self, raw: object, path: str) -> tuple[tuple[str, str], ...]:
+        if raw is None:
+            return ()
+        m = self.mapping(raw, path, (), tuple(raw) if isinstance(raw, dict) else ())
+        variables = []
+        for name, value in m.items():
+            if not VARIABLE.fullmatch(name):
+                self.fail(key(path, name), f"variable name {shown(name)} must match "
+                          f"^{VARIABLE.pattern}$")
+            if not isinstance(value, str):
+                self.fail(key(path, name), f"expected a string, got {shown(value)} (quote it)")
+            variables.append((name, value))
+        if sum(len(k) + len(v) for k, v in variables) > ENVIRONMENT_BYTES:
+            self.fail(path, f"the variables take more than {ENVIRONMENT_BYTES} bytes")
+        return tuple(variables)
 
     def _networking(self, raw: object, path: str) -> str | None:
         if raw is not None and raw not in NETWORKING_MODES:

@@ -21,6 +21,7 @@ import re
 import netaddr
 
 from hyperplane.model.fields import FILE_PATH, ipv4, key, kind, shown
+from hyperplane.model.layout import Layout
 from hyperplane.model.parse_functions import MAX_SECURITY_GROUPS, FunctionParser
 from hyperplane.model.parse_network import SUBNET_KEYS, VPC_KEYS, NetworkParser
 from hyperplane.model.topology import (
@@ -83,7 +84,7 @@ class Parser(NetworkParser, FunctionParser):
     def topology(self, data: object) -> Topology:
         if data is None:
             self.fail(FILE_PATH, "the document is empty; expected a mapping with an account")
-        doc = self.mapping(data, "", ("account",), ("vpcs", "functions", "settings"))
+        doc = self.mapping(data, "", ("account",), ("vpcs", "functions", "settings", "_layout"))
         account = self.default_account = self.account(doc["account"])
         vpcs = tuple(self.vpc(raw, f"vpcs[{i}]")
                      for i, raw in enumerate(self.list_of(doc.get("vpcs", []), "vpcs")))
@@ -97,7 +98,9 @@ class Parser(NetworkParser, FunctionParser):
         settings = {} if doc.get("settings") is None else doc["settings"]
         if not isinstance(settings, dict):
             self.fail("settings", f"expected a mapping, got {kind(settings)}")
-        return Topology(account, vpcs, functions, self.source, dict(settings))
+        layout = Layout.from_dict(doc.get("_layout")).extend(
+            (v.id, [s.id for s in v.subnets]) for v in vpcs)
+        return Topology(account, vpcs, functions, self.source, dict(settings), layout)
 
     def account(self, raw: object) -> str:
         if isinstance(raw, int) and not isinstance(raw, bool):
@@ -156,8 +159,12 @@ class Parser(NetworkParser, FunctionParser):
     # -- security groups --------------------------------------------------------------
 
     def security_group(self, raw: object, path: str, vpc_id: str) -> SecurityGroup:
-        m = self.mapping(raw, path, ("id",), ("ingress", "egress"))
+        m = self.mapping(raw, path, ("id",), ("ingress", "egress", "name", "description"))
         group_id = self.ident(m["id"], key(path, "id"))
+        name = self.string(m.get("name", group_id), key(path, "name"))
+        description = m.get("description", "")
+        if not isinstance(description, str):
+            self.fail(key(path, "description"), f"expected a string, got {kind(description)}")
         if group_id in self.groups:
             self.fail(key(path, "id"), f"duplicate security group id {shown(group_id)} "
                       f"(first defined at {self.groups[group_id][1]})")
@@ -168,7 +175,7 @@ class Parser(NetworkParser, FunctionParser):
             items = self.list_of(m.get(direction, DEFAULT_RULES[direction]), rules_path)
             rules[direction] = tuple(self.rule(r, f"{rules_path}[{i}]", direction, vpc_id)
                                      for i, r in enumerate(items))
-        return SecurityGroup(group_id, rules["ingress"], rules["egress"])
+        return SecurityGroup(group_id, rules["ingress"], rules["egress"], name, description)
 
     def rule(self, raw: object, path: str, direction: str, vpc_id: str) -> Rule:
         peer_key = "source_security_group" if direction == "ingress" else \

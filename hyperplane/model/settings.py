@@ -23,6 +23,8 @@
       quotas:
         enis_per_vpc: 250                # Lambda ENIs per VPC
       networking: hyperplane             # hyperplane (default) | legacy
+      api:
+        port: 4566                       # the AWS-compatible endpoint on 127.0.0.1
 
 ``check`` raises ``TopologyError`` naming the field, like every other
 topology error; ``dataplane(settings)`` and ``nat_gateway(settings)`` return
@@ -58,7 +60,8 @@ DEFAULTS = {"eni_connection_limit": 65000, "port_range": [1024, 65535],
 TIMEOUT_KEYS = tuple(f.name for f in fields(Timeouts))
 NAT_GATEWAY_DEFAULTS = {"connections_per_destination": 55000, "idle_timeout": 350,
                         "port_range": [1024, 65535]}
-SECTIONS = ("dataplane", "nat_gateway", "timing", "quotas", "networking")
+SECTIONS = ("dataplane", "nat_gateway", "timing", "quotas", "networking", "api")
+API_PORT = 4566  # the AWS-compatible endpoint's default port (LocalStack's, by habit)
 QUOTA_KEYS = ("enis_per_vpc",)
 
 
@@ -76,6 +79,7 @@ def check(settings: dict, source: str) -> None:
     _check_timing(source, settings.get("timing", {}))
     _check_quotas(source, settings.get("quotas", {}))
     _check_networking(source, "settings.networking", settings.get("networking"))
+    _check_api(source, settings.get("api"))
     section = settings.get("dataplane", {})
     if section is None:
         section = {}
@@ -167,6 +171,23 @@ def _check_networking(source: str, path: str, value: object) -> None:
     if value is not None and value not in timing.NETWORKING_MODES:
         raise TopologyError(source, path, f"unknown networking mode {value!r} "
                             f"(known: {', '.join(timing.NETWORKING_MODES)})")
+
+
+def _check_api(source: str, section: object) -> None:
+    if section is None:
+        return
+    if not isinstance(section, dict):
+        raise TopologyError(source, "settings.api", "expected a mapping")
+    for key, value in section.items():
+        if key != "port":
+            raise TopologyError(source, f"settings.api.{key}", "unknown setting (known: port)")
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+            raise TopologyError(source, "settings.api.port",
+                                f"expected a port number 1-65535, got {value!r}")
+
+
+def api_port(settings: dict) -> int:
+    return int((settings.get("api") or {}).get("port", API_PORT))
 
 
 def nat_gateway(settings: dict) -> dict:

@@ -22,6 +22,8 @@ from typing import Any
 
 import netaddr
 
+from hyperplane.model.layout import Layout
+
 RESERVED_LABELS = ("network address", "VPC router", "DNS", "reserved for future use", "broadcast")
 
 
@@ -38,6 +40,8 @@ class SecurityGroup:
     id: str
     ingress: tuple[Rule, ...]
     egress: tuple[Rule, ...]
+    name: str = ""          # the file's ``name`` (AWS's GroupName), else the id
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,8 @@ class Function:
     timeout: int = 3
     networking: str | None = None  # hyperplane | legacy; None: settings.networking's
     reserved_concurrency: int | None = None  # None: unreserved
+    runtime: str | None = None     # python3.x | provided.* | ...; None: python3.12
+    environment: tuple[tuple[str, str], ...] = ()  # the runtime's variables
 
 
 def _find(items: Iterable[Any], attr: str, key: str) -> Any:
@@ -133,6 +139,7 @@ class Topology:
     functions: tuple[Function, ...]
     source: str
     settings: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    layout: Layout = field(default_factory=Layout, compare=False, hash=False)
 
     def subnet(self, subnet_id: str) -> Subnet:
         return _find((s for v in self.vpcs for s in v.subnets), "id", subnet_id)

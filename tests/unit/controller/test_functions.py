@@ -158,12 +158,12 @@ def test_functions_are_numbered_in_creation_order() -> None:
 # -- the invoke gate ------------------------------------------------------------------------
 
 
-def test_admit_a_pending_function_is_not_ready() -> None:
+def test_admit_a_pending_function_is_a_conflict() -> None:
     m = model()
     m.create(record(vpc=VpcSpec(("subnet-a",), ("sg-lambda",))), T0)
     error = api_error(m.admit, "orders", T0 + 1)
     assert (error.kind, error.status, error.message) == (
-        "ResourceNotReadyException", 502, NOT_READY.format("Pending"))
+        "ResourceConflictException", 409, NOT_READY.format("Pending"))
 
 
 def test_admit_an_active_function() -> None:
@@ -198,4 +198,5 @@ def test_admit_a_failed_function_without_an_invoke_error_is_not_ready() -> None:
 def test_admit_an_unknown_function_is_not_found() -> None:
     error = api_error(model().admit, "nobody", T0)
     assert (error.kind, error.status, error.message) == (
-        "ResourceNotFoundException", 404, "Function not found: nobody")
+        "ResourceNotFoundException", 404,
+        "Function not found: arn:aws:lambda:us-east-1:111111111111:function:nobody")

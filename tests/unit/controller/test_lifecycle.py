@@ -129,18 +129,39 @@ def test_another_group_set_gets_new_enis_at_the_lowest_free_addresses() -> None:
 # -- failures -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("subnets", "groups", "code", "offender"), [
-    (["subnet-zzz"], ["sg-lambda"], "InvalidSubnet", "subnet-zzz"),
-    (["subnet-a"], ["sg-zzz"], "InvalidSecurityGroup", "sg-zzz"),
-    (["subnet-a"], ["sg-x"], "InvalidSecurityGroup", "sg-x"),  # a group of another VPC
-    (["subnet-a", "subnet-x"], ["sg-lambda"], "InvalidConfiguration", ""),
+SUBNET_NOT_FOUND = ("Error occurred while DescribeSubnets. EC2 Error Code: "
+                    "InvalidSubnetID.NotFound. EC2 Error Message: The subnet ID '{}' does not "
+                    "exist")
+GROUP_NOT_FOUND = ("Error occurred while DescribeSecurityGroups. EC2 Error Code: "
+                   "InvalidGroup.NotFound. EC2 Error Message: The security group '{}' does not "
+                   "exist")
+
+
+@pytest.mark.parametrize(("subnets", "groups", "message"), [
+    (["subnet-zzz"], ["sg-lambda"], SUBNET_NOT_FOUND.format("subnet-zzz")),
+    (["subnet-a"], ["sg-zzz"], GROUP_NOT_FOUND.format("sg-zzz")),
+    (["subnet-a"], ["sg-x"], GROUP_NOT_FOUND.format("sg-x")),  # a group of another VPC
+    (["subnet-a", "subnet-x"], ["sg-lambda"], "Subnets must be in the same VPC"),
+    (["subnet-a"], [], "SubnetIds and SecurityIds must coexist or be both empty list."),
 ])
-def test_a_configuration_naming_nothing_fails(subnets: list[str], groups: list[str],
-                                              code: str, offender: str) -> None:
+def test_a_configuration_naming_nothing_is_refused_at_once(subnets: list[str],
+                                                           groups: list[str],
+                                                           message: str) -> None:
     m = model()
-    fn = create(m, "orders", subnets, groups)
-    assert (fn.state, fn.state_reason_code, fn.provisioning) == ("Failed", code, False)
-    assert offender in (fn.state_reason or "") and m.enis == []
+    vpc = VpcSpec(tuple(subnets), tuple(groups))
+    error = raises("InvalidParameterValueException", 400, m.create,
+                   FunctionRecord("orders", "orders.handler", "/code", vpc=vpc), T0)
+    assert error.message.startswith(message)
+    assert m.functions == {} and m.enis == []
+
+
+def test_an_update_naming_nothing_is_refused_and_changes_nothing() -> None:
+    m = model()
+    fn = active(m, "orders", ["subnet-a"])
+    error = raises("InvalidParameterValueException", 400, m.update, "orders", T0 + 5,
+                   vpc=spec(["subnet-zzz"]), timeout=9)
+    assert error.message == SUBNET_NOT_FOUND.format("subnet-zzz")
+    assert (fn.timeout, fn.last_update_status, fn.vpc) == (3, "Successful", spec(["subnet-a"]))
 
 
 def test_a_full_subnet_fails_and_leaves_no_partial_eni_set() -> None:
@@ -188,22 +209,39 @@ def test_a_vpc_update_serves_the_old_configuration_until_the_new_one_is_ready() 
 def test_update_while_pending_or_in_progress_is_refused() -> None:
     m = model()
     create(m, "orders", ["subnet-a"])
-    raises("ResourceNotReadyException", 502, m.update, "orders", T0, handler="x.y")
+    error = raises("ResourceConflictException", 409, m.update, "orders", T0, handler="x.y")
+    assert error.message == ("The operation cannot be performed at this time. The function "
+                             "is currently in the following state: Pending")
     m.tick(T0 + ENI_CREATE, set(), {})
     m.update("orders", T0 + 3, vpc=spec(["subnet-b"]))
     error = raises("ResourceConflictException", 409, m.update, "orders", T0 + 4, timeout=9)
-    assert "An update is in progress for orders" in error.message
+    assert error.message == ("The operation cannot be performed at this time. An update is in "
+                             "progress for resource: arn:aws:lambda:us-east-1:111111111111:"
+                             "function:orders")
+
+
+def test_every_update_is_in_progress_for_a_moment() -> None:
+    m = model()
+    fn = active(m, "orders", ["subnet-a"])
+    before = fn.revision_id
+    m.update("orders", T0 + 5, timeout=9)
+    assert (fn.timeout, fn.last_update_status, fn.last_update_status_reason_code) == (
+        9, "InProgress", None)
+    assert fn.revision_id != before and fn.last_modified == T0 + 5
+    raises("ResourceConflictException", 409, m.update, "orders", T0 + 5.1, memory=256)
+    m.tick(T0 + 5.2, set(), {})
+    assert fn.last_update_status == "Successful"
 
 
 def test_a_failing_update_keeps_the_old_configuration() -> None:
-    m = model()
+    m = model(Limits(enis_per_vpc=1))
     fn = active(m, "orders", ["subnet-a"])
-    m.update("orders", T0 + 5, vpc=spec(["subnet-zzz"]))
+    m.update("orders", T0 + 5, vpc=spec(["subnet-b"]))
     assert (fn.state, fn.last_update_status, fn.last_update_status_reason_code) == (
-        "Active", "Failed", "InvalidSubnet")
-    assert "subnet-zzz" in (fn.last_update_status_reason or "")
+        "Active", "Failed", "EniLimitExceeded")
     assert (fn.vpc, fn.vpc_id, fn.provisioning) == (spec(["subnet-a"]), "vpc-app", False)
     m.update("orders", T0 + 6, timeout=9)  # not stuck
+    m.tick(T0 + 7, set(), {})
     assert fn.last_update_status == "Successful"
 
 
@@ -214,7 +252,7 @@ def test_a_code_change_retires_the_environments_at_once() -> None:
     revision = fn.revision
     m.update("orders", T0 + 5, handler="billing.handler")
     assert (fn.handler, fn.last_update_status, fn.revision) == (
-        "billing.handler", "Successful", revision + 1)
+        "billing.handler", "InProgress", revision + 1)
     assert m.envs[0].stale and m.outdated(m.envs[0])
 
 
@@ -227,8 +265,10 @@ def test_an_invalid_vpc_update_changes_nothing() -> None:
 
 
 def test_an_update_fixing_a_failed_function_completes() -> None:
-    m = model()
-    fn = create(m, "orders", ["subnet-zzz"])
+    m = model(Limits(enis_per_vpc=0))
+    fn = create(m, "orders", ["subnet-b"])
+    assert (fn.state, fn.state_reason_code) == ("Failed", "EniLimitExceeded")
+    m.limits.enis_per_vpc = 250
     m.update("orders", T0 + 5, vpc=spec(["subnet-a"]))
     m.tick(T0 + 5 + ENI_CREATE, set(), {})
     assert (fn.state, fn.last_update_status) == ("Active", "Successful")
@@ -326,7 +366,11 @@ def test_a_failing_restore_goes_back_to_inactive_with_the_code() -> None:
     m = model()
     fn = active(m, "orders", ["subnet-a"])
     m.tick(T0 + IDLE, set(), {})
-    m.deleted_subnets.add("subnet-a")
+    doc = document()  # subnet-b deleted meanwhile (nothing of the function was in it)
+    doc["vpcs"][0]["subnets"] = [s for s in doc["vpcs"][0]["subnets"] if s["id"] != "subnet-a"]
+    doc["vpcs"][0]["hosts"], doc["vpcs"][0]["nat_gateways"] = [], []
+    del doc["vpcs"][0]["internet_gateway"]
+    m.topology = parse_topology(doc, "t.yaml")
     raises("ResourceNotReadyException", 502, m.admit, "orders", T0 + IDLE + 1)
     assert (fn.state, fn.state_reason_code, fn.provisioning) == (
         "Inactive", "InvalidSubnet", False)

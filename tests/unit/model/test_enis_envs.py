@@ -84,7 +84,8 @@ def test_quickstart_needs_one_shared_eni_per_subnet() -> None:
         assert eni.id == eni_id("111111111111", eni.key) and len(eni.id) == len("eni-") + 17
         assert (eni.plane_link, eni.vpc_link) == (f"hpi{eni.index}", f"hpn{eni.index}")
         assert eni.mac == names.mac(names.MAC_ENI, eni.index)
-        assert eni.description == "AWS Lambda VPC ENI-orders"
+        assert eni.description.startswith("AWS Lambda VPC ENI-orders-")
+        assert len(eni.description) == len("AWS Lambda VPC ENI-orders-") + 36  # a uuid
     assert len({e.id for e in enis}) == 2
 
 

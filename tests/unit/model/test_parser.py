@@ -116,10 +116,11 @@ def test_quickstart_parses_to_expected_objects():
     assert vpc.subnets == (Subnet("subnet-a", "10.0.1.0/24", "az1", "vpc-app"),
                            Subnet("subnet-b", "10.0.2.0/24", "az2", "vpc-app"))
     assert vpc.security_groups == (
-        SecurityGroup("sg-lambda", (), (Rule("all", None, "0.0.0.0/0", None),)),
+        SecurityGroup("sg-lambda", (), (Rule("all", None, "0.0.0.0/0", None),), "sg-lambda"),
         SecurityGroup("sg-db", (Rule("tcp", (8080, 8080), None, "sg-lambda"),
                                 Rule("icmp", None, None, "sg-lambda")),
-                      (Rule("all", None, "0.0.0.0/0", None),)),  # AWS's default egress
+                      (Rule("all", None, "0.0.0.0/0", None),),  # AWS's default egress
+                      "sg-db"),
     )
     assert vpc.hosts == (Host("db", "subnet-a", "10.0.1.10", ("sg-db",), 8080, "vpc-app"),)
     config = VpcConfig(("subnet-a", "subnet-b"), ("sg-lambda",), "vpc-app")

@@ -96,7 +96,7 @@ def test_the_documented_sections_are_accepted() -> None:
      "unknown networking mode 'vpc' (known: hyperplane, legacy)"),
     ({"networking": ["legacy"]}, "settings.networking", "unknown networking mode"),
     ({"networkin": "legacy"}, "settings.networkin",
-     "unknown setting (known: dataplane, nat_gateway, timing, quotas, networking)"),
+     "unknown setting (known: dataplane, nat_gateway, timing, quotas, networking, api)"),
 ])
 def test_bad_timing_quotas_networking_name_field_and_reason(given: dict, path: str,
                                                             reason: str) -> None:
