@@ -24,10 +24,12 @@ layers below it (``tests/unit/test_architecture.py`` keeps it so).
                  service that makes it real, its API, clock, snapshot
     emulator/    up / down, the running topology, requests to the daemons,     side effects
                  reach, cleanup: what the CLI calls
+    endpoint/    the AWS-compatible endpoint: SigV4, REST-JSON and query/XML   side effects
+                 from botocore's models, handlers that ask the controller
     bench/       ``make bench``: Hyperplane beside the kernel's NAT            side effects
     cli/         click commands only: parse, call, print                      side effects
 
-Layers, top to bottom: cli > bench > emulator > controller > kernel >
+Layers, top to bottom: cli > bench > endpoint > emulator > controller > kernel >
 (fabric, policy, services) > dataplane > model; ``errors`` and ``jsonline`` sit
 below them all.  ``lambda_vm`` (the execution environment) is a sibling package
 that uses only ``errors``, ``jsonline`` and ``kernel``.

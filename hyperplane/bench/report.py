@@ -116,6 +116,10 @@ def extra_lines(results: dict) -> list[str]:
                    f"(asked {conc['asked']}); kernel conntrack entries "
                    f"{conc['kernel_entries']}, slab object {conc['kernel_slab_object_bytes']} B, "
                    f"MemAvailable delta {conc['kernel_memavailable_delta_per_entry']:.0f} B/entry")
+    invoke = extra.get("api_invoke_ms")
+    if invoke:
+        out.append("warm invoke: " + ", ".join(
+            f"{way} p50 {v['p50']:.1f} ms, p99 {v['p99']:.1f} ms" for way, v in invoke.items()))
     if "ping_lost" in extra:
         out.append(f"ping probes lost: {extra['ping_lost']}")
     return out

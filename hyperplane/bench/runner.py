@@ -22,7 +22,7 @@ from pathlib import Path as FsPath
 
 import yaml
 
-from hyperplane.bench import reference, workloads
+from hyperplane.bench import api, reference, workloads
 from hyperplane.bench.workloads import Path
 from hyperplane.emulator import requests, running
 from hyperplane.emulator.run import down, up
@@ -95,7 +95,7 @@ class Bench:
         started = time.monotonic()
         up(topology_file())
         topology = running.require().topology
-        env, lock, _cold = requests.acquire_env(topology.function("bench"))
+        env, lock, _cold = requests.acquire_env("bench")
         self.locks.append(lock)
         server_ns = host_netns(topology, "srv")
         hyperplane = Path("hyperplane", env.netns, server_ns, "10.0.1.10")
@@ -227,7 +227,7 @@ class Bench:
         return total / (time.monotonic() - started)
 
     def cold_starts(self) -> None:
-        function = running.require().topology.function("cold")
+        function = "cold"
         samples = []
         for _ in range(self.plan.cold_starts):
             started = time.monotonic()
@@ -244,6 +244,14 @@ class Bench:
             "legacy": legacy}
         self.log(f"cold start             median {statistics.median(samples):.1f} ms "
                  f"(legacy mode {legacy['median']:.1f} ms)")
+
+    def api_invokes(self) -> None:
+        """A warm Invoke through the AWS endpoint, the controller and the CLI."""
+        count = 200 if self.plan.rounds > 2 else 50
+        figures = api.measure(count, 20 if self.plan.rounds > 2 else 5)
+        self.results["extra"]["api_invoke_ms"] = figures
+        self.log("warm invoke            " + ", ".join(
+            f"{k} p50 {v['p50']:.1f} ms p99 {v['p99']:.1f} ms" for k, v in figures.items()))
 
     def legacy_cold_starts(self, count: int) -> dict:
         """The same function in legacy mode: an ENI created and attached per cold start."""
@@ -281,6 +289,7 @@ def run(plan: Plan, log=print) -> dict:
         bench.connections()
         bench.environments()
         bench.cold_starts()
+        bench.api_invokes()
     finally:
         bench.teardown()
     bench.results["machine"] = workloads.machine()

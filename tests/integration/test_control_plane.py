@@ -202,7 +202,8 @@ def pending_checks(state_dir: Path, name: str, group: str) -> bool:
         stdout, stderr, code = out[call]
         assert code == 1, (call, stdout, stderr)
         error = json.loads(stdout)
-        assert error["errorType"] == "ResourceNotReadyException", (call, error)
+        assert (error["errorType"], error["statusCode"]) == (
+            "ResourceConflictException", 409), (call, error)
         assert "Pending" in error["errorMessage"], error
     [row] = [r for r in json.loads(out["enis"][0]) if name in r["functions"]]
     assert row["status"] == "creating" and row["security_groups"] == [group], row
@@ -376,8 +377,10 @@ def test_deleted_function_eni_lingers_deleting_and_blocks_subnet_and_group_delet
         hp.run("vpc", "delete-subnet", "subnet-c", state_dir=state_dir)
         error = refused(state_dir, "vpc", "delete-subnet", "subnet-c")
         assert error["errorType"] == "InvalidSubnetID.NotFound"
-        late = create(state_dir, "late", *ORDERS, *vpc("subnet-c", "sg-k"))  # a deleted subnet
-        assert (late["State"], late["StateReasonCode"]) == ("Failed", "InvalidSubnet"), late
+        error = refused(state_dir, "function", "create", "late", *ORDERS,
+                        *vpc("subnet-c", "sg-k"))  # a deleted subnet: refused at once
+        assert error["errorType"] == "InvalidParameterValueException", error
+        assert "InvalidSubnetID.NotFound" in error["errorMessage"], error
 
 
 # -- 8. the controller killed with -9 and started again ------------------------------------------

@@ -80,20 +80,25 @@ def test_the_vpc_eni_quota_fails_a_new_key_but_not_a_shared_one(topology: dict,
         assert sorted(r["security_groups"][0] for r in rows) == ["sg-q1", "sg-q2"]
 
 
-@pytest.mark.parametrize(("subnets", "groups", "code", "invoke_error", "named"), [
-    ("subnet-nope", "sg-q1", "InvalidSubnet", "InvalidSubnetIDException", "subnet-nope"),
-    ("subnet-q", "sg-nope", "InvalidSecurityGroup", "InvalidSecurityGroupIDException",
-     "sg-nope"),
-    ("subnet-q", "sg-f1", "InvalidSecurityGroup", "InvalidSecurityGroupIDException",
-     "sg-f1"),  # a group of another VPC
-], ids=["unknown-subnet", "unknown-group", "group-of-another-vpc"])
-def test_an_unknown_subnet_or_group_fails_the_function(topology: dict, state_dir: Path,
-                                                       subnets: str, groups: str, code: str,
-                                                       invoke_error: str, named: str) -> None:
+@pytest.mark.parametrize(("subnets", "groups", "words"), [
+    ("subnet-nope", "sg-q1", "EC2 Error Code: InvalidSubnetID.NotFound. EC2 Error Message: "
+                             "The subnet ID 'subnet-nope' does not exist"),
+    ("subnet-q", "sg-nope", "EC2 Error Code: InvalidGroup.NotFound. EC2 Error Message: The "
+                            "security group 'sg-nope' does not exist"),
+    ("subnet-q", "sg-f1", "The security group 'sg-f1' does not exist"),  # of another VPC
+    ("subnet-q", "", "SubnetIds and SecurityIds must coexist or be both empty list."),
+], ids=["unknown-subnet", "unknown-group", "group-of-another-vpc", "no-group"])
+def test_an_unknown_subnet_or_group_is_refused_at_once(topology: dict, state_dir: Path,
+                                                       subnets: str, groups: str,
+                                                       words: str) -> None:
     with functions(state_dir, "invalid"):
-        create(state_dir, "invalid", *ORDERS, *vpc(subnets, groups))
-        fn = failed_with(state_dir, "invalid", code, invoke_error)
-        assert named in fn["StateReason"], fn
+        error = refused(state_dir, "function", "create", "invalid", *ORDERS,
+                        *vpc(subnets, groups))
+        assert (error["errorType"], error["statusCode"]) == (
+            "InvalidParameterValueException", 400), error
+        assert words in error["errorMessage"], error
+        gone = refused(state_dir, "function", "get", "invalid")
+        assert gone["errorType"] == "ResourceNotFoundException", gone
 
 
 def test_a_key_at_its_connection_limit_gets_a_second_eni(topology: dict,

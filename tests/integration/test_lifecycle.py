@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,17 @@ def test_a_second_up_is_refused_while_one_is_running(tmp_path: Path) -> None:
     finally:
         hp.run("down", state_dir=tmp_path, check=False)
     assert hp.our_namespaces() == []
+
+
+def test_up_refuses_a_port_in_use_before_building_anything(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        before = hp.our_namespaces()
+        result = hp.run("up", "examples/quickstart.yaml", "--api-port", str(port),
+                        state_dir=tmp_path, check=False)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert str(port) in line and "--api-port" in line
+    assert hp.our_namespaces() == before and not (tmp_path / "state.db").exists()
