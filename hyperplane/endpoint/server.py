@@ -45,6 +45,7 @@ answer carries ``x-amzn-RequestId`` (the XML ones also in the body) and
 from __future__ import annotations
 
 import signal
+import socket
 import socketserver
 import sys
 import threading
@@ -322,6 +323,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
     sys_version = ""
     timeout = 300                      # an idle keep-alive connection closes after this
     server: Endpoint
+
+    def setup(self) -> None:
+        super().setup()
+        # an answer is written as headers then body: without this, Nagle's algorithm holds
+        # the body until the client's delayed ACK (40 ms a request on a kept-alive link)
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's names)
         self._serve()

@@ -329,6 +329,14 @@ def test_bad_input_gets_awss_errors_and_the_endpoint_keeps_serving(
     reply = conn.getresponse()
     assert reply.status == 400 and reply.getheader("x-amzn-ErrorType")
     reply.read()
+    conn.request("POST", "/", body=b"Action=DescribeSubnets&Filter.1.Name=vpc-id&Filter.1.Value.x"
+                 b"=%%zz&Version=2016-11-15\xff", headers={
+                     "Content-Type": "application/x-www-form-urlencoded",
+                     "Authorization": "AWS4-HMAC-SHA256 Credential=AKID/20261205/us-east-1/ec2/"
+                                      "aws4_request, SignedHeaders=host, Signature=" + "0" * 64})
+    reply = conn.getresponse()
+    body = reply.read()
+    assert reply.status == 400 and b"<Response><Errors><Error><Code>" in body, body
     raw = client("lambda", parameter_validation=False)
     with pytest.raises(raw.exceptions.InvalidParameterValueException, match="Role"):
         raw.create_function(FunctionName="norole", Runtime="python3.12",
