@@ -16,6 +16,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 import zipfile
@@ -33,7 +34,7 @@ from tests.integration import hp
 ACCOUNT = "777777777777"
 TOPOLOGY = "tests/integration/topologies/aws_api.yaml"
 CODE = hp.REPO / "tests" / "integration" / "functions" / "api" / "app.py"
-AWS = hp.REPO / ".venv" / "bin" / "aws"
+AWS = Path(sys.executable).parent / "aws"  # the AWS CLI of the venv running the tests
 
 
 def free_port() -> int:
