@@ -67,7 +67,7 @@ def run(timeout: float = PROBE_TIMEOUT) -> dict:
             if not mine:
                 continue
             argv = procs.python_module("hyperplane.services.reachprobe", "--timeout",
-                                       str(timeout), *(f"http:{t.ip}:{t.port}" for t in mine))
+                                       str(timeout), *(f"{t.probe}:{t.ip}:{t.port}" for t in mine))
             started.append((source, mine, procs.start_in(ns, argv, resolv)))
         rows = []
         for source, mine, proc in started:

@@ -15,6 +15,8 @@ A function entry:
                                      (the code's ``bootstrap``) | another name
                                      (created; invoking it says the runtime is not run)
     environment: {TABLE: orders}     the runtime's variables, strings (4 KB in all)
+    file_system_configs:             EFS through an access point (``parse_storage``)
+      - {access_point: fsap-..., local_mount_path: /mnt/data}
     vpc_config:                      absent, null, {} or both lists empty: no VPC
       subnet_ids: [subnet-a]         at most 16, all in one VPC
       security_group_ids: [sg-a]     at most 5, in that VPC
@@ -42,14 +44,20 @@ MEMORY_RANGE = (128, 10240)
 TIMEOUT_RANGE = (1, 900)
 RESERVED_CONCURRENCY_RANGE = (0, 1000)
 FUNCTION_KEYS = ("vpc_config", "memory", "timeout", "networking", "reserved_concurrency",
-                 "runtime", "environment")
+                 "runtime", "environment", "file_system_configs")
 FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 RUNTIME = re.compile(r"[a-z][a-z0-9.]{0,40}")
+OTHER_HANDLER = re.compile(r"\S{1,128}")
 VARIABLE = re.compile(r"[a-zA-Z][a-zA-Z0-9_]{0,127}")
 ENVIRONMENT_BYTES = 4096  # AWS: 4 KB for all of a function's variables
 
 
-def valid_handler(handler: str) -> bool:
+def valid_handler(handler: str, runtime: str | None = None) -> bool:
+    """A Python runtime's ``module.function`` (identifiers; the module may be dotted);
+    another runtime's (``file.export``, ``dir/file.export``, a custom runtime's own
+    words): no whitespace, at most 128 characters, as AWS checks it."""
+    if runtime and not runtime.startswith("python"):
+        return bool(OTHER_HANDLER.fullmatch(handler))
     parts = handler.split(".")
     return len(parts) >= 2 and all(p.isidentifier() and not keyword.iskeyword(p) for p in parts)
 
@@ -64,15 +72,24 @@ class FunctionParser(Fields):
     def check_group_ref(self, path: str, group_id: str, vpc_id: str, user: str = "") -> None:
         raise NotImplementedError  # the parser's
 
+    def file_system_configs(self, raw: object, path: str,
+                            vpc_config: VpcConfig | None) -> tuple:
+        raise NotImplementedError  # parse_storage.StorageParser's
+
     def function(self, raw: object, path: str) -> Function:
         """One entry of ``functions:``; the VPCs, subnets and groups are already known."""
         m = self.mapping(raw, path, ("name", "code", "handler"), FUNCTION_KEYS)
         name = self.name(m["name"], key(path, "name"), FUNCTION_NAME, self.function_paths,
                          "function name")
         handler = self.string(m["handler"], key(path, "handler"))
-        if not valid_handler(handler):
+        runtime = None
+        if m.get("runtime") is not None:
+            runtime = self.name(m["runtime"], key(path, "runtime"), RUNTIME, {}, "runtime")
+        if not valid_handler(handler, runtime):
             self.fail(key(path, "handler"), f"handler {shown(handler)} must be "
-                      "'module.function' (Python identifiers; the module may be dotted)")
+                      "'module.function' (Python identifiers; the module may be dotted)"
+                      if not runtime or runtime.startswith("python") else
+                      f"handler {shown(handler)} must be 1-128 characters without spaces")
         vpc_config = self._vpc_config(m.get("vpc_config"), key(path, "vpc_config"))
         memory = self.integer(m.get("memory", 128), key(path, "memory"), MEMORY_RANGE)
         timeout = self.integer(m.get("timeout", 3), key(path, "timeout"), TIMEOUT_RANGE)
@@ -82,12 +99,11 @@ class FunctionParser(Fields):
             reserved = self.integer(reserved, key(path, "reserved_concurrency"),
                                     RESERVED_CONCURRENCY_RANGE)
         code = self._code_dir(m["code"], key(path, "code"))
-        runtime = None
-        if m.get("runtime") is not None:
-            runtime = self.name(m["runtime"], key(path, "runtime"), RUNTIME, {}, "runtime")
         environment = self._environment(m.get("environment"), key(path, "environment"))
+        file_systems = self.file_system_configs(m.get("file_system_configs"),
+                                                key(path, "file_system_configs"), vpc_config)
         return Function(name, code, handler, vpc_config, memory, timeout, networking,
-                        reserved, runtime, environment)
+                        reserved, runtime, environment, file_systems)
 
     def _environment(self, raw: object, path: str) -> tuple[tuple[str, str], ...]:
         if raw is None:

@@ -24,11 +24,14 @@ from hyperplane.model.fields import FILE_PATH, ipv4, key, kind, shown
 from hyperplane.model.layout import Layout
 from hyperplane.model.parse_functions import MAX_SECURITY_GROUPS, FunctionParser
 from hyperplane.model.parse_network import SUBNET_KEYS, VPC_KEYS, NetworkParser
+from hyperplane.model.parse_storage import StorageParser
 from hyperplane.model.topology import (
     RESERVED_LABELS,
+    SERVICE_KINDS,
     Host,
     Rule,
     SecurityGroup,
+    Service,
     Subnet,
     Topology,
     Vpc,
@@ -38,6 +41,9 @@ from hyperplane.model.topology import (
 PREFIX_RANGE = (16, 28)  # allowed prefix lengths of VPCs and subnets (AWS)
 PROTOCOLS = ("tcp", "udp", "icmp", "all")
 PORT_PROTOCOLS = ("tcp", "udp")
+_SERVICE_OPTIONS = {"http": (), "tcp": (), "memcached": (), "redis": ("password",),
+                    "mysql": ("user", "password", "database"),
+                    "postgres": ("user", "password", "database"), "proxy": ("target",)}
 # no `egress` key: AWS's default egress rule of a new group (no `ingress`: no rule)
 DEFAULT_RULES = {"ingress": [], "egress": [{"protocol": "all", "cidr": "0.0.0.0/0"}]}
 
@@ -62,7 +68,7 @@ def _reserved_label(ip: netaddr.IPAddress, cidr: str) -> str | None:
     return None
 
 
-class Parser(NetworkParser, FunctionParser):
+class Parser(NetworkParser, StorageParser, FunctionParser):
     """One validation run: the file name for errors and the ids seen so far."""
 
     def __init__(self, source: str, base_dir: str | None) -> None:
@@ -78,6 +84,7 @@ class Parser(NetworkParser, FunctionParser):
         self.gateway_paths: dict[str, str] = {}
         self.eip_paths: dict[str, str] = {}
         self.internet_gateways: list[str] = []
+        self.access_points: dict[str, str] = {}
 
     # -- document ---------------------------------------------------------------------
 
@@ -113,8 +120,8 @@ class Parser(NetworkParser, FunctionParser):
     # -- VPCs -------------------------------------------------------------------------
 
     def vpc(self, raw: object, path: str) -> Vpc:
-        m = self.mapping(raw, path, ("id", "cidr"), ("subnets", "security_groups", "hosts") +
-                         VPC_KEYS)
+        m = self.mapping(raw, path, ("id", "cidr"), ("subnets", "security_groups", "hosts",
+                                                     "file_systems") + VPC_KEYS)
         vpc_id = self.ident(m["id"], key(path, "id"))
         self.unique(self.vpc_paths, vpc_id, key(path, "id"), "VPC id")
         net = self.cidr(m["cidr"], key(path, "cidr"), PREFIX_RANGE, "VPC")
@@ -127,7 +134,9 @@ class Parser(NetworkParser, FunctionParser):
         hosts = tuple(self.host(h, f"{hosts_path}[{i}]", vpc_id)
                       for i, h in enumerate(self.list_of(m.get("hosts", []), hosts_path)))
         network = self.vpc_network(m, path, vpc_id, net, subnets, hosts)
-        return Vpc(vpc_id, str(net.cidr), subnets, groups, hosts, network)
+        file_systems = self.file_systems(m.get("file_systems"), key(path, "file_systems"),
+                                         vpc_id, hosts)
+        return Vpc(vpc_id, str(net.cidr), subnets, groups, hosts, network, file_systems)
 
     def subnets_of(self, raw: object, path: str, vpc_id: str,
                    vpc_net: netaddr.IPNetwork) -> tuple[Subnet, ...]:
@@ -246,14 +255,36 @@ class Parser(NetworkParser, FunctionParser):
             self.fail(key(path, "ip"), f"{shown(m['ip'])} is not a valid IPv4 address")
         groups = self.ident_list(m.get("security_groups", []), key(path, "security_groups"),
                                  MAX_SECURITY_GROUPS, "security group")
-        http_port = self.service(m.get("service"), key(path, "service"))
-        return Host(name, subnet_id, str(ip), groups, http_port, vpc_id)
+        service = self.service(m.get("service"), key(path, "service"))
+        return Host(name, subnet_id, str(ip), groups, service, vpc_id)
 
-    def service(self, raw: object, path: str) -> int | None:
+    def service(self, raw: object, path: str) -> Service | None:
+        """``{KIND: PORT, ...options}``: exactly one kind, with that kind's options."""
         if raw is None:
             return None
-        m = self.mapping(raw, path, ("http",))
-        return self.integer(m["http"], key(path, "http"), (1, 65535))
+        named = [k for k in SERVICE_KINDS if isinstance(raw, dict) and k in raw]
+        if isinstance(raw, dict) and len(named) != 1:
+            self.fail(path, f"name exactly one service kind of {', '.join(SERVICE_KINDS)} "
+                      f"as the key of its port (got {', '.join(named) or 'none'})")
+        kind_name = named[0] if named else "http"
+        m = self.mapping(raw, path, (kind_name,), _SERVICE_OPTIONS[kind_name])
+        port = self.integer(m[kind_name], key(path, kind_name), (1, 65535))
+        text = {o: self.credential(m[o], key(path, o)) for o in _SERVICE_OPTIONS[kind_name]
+                if o in m}
+        if kind_name in ("mysql", "postgres") and "password" not in text:
+            self.fail(key(path, "password"), f"a {kind_name} service needs the master "
+                      "user's password")
+        if kind_name == "proxy" and "target" not in text:
+            self.fail(key(path, "target"), "a proxy needs the host it forwards to")
+        user = text.get("user", "admin" if kind_name in ("mysql", "postgres") else "")
+        return Service(kind_name, port, user, text.get("password", ""),
+                       text.get("database", ""), text.get("target", ""))
+
+    def credential(self, raw: object, path: str) -> str:
+        text = self.string(raw, path)
+        if len(text) > 128 or not text.isprintable():
+            self.fail(path, f"{shown(text[:40])} must be at most 128 printable characters")
+        return text
 
     def check_hosts(self, vpc: Vpc, path: str) -> None:
         used: dict[tuple[str, str], str] = {}
@@ -267,6 +298,14 @@ class Parser(NetworkParser, FunctionParser):
             used[subnet.id, host.ip] = host.name
             for g_index, group_id in enumerate(host.security_groups):
                 self.check_group_ref(f"{host_path}.security_groups[{g_index}]", group_id, vpc.id)
+            if host.service and host.service.kind == "proxy":
+                self.check_proxy(vpc, host, key(key(host_path, "service"), "target"))
+
+    def check_proxy(self, vpc: Vpc, host: Host, path: str) -> None:
+        target = next((h for h in vpc.hosts if h.name == host.service.target), None)
+        if target is None or target is host or target.service is None:
+            self.fail(path, f"{shown(host.service.target)} is not another host of {vpc.id} "
+                      "with a service")
 
     def local_subnet(self, subnet_id: str, path: str, vpc_id: str) -> Subnet:
         if subnet_id not in self.subnets:

@@ -52,14 +52,34 @@ class Subnet:
     vpc_id: str
 
 
+SERVICE_KINDS = ("http", "mysql", "postgres", "redis", "memcached", "tcp", "proxy")
+
+
+@dataclass(frozen=True)
+class Service:
+    """What a host serves: ``kind`` on ``port`` (``services.httpd`` for http, a real
+    server from Debian for a database or cache, a plain listener, or a TCP proxy)."""
+    kind: str                # one of SERVICE_KINDS
+    port: int
+    user: str = ""           # mysql / postgres: the master user
+    password: str = ""       # mysql / postgres / redis (AUTH)
+    database: str = ""       # mysql / postgres: created at start
+    target: str = ""         # proxy: the host it forwards to
+
+
 @dataclass(frozen=True)
 class Host:
     name: str
     subnet: str
     ip: str
     security_groups: tuple[str, ...]
-    http_port: int | None
+    service: Service | None
     vpc_id: str
+
+    @property
+    def http_port(self) -> int | None:
+        """The port of an http service (the one ``reach`` asks ``/whoami``), else None."""
+        return self.service.port if self.service and self.service.kind == "http" else None
 
 
 @dataclass(frozen=True)
@@ -94,6 +114,20 @@ class VpcNetwork:
 
 
 @dataclass(frozen=True)
+class AccessPoint:
+    id: str                  # fsap-...
+    path: str = "/"          # its root directory in the file system
+
+
+@dataclass(frozen=True)
+class FileSystem:
+    """An EFS file system: its mount targets are hosts of the VPC serving TCP 2049."""
+    id: str                  # fs-...
+    mount_targets: tuple[str, ...]
+    access_points: tuple[AccessPoint, ...]
+
+
+@dataclass(frozen=True)
 class Vpc:
     id: str
     cidr: str
@@ -101,6 +135,7 @@ class Vpc:
     security_groups: tuple[SecurityGroup, ...]
     hosts: tuple[Host, ...]
     network: VpcNetwork = VpcNetwork()  # account, DNS zone, gateways, route tables
+    file_systems: tuple[FileSystem, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -109,6 +144,12 @@ class VpcConfig:
     security_group_ids: tuple[str, ...]
     vpc_id: str
     ipv6_allowed_for_dual_stack: bool = False
+
+
+@dataclass(frozen=True)
+class FileSystemConfig:
+    access_point: str        # fsap-... of the function's VPC
+    local_mount_path: str    # /mnt/...
 
 
 @dataclass(frozen=True)
@@ -123,6 +164,7 @@ class Function:
     reserved_concurrency: int | None = None  # None: unreserved
     runtime: str | None = None     # python3.x | provided.* | ...; None: python3.12
     environment: tuple[tuple[str, str], ...] = ()  # the runtime's variables
+    file_systems: tuple[FileSystemConfig, ...] = ()  # EFS, through an access point
 
 
 def _find(items: Iterable[Any], attr: str, key: str) -> Any:
@@ -155,6 +197,14 @@ class Topology:
 
     def security_group(self, sg_id: str) -> SecurityGroup:
         return _find((g for v in self.vpcs for g in v.security_groups), "id", sg_id)
+
+    def access_point(self, ap_id: str) -> tuple[Vpc, FileSystem, AccessPoint]:
+        for vpc in self.vpcs:
+            for fs in vpc.file_systems:
+                for ap in fs.access_points:
+                    if ap.id == ap_id:
+                        return vpc, fs, ap
+        raise KeyError(ap_id)
 
     def vpc_account(self, vpc_id: str) -> str:
         """The account that owns a VPC (its own, or the file's)."""

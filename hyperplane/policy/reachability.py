@@ -1,7 +1,8 @@
 """``hyperplane reach``: which (function or host, host:port) pairs, and why not (pure).
 
 The matrix covers every declared pair: each function and each host as a source, each host
-with a service (``service: {http: PORT}``) as a target, and the emulated internet's public
+with a service (``service: {http: PORT}``, or a database, cache or listener: probed with
+a TCP handshake) as a target, and the emulated internet's public
 server when the topology has one.  ``reach`` (the side-effect half) probes every pair with
 real packets; this module says what the topology means for a pair, so that a failed probe
 can be explained by the rule set or the route that stops it:
@@ -52,6 +53,7 @@ class Target:
     groups: tuple[str, ...]
     filtered: bool                 # a host without security groups is not filtered
     answers_as: str = ""           # the name its /whoami gives (default: ``name``)
+    probe: str = "http"            # http: ask /whoami; tcp: a handshake (a database...)
 
     @property
     def label(self) -> str:
@@ -59,9 +61,10 @@ class Target:
 
 
 def targets(topology: Topology, internet: bool) -> list[Target]:
-    found = [Target(h.name, h.ip, h.http_port, v.id, h.security_groups,
-                    bool(h.security_groups))
-             for v in topology.vpcs for h in v.hosts if h.http_port is not None]
+    found = [Target(h.name, h.ip, h.service.port, v.id, h.security_groups,
+                    bool(h.security_groups),
+                    probe="http" if h.service.kind == "http" else "tcp")
+             for v in topology.vpcs for h in v.hosts if h.service is not None]
     if internet:
         found.append(Target("internet", names.PUBLIC_SERVER, names.PUBLIC_PORT, None, (),
                             False, "www"))
@@ -138,7 +141,8 @@ def verdict(probe_result: str, expected: tuple[str, str], answered_by: str | Non
     target.
     """
     model, reason = expected
-    if probe_result == "connected" and target is not None and answered_by and \
+    if probe_result == "connected" and target is not None and target.probe == "http" and \
+            answered_by and \
             answered_by != (target.answers_as or target.name):
         return "unreachable", f"{reason}; {target.ip} answered as {answered_by}, not " \
             f"{target.name}"

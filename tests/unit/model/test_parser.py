@@ -16,6 +16,7 @@ from hyperplane.model.topology import (
     Host,
     Rule,
     SecurityGroup,
+    Service,
     Subnet,
     Topology,
     VpcConfig,
@@ -122,7 +123,8 @@ def test_quickstart_parses_to_expected_objects():
                       (Rule("all", None, "0.0.0.0/0", None),),  # AWS's default egress
                       "sg-db"),
     )
-    assert vpc.hosts == (Host("db", "subnet-a", "10.0.1.10", ("sg-db",), 8080, "vpc-app"),)
+    assert vpc.hosts == (Host("db", "subnet-a", "10.0.1.10", ("sg-db",), Service("http", 8080),
+                             "vpc-app"),)
     config = VpcConfig(("subnet-a", "subnet-b"), ("sg-lambda",), "vpc-app")
     assert topo.functions == (Function("orders", CODE, "orders.handler", config),
                               Function("billing", CODE, "billing.handler", config))
@@ -156,6 +158,21 @@ def test_optional_fields_and_defaults():
     assert topo.security_group("sg-other").egress[0] == Rule("udp", (1000, 2000), None,
                                                              "sg-other")
     assert topo.host("db2").security_groups == () and topo.host("db2").http_port is None
+
+
+def test_database_cache_and_proxy_services():
+    doc = base_doc()
+    hosts = doc["vpcs"][0]["hosts"]
+    hosts[0]["service"] = {"mysql": 3306, "password": "s3cret", "database": "app"}
+    hosts += [{"name": "cache", "subnet": "subnet-a", "ip": "10.0.1.11",
+               "service": {"redis": 6379}},
+              {"name": "proxy", "subnet": "subnet-b", "ip": "10.0.2.10",
+               "service": {"proxy": 3306, "target": "db"}}]
+    topo = parse_topology(doc, "t.yaml")
+    assert topo.host("db").service == Service("mysql", 3306, "admin", "s3cret", "app")
+    assert topo.host("db").http_port is None
+    assert topo.host("cache").service == Service("redis", 6379)
+    assert topo.host("proxy").service == Service("proxy", 3306, target="db")
 
 
 def test_networking_and_reserved_concurrency_default_to_none():
@@ -369,7 +386,19 @@ CASES = [
     ("host_name_upper", f"{H0}.name", "DB", f"{H0}.name", "namespace names"),
     ("host_name_digit", f"{H0}.name", "1db", f"{H0}.name", "must match"),
     ("host_name_long", f"{H0}.name", "d" * 32, f"{H0}.name", "must match"),
-    ("service_key", f"{H0}.service", {"https": 443}, f"{H0}.service.https", "unknown key"),
+    ("service_key", f"{H0}.service", {"https": 443}, f"{H0}.service", "exactly one service kind"),
+    ("service_two", f"{H0}.service", {"http": 80, "tcp": 81}, f"{H0}.service",
+     "(got http, tcp)"),
+    ("service_option", f"{H0}.service", {"redis": 6379, "user": "u"}, f"{H0}.service.user",
+     "unknown key"),
+    ("service_db_password", f"{H0}.service", {"mysql": 3306}, f"{H0}.service.password",
+     "needs the master user's password"),
+    ("service_proxy_target", f"{H0}.service", {"proxy": 3306}, f"{H0}.service.target",
+     "needs the host it forwards to"),
+    ("service_proxy_unknown", f"{H0}.service", {"proxy": 3306, "target": "nobody"},
+     f"{H0}.service.target", "'nobody' is not another host"),
+    ("service_password_ctl", f"{H0}.service", {"redis": 6379, "password": "a\nb"},
+     f"{H0}.service.password", "printable"),
     ("service_port", f"{H0}.service", {"http": 0}, f"{H0}.service.http", "1..65535"),
     ("service_type", f"{H0}.service", {"http": "80"}, f"{H0}.service.http", "an integer"),
     # references
@@ -490,3 +519,52 @@ def test_topology_is_frozen():
         topo.account = "222222222222"  # type: ignore[misc]
     assert isinstance(topo, Topology)
     assert isinstance(topo.vpcs, tuple) and isinstance(topo.vpcs[0].hosts, tuple)
+
+
+def _efs_doc() -> dict:
+    doc = base_doc()
+    vpc = doc["vpcs"][0]
+    vpc["hosts"].append({"name": "efs-a", "subnet": "subnet-a", "ip": "10.0.1.20",
+                         "service": {"tcp": 2049}})
+    vpc["file_systems"] = [{"id": "fs-0123456789abcdef0", "mount_targets": ["efs-a"],
+                            "access_points": [{"id": "fsap-0123456789abcdef0",
+                                               "path": "/lambda"}]}]
+    doc["functions"][0]["file_system_configs"] = [
+        {"access_point": "arn:aws:elasticfilesystem:us-east-1:111111111111:access-point/"
+                         "fsap-0123456789abcdef0", "local_mount_path": "/mnt/data"}]
+    return doc
+
+
+def test_file_systems_and_a_function_mounting_one():
+    from hyperplane.model.topology import AccessPoint, FileSystem, FileSystemConfig
+    topo = parse_topology(_efs_doc(), "t.yaml")
+    fs = FileSystem("fs-0123456789abcdef0", ("efs-a",),
+                    (AccessPoint("fsap-0123456789abcdef0", "/lambda"),))
+    assert topo.vpc("vpc-app").file_systems == (fs,)
+    assert topo.function("orders").file_systems == (
+        FileSystemConfig("fsap-0123456789abcdef0", "/mnt/data"),)
+    assert topo.access_point("fsap-0123456789abcdef0")[1] == fs
+
+
+@pytest.mark.parametrize(("edit", "where", "reason"), [
+    (lambda d: d["functions"][0]["file_system_configs"][0].update(local_mount_path="/data"),
+     "functions[0].file_system_configs[0].local_mount_path", "must match ^/mnt/"),
+    (lambda d: d["functions"][0]["file_system_configs"][0].update(access_point="fsap-00000000"),
+     "functions[0].file_system_configs[0].access_point", "unknown access point"),
+    (lambda d: d["functions"][1].update(file_system_configs=[
+        {"access_point": "fsap-0123456789abcdef0", "local_mount_path": "/mnt/a"}] * 2),
+     "functions[1].file_system_configs", "at most 1"),
+    (lambda d: d["vpcs"][0]["file_systems"][0].update(mount_targets=["db"]),
+     "vpcs[0].file_systems[0].mount_targets[0]", "serving TCP 2049"),
+    (lambda d: d["vpcs"][0]["file_systems"][0].update(id="fs-x"),
+     "vpcs[0].file_systems[0].id", "must match"),
+    (lambda d: d["functions"][2].update(file_system_configs=[
+        {"access_point": "fsap-0123456789abcdef0", "local_mount_path": "/mnt/a"}]),
+     "functions[2].file_system_configs[0].access_point", "needs a vpc_config"),
+])
+def test_file_system_errors(edit, where, reason):
+    doc = _efs_doc()
+    edit(doc)
+    with pytest.raises(TopologyError) as info:
+        parse_topology(doc, "t.yaml")
+    assert info.value.path == where and reason in info.value.reason
