@@ -5,8 +5,13 @@ It starts the function's runtime and serves it the Lambda Runtime API on
 127.0.0.1:9001 (``runtime_api``), exactly as AWS's environment does, with
 ``AWS_LAMBDA_RUNTIME_API`` and the other documented variables set:
 
-    built-in  ``module.function`` handlers: ``lambda_vm.bootstrap`` runs in a thread of
+    python    ``module.function`` handlers: ``lambda_vm.bootstrap`` runs in a thread of
               the agent (no second interpreter: a thousand environments stay cheap)
+    nodejs    ``file.export`` handlers (``nodejs18.x``, ``20.x``, ``22.x``): our own runtime,
+              ``lambda_vm/nodejs/runtime.js``, run as ``node runtime.js`` in the code
+              directory with ``NODE_PATH`` as AWS sets it (the code's and
+              ``/opt/nodejs``'s ``node_modules``); without Node.js (Debian package
+              ``nodejs``) every invocation fails with ``Runtime.Unsupported``
     custom    an executable ``bootstrap`` in the code directory, run as its own process
               (a custom runtime, e.g. one that runs ``python -m awslambdaric handler.fn``)
 
@@ -20,9 +25,12 @@ directory (``hyperplane.jsonline``: one JSON line each way), one at a time:
 Init is measured from the runtime's start to its first ``/invocation/next``.
 A failed init (``/runtime/init/error``, or a runtime that dies first) is
 returned to every invocation.  After a timeout (``Sandbox.Timedout``) the
-environment is reset, as AWS does: a custom runtime is killed and started
-again; with the built-in runtime (a thread cannot be killed) the agent
-replies, then re-executes itself in place (same process id, new init).
+environment is reset, as AWS does: a runtime process is killed and started
+again; with the built-in Python runtime (a thread cannot be killed) the agent
+replies, then re-executes itself in place (same process id, new init).  A
+runtime process that exits during an invocation fails it with
+``Runtime.ExitError``; one found dead after its init (it reported a crash and
+exited) is started again, with a new init, for the next invocation.
 """
 
 from __future__ import annotations
@@ -31,15 +39,17 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import uuid
 
 from hyperplane import jsonline
-from lambda_vm import bootstrap
+from lambda_vm import bootstrap, efs
 from lambda_vm.runtime_api import Broker
 
 API_HOST, API_PORT = "127.0.0.1", 9001
@@ -49,31 +59,63 @@ INIT_TIMEOUT = 10.0
 LOG_TAIL = 4096  # bytes of an invocation's log that ``LogType: Tail`` returns
 
 
+NODE_RUNTIME = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nodejs", "runtime.js")
+
+
+def node_binary() -> str | None:
+    return shutil.which("node") or shutil.which("nodejs")
+
+
+def _has_bootstrap(code: str) -> bool:
+    return os.access(os.path.join(code, "bootstrap"), os.X_OK)
+
+
 def unsupported(runtime: str, code: str) -> dict | None:
     """The init error of a runtime this environment cannot run, or None."""
-    if runtime.startswith("provided") and not os.access(os.path.join(code, "bootstrap"),
-                                                        os.X_OK):
+    if runtime.startswith("provided") and not _has_bootstrap(code):
         return {"errorType": "Runtime.InvalidEntrypoint", "errorMessage": "Couldn't find "
                 "valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]"}
-    if not runtime.startswith(("python", "provided")):
+    if runtime.startswith("nodejs") and not _has_bootstrap(code) and node_binary() is None:
+        return {"errorType": "Runtime.Unsupported", "errorMessage": f"The runtime {runtime} "
+                "needs Node.js (Debian package nodejs), which is not installed"}
+    if not runtime.startswith(("python", "nodejs", "provided")):
         return {"errorType": "Runtime.Unsupported", "errorMessage": f"The runtime {runtime} "
                 "is not one this emulator runs (python3.x with its built-in runtime, "
-                "provided.* with the code's bootstrap)"}
+                "nodejs18.x/20.x/22.x with its built-in runtime, provided.* with the code's "
+                "bootstrap)"}
     return None
 
 
-class Runtime:
-    """The function's runtime: a custom ``bootstrap`` process, or the built-in thread.
+def node_environment(code: str, runtime: str) -> dict[str, str]:
+    """The environment of the Node.js runtime: AWS's ``NODE_PATH`` (a function's own
+    ``NODE_PATH`` comes first)."""
+    major = runtime.removeprefix("nodejs").split(".")[0]
+    paths = [f"/opt/nodejs/node{major}/node_modules", "/opt/nodejs/node_modules",
+             os.path.join(code, "node_modules"), code]
+    own = os.environ.get("NODE_PATH")
+    return {**os.environ, "NODE_PATH": ":".join(([own] if own else []) + paths)}
 
-    ``provided.*`` runs the code's ``bootstrap``; a Python runtime runs the built-in
-    one, unless the code brings an executable ``bootstrap`` of its own (a custom
-    runtime such as awslambdaric, as the topology file and the CLI allow).
+
+class Runtime:
+    """The function's runtime: a process (``bootstrap``, ``node``), or the built-in thread.
+
+    ``provided.*`` runs the code's ``bootstrap``, ``nodejs*`` runs ``node`` with our
+    ``runtime.js``, a Python runtime runs the built-in thread; an executable
+    ``bootstrap`` in the code wins over either built-in runtime (a custom runtime
+    such as awslambdaric, as the topology file and the CLI allow).
     """
 
     def __init__(self, code: str, runtime: str = "python3.12") -> None:
-        custom = os.path.join(code, "bootstrap")
-        self.custom = custom if os.access(custom, os.X_OK) else None
+        self.code = code
         self.failure = unsupported(runtime, code)
+        self.name = runtime
+        self.command: list[str] | None = None
+        self.node = False
+        if _has_bootstrap(code):
+            self.command = [os.path.join(code, "bootstrap")]
+        elif runtime.startswith("nodejs") and not self.failure:
+            self.command = [node_binary() or "node", NODE_RUNTIME]
+            self.node = True
         self.proc: subprocess.Popen | None = None
         self.thread: threading.Thread | None = None
         self.started = 0.0
@@ -82,8 +124,9 @@ class Runtime:
         self.started = time.monotonic()
         if self.failure:
             return
-        if self.custom:
-            self.proc = subprocess.Popen([self.custom], cwd=os.path.dirname(self.custom))
+        if self.command:
+            env = node_environment(self.code, self.name) if self.node else None
+            self.proc = subprocess.Popen(self.command, cwd=self.code, env=env)
         else:
             self.thread = threading.Thread(target=bootstrap.run, name="runtime", daemon=True)
             self.thread.start()
@@ -96,7 +139,21 @@ class Runtime:
         return self.thread is not None and self.thread.is_alive()
 
     def can_restart(self) -> bool:
-        return self.custom is not None
+        return self.command is not None and not self.failure
+
+    def exit_reason(self) -> str:
+        """How the process ended, as AWS words it (``exit status 1``, ``signal: killed``)."""
+        code = self.proc.poll() if self.proc is not None else None
+        if not code:
+            return "Runtime exited without providing a reason"
+        if code > 0:
+            return f"Runtime exited with error: exit status {code}"
+        try:
+            name = signal.Signals(-code).name.removeprefix("SIG").lower()
+        except ValueError:
+            name = str(-code)
+        name = {"kill": "killed", "segv": "segmentation fault"}.get(name, name)
+        return f"Runtime exited with error: signal: {name}"
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -188,13 +245,28 @@ class Agent:
             reply["log_tail"] = _log_since(mark)[-LOG_TAIL:]
         return reply
 
+    async def mounted(self) -> bool:
+        """The function's EFS mount targets answer (``efs``); else the init error."""
+        failure = await efs.check(json.loads(self.args.efs))
+        if failure:
+            self.broker.init_error = failure
+            self.init_duration_ms = 0.0
+        return failure is None
+
     async def run(self, request: dict) -> dict:
         started = time.monotonic()
+        if (self.broker.init_error or {}).get("errorType") in efs.ERRORS and \
+                await self.mounted():  # a rule added since lets the file system mount now
+            self.broker.init_error = None
+            self.runtime.start()
+            await self.wait_init()
+        if not self.broker.init_error and self.runtime.can_restart() and \
+                not self.runtime.alive():
+            await self.restart()  # it crashed after its init: a new init
         if self.broker.init_error:
             reply = dict(self.broker.init_error)
         else:
-            reply = await self.broker.invoke(request.get("payload"), request.get("request_id"),
-                                             self.args.timeout)
+            reply = await self.outcome(request)
             if reply.get("errorType") == "Sandbox.Timedout":
                 if self.runtime.can_restart():
                     await self.restart()
@@ -204,6 +276,42 @@ class Agent:
         reply["init_duration_ms"], self.init_duration_ms = self.init_duration_ms, None
         return reply
 
+    async def outcome(self, request: dict) -> dict:
+        """The invocation's reply.  The runtime process's liveness is looked at every
+        50 ms: one that exits after taking the event fails it (``Runtime.ExitError``);
+        one that exits before (just after reporting a crash) is started again."""
+        request_id = request.get("request_id") or str(uuid.uuid4())
+        invocation = self.broker.invoke(request.get("payload"), request_id, self.args.timeout)
+        if self.runtime.proc is None:  # the built-in thread
+            return await invocation
+        pending = asyncio.ensure_future(invocation)
+        try:
+            while not pending.done():
+                await asyncio.wait({pending}, timeout=0.05)
+                if pending.done() or self.runtime.alive():
+                    continue
+                await asyncio.sleep(0.01)  # an outcome posted just before the exit
+                if pending.done():
+                    break
+                if request_id in self.broker.running:
+                    return {"errorType": "Runtime.ExitError", "errorMessage": f"RequestId: "
+                            f"{request_id} Error: {self.runtime.exit_reason()}"}
+                await self.restart()
+                if self.broker.init_error:
+                    return dict(self.broker.init_error)
+            return pending.result()
+        finally:
+            if not pending.done():
+                pending.cancel()
+                self.drop_queued()
+
+    def drop_queued(self) -> None:
+        """Forget an event no runtime took (the next runtime must not receive it)."""
+        while not self.broker.queue.empty():
+            invocation = self.broker.queue.get_nowait()
+            if not invocation.done.done():
+                invocation.done.cancel()
+
     async def serve(self) -> None:
         self.broker = Broker(self.arn())
         # a socket bound by hand: asyncio's own host lookup would start a thread pool
@@ -211,8 +319,9 @@ class Agent:
         api.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         api.bind((API_HOST, API_PORT))
         await asyncio.start_server(self.broker.handle, sock=api)
-        self.runtime.start()
-        await self.wait_init()
+        if await self.mounted():
+            self.runtime.start()
+            await self.wait_init()
         sock = self.args.socket
         if os.path.exists(sock):
             os.unlink(sock)
@@ -280,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runtime", default="python3.12")
     parser.add_argument("--region", default="us-east-1")
     parser.add_argument("--environment", default="{}", help="the function's variables, JSON")
+    parser.add_argument("--efs", default="[]", help="file systems to check, JSON (``efs``)")
     args = parser.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
     os.environ.update(json.loads(args.environment))  # Lambda's own variables win

@@ -129,10 +129,14 @@ def _error_body(body: bytes, headers: dict, default_type: str) -> dict:
     data = _json_or_text(body)
     if not isinstance(data, dict):
         data = {"errorMessage": str(data)}
-    return {"errorMessage": str(data.get("errorMessage", "")),
-            "errorType": str(data.get("errorType") or
-                             headers.get("lambda-runtime-function-error-type") or default_type),
-            "stackTrace": data.get("stackTrace", [])}
+    error = {"errorMessage": str(data.get("errorMessage", "")),
+             "errorType": str(data.get("errorType") or
+                              headers.get("lambda-runtime-function-error-type") or default_type),
+             "stackTrace": data.get("stackTrace", [])}
+    if isinstance(data.get("trace"), list):  # Node.js runtimes send ``trace``
+        error = {"errorType": error["errorType"], "errorMessage": error["errorMessage"],
+                 "trace": data["trace"]}
+    return error
 
 
 async def _read_request(reader: asyncio.StreamReader):

@@ -12,7 +12,8 @@ zygote's pages copy-on-write.
 
 Protocol (Unix socket, ``hyperplane.jsonline``: one JSON line each way):
     {"op": "spawn", "netns": NAME, "args": [...agent args...], "log": PATH, "cwd": DIR,
-     "resolv": FILE or null (shown to the agent as /etc/resolv.conf)}
+     "resolv": FILE or null (shown to the agent as /etc/resolv.conf),
+     "mounts": [{"source": DIR, "target": /mnt/PATH}, ...] (EFS; optional)}
         -> {"ok": true, "pid": PID}
     {"op": "ping"} -> {"ok": true, "pid": ...}
 """
@@ -55,6 +56,7 @@ def _child(request: dict) -> None:
         os.dup2(log, 2)
         enter_netns(request["netns"])
         mounts.bind_resolv(request.get("resolv"))  # the VPC resolver as /etc/resolv.conf
+        mounts.bind_dirs(request.get("mounts") or [])  # EFS at its LocalMountPath
         os.chdir(request.get("cwd") or "/")
         sys.argv = ["lambda_vm.agent", *request["args"]]
         code = agent.main(request["args"]) or 0

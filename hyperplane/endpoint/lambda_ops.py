@@ -174,7 +174,8 @@ def invoke(call: Call) -> dict:
     out: dict = {"StatusCode": 200, "ExecutedVersion": "$LATEST"}
     if "errorType" in reply:
         out["FunctionError"] = "Unhandled"
-        error = {k: reply[k] for k in ("errorMessage", "errorType", "stackTrace") if k in reply}
+        error = {k: reply[k] for k in ("errorMessage", "errorType", "stackTrace", "trace")
+                 if k in reply}
         out["Payload"] = json.dumps(error).encode()
     else:
         out["Payload"] = json.dumps(reply.get("result")).encode()

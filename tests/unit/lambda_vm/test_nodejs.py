@@ -1,0 +1,441 @@
+"""The Node.js runtime (``lambda_vm/nodejs/runtime.js``): real ``node`` processes against a
+real ``Broker`` on 127.0.0.1 (no namespaces, no root), and the agent's choice of it.
+
+Node.js is required (``make install`` installs the Debian package ``nodejs``): without
+it these tests fail, they do not skip.  Every wait is bounded and every process started
+is killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from lambda_vm import agent
+from lambda_vm.runtime_api import Broker
+
+ARN = "arn:aws:lambda:us-east-1:123456789012:function:fn"
+WAIT = 15.0  # seconds: the bound of every wait
+
+
+def node() -> str:
+    found = shutil.which("node") or shutil.which("nodejs")
+    assert found, "Node.js is not installed (Debian package nodejs: `make install` installs it)"
+    return found
+
+
+class RecordingBroker(Broker):
+    """A Broker that keeps every request the runtime made, and may add event headers."""
+
+    def __init__(self, extra_headers: dict | None = None) -> None:
+        super().__init__(ARN)
+        self.requests: list[tuple[str, str, dict, bytes]] = []
+        self.extra_headers = extra_headers or {}
+
+    async def route(self, method: str, path: str, headers: dict, body: bytes):
+        self.requests.append((method, path, headers, body))
+        return await super().route(method, path, headers, body)
+
+    async def next_invocation(self):
+        status, headers, body = await super().next_invocation()
+        return status, {**headers, **self.extra_headers}, body
+
+    def posted(self, suffix: str) -> list[tuple[dict, bytes]]:
+        return [(h, b) for m, p, h, b in self.requests if m == "POST" and p.endswith(suffix)]
+
+
+Scenario = Callable[[RecordingBroker, subprocess.Popen], Awaitable[object]]
+
+
+def write(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def node_env(port: int, root: Path, handler: str) -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{port}", "_HANDLER": handler,
+            "LAMBDA_TASK_ROOT": str(root), "AWS_LAMBDA_FUNCTION_NAME": "fn",
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
+            "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/fn",
+            "AWS_LAMBDA_LOG_STREAM_NAME": "hyperplane"}
+
+
+def run_node(tmp_path: Path, files: dict[str, str], handler: str, scenario: Scenario,
+             broker_headers: dict | None = None) -> tuple[object, str]:
+    """Run ``scenario`` against node with ``files`` as its task root: (its result, stdout)."""
+    root = write(tmp_path / "task", files)
+    out_path = tmp_path / "stdout.log"
+
+    async def main() -> object:
+        broker = RecordingBroker(broker_headers)
+        server = await asyncio.start_server(broker.handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        with open(out_path, "wb") as out:
+            proc = subprocess.Popen([node(), agent.NODE_RUNTIME], cwd=root, stdout=out,
+                                    stderr=subprocess.STDOUT, env=node_env(port, root, handler))
+        try:
+            await asyncio.wait_for(asyncio.shield(broker.first_next), WAIT)
+            return await asyncio.wait_for(scenario(broker, proc), WAIT)
+        finally:
+            proc.kill()
+            proc.wait(WAIT)
+            server.close()  # not wait_closed: a long poll of the runtime may still be open
+
+    result = asyncio.run(main())
+    return result, out_path.read_bytes().decode()
+
+
+def invoke_once(payload: object, request_id: str = "req-1", timeout: float = 5.0) -> Scenario:
+    async def scenario(broker: RecordingBroker, _proc: subprocess.Popen) -> object:
+        assert broker.init_error is None, broker.init_error
+        return await broker.invoke(payload, request_id, timeout)
+    return scenario
+
+
+async def init_error(broker: RecordingBroker, _proc: subprocess.Popen) -> object:
+    return broker.init_error
+
+
+async def exit_code(proc: subprocess.Popen) -> int | None:
+    for _ in range(int(WAIT / 0.02)):
+        if proc.poll() is not None:
+            return proc.returncode
+        await asyncio.sleep(0.02)
+    return None
+
+
+# -- handlers -----------------------------------------------------------------------------
+CONTEXT_ECHO = """
+exports.handler = async (event, context) => ({
+  event, functionName: context.functionName, awsRequestId: context.awsRequestId,
+  remaining: context.getRemainingTimeInMillis(), memoryLimitInMB: context.memoryLimitInMB,
+  invokedFunctionArn: context.invokedFunctionArn, functionVersion: context.functionVersion,
+  logGroupName: context.logGroupName, logStreamName: context.logStreamName,
+  waits: context.callbackWaitsForEmptyEventLoop, clientContext: context.clientContext,
+  identity: context.identity, legacy: [typeof context.done, typeof context.succeed,
+                                       typeof context.fail],
+  traceId: process.env._X_AMZN_TRACE_ID,
+});
+"""
+
+
+def test_an_async_handler_gets_the_event_and_aws_context(tmp_path: Path) -> None:
+    reply, _ = run_node(tmp_path, {"index.js": CONTEXT_ECHO}, "index.handler",
+                        invoke_once({"a": [1, 2]}, "req-42", timeout=3.0))
+    result = reply["result"]
+    assert result["event"] == {"a": [1, 2]}
+    assert result["functionName"] == "fn" and result["awsRequestId"] == "req-42"
+    assert 0 < result["remaining"] <= 3000
+    assert result["memoryLimitInMB"] == "256" and result["functionVersion"] == "$LATEST"
+    assert result["invokedFunctionArn"] == ARN
+    assert result["logGroupName"] == "/aws/lambda/fn" and result["logStreamName"] == "hyperplane"
+    assert result["waits"] is True and result["legacy"] == ["function"] * 3
+    assert "clientContext" not in result and "identity" not in result  # undefined: absent
+    assert result["traceId"].startswith("Root=1-")
+
+
+def test_client_context_and_identity_come_from_their_headers(tmp_path: Path) -> None:
+    headers = {"Lambda-Runtime-Client-Context": json.dumps({"custom": {"k": "v"}}),
+               "Lambda-Runtime-Cognito-Identity": json.dumps({"cognitoIdentityId": "id-1"})}
+    reply, _ = run_node(tmp_path, {"index.js": CONTEXT_ECHO}, "index.handler",
+                        invoke_once({}), broker_headers=headers)
+    assert reply["result"]["clientContext"] == {"custom": {"k": "v"}}
+    assert reply["result"]["identity"] == {"cognitoIdentityId": "id-1"}
+
+
+def test_a_callback_handler_answers_once_the_event_loop_is_empty(tmp_path: Path) -> None:
+    code = """
+exports.handler = (event, context, callback) => {
+  callback(null, {n: event.n + 1});
+  setTimeout(() => console.log('timer ran'), 200);
+};
+"""
+    reply, out = run_node(tmp_path, {"index.js": code}, "index.handler", invoke_once({"n": 1}))
+    assert reply == {"result": {"n": 2}}
+    assert "timer ran" in out  # logged before the response was posted
+
+
+def test_a_callback_handler_that_does_not_wait_answers_at_once(tmp_path: Path) -> None:
+    code = """
+exports.handler = (event, context, callback) => {
+  context.callbackWaitsForEmptyEventLoop = false;
+  setTimeout(() => callback(new Error('late second call')), 50);
+  callback(null, 'now');
+};
+"""
+    reply, _ = run_node(tmp_path, {"index.js": code}, "index.handler", invoke_once({}))
+    assert reply == {"result": "now"}
+
+
+def test_an_undefined_result_is_null(tmp_path: Path) -> None:
+    code = "exports.handler = async () => undefined;\n"
+    reply, _ = run_node(tmp_path, {"index.js": code}, "index.handler", invoke_once({}))
+    assert reply == {"result": None}
+
+
+def test_legacy_context_methods_settle_at_once(tmp_path: Path) -> None:
+    code = """
+exports.handler = (event, context) => {
+  setTimeout(() => {}, 2000);  // context.succeed does not wait for the event loop
+  if (event === 'fail') context.fail(new SyntaxError('legacy'));
+  else if (event === 'done') context.done(null, 'via done');
+  else context.succeed({ok: event});
+};
+"""
+
+    async def scenario(broker: RecordingBroker, _proc: subprocess.Popen) -> object:
+        return [await broker.invoke(event, f"req-{event}", 1.5)
+                for event in ("yes", "done", "fail")]
+
+    (succeeded, done, failed), _ = run_node(tmp_path, {"index.js": code}, "index.handler",
+                                            scenario)
+    assert succeeded == {"result": {"ok": "yes"}} and done == {"result": "via done"}
+    assert failed["errorType"] == "SyntaxError" and failed["errorMessage"] == "legacy"
+
+
+def test_a_synchronous_handler_that_never_calls_back_returns_null(tmp_path: Path) -> None:
+    code = "exports.handler = (event) => 'ignored, as AWS ignores it';\n"
+    reply, _ = run_node(tmp_path, {"index.js": code}, "index.handler", invoke_once({}))
+    assert reply == {"result": None}
+
+
+def test_a_thrown_error_is_reported_with_its_class_name(tmp_path: Path) -> None:
+    code = "exports.handler = async () => { throw new TypeError('bad input'); };\n"
+
+    async def scenario(broker: RecordingBroker, proc: subprocess.Popen) -> object:
+        reply = await broker.invoke({}, "req-e", 5)
+        return reply, broker.posted("/invocation/req-e/error")
+
+    (reply, posted), out = run_node(tmp_path, {"index.js": code}, "index.handler", scenario)
+    assert reply["errorType"] == "TypeError" and reply["errorMessage"] == "bad input"
+    headers, body = posted[0]
+    assert headers["lambda-runtime-function-error-type"] == "TypeError"
+    error = json.loads(body)
+    assert error["trace"][0] == "TypeError: bad input"
+    assert any("index.js" in line for line in error["trace"])
+    assert "\tERROR\tInvoke Error \t" in out
+
+
+def test_a_synchronous_throw_in_a_callback_handler_is_an_error(tmp_path: Path) -> None:
+    code = "exports.handler = (event, context, callback) => { throw new RangeError('r'); };\n"
+    reply, _ = run_node(tmp_path, {"index.js": code}, "index.handler", invoke_once({}))
+    assert reply["errorType"] == "RangeError" and reply["errorMessage"] == "r"
+
+
+def test_an_esm_handler(tmp_path: Path) -> None:
+    code = "export const handler = async (event) => ({esm: true, event});\n"
+    reply, _ = run_node(tmp_path, {"app.mjs": code}, "app.handler", invoke_once(7))
+    assert reply == {"result": {"esm": True, "event": 7}}
+
+
+def test_a_js_file_under_a_module_package_is_esm(tmp_path: Path) -> None:
+    files = {"package.json": '{"type": "module"}',
+             "index.js": "export const handler = async () => import.meta.url;\n"}
+    reply, _ = run_node(tmp_path, files, "index.handler", invoke_once({}))
+    assert reply["result"].startswith("file://") and reply["result"].endswith("/index.js")
+
+
+def test_a_cjs_handler_in_a_directory_with_a_nested_export(tmp_path: Path) -> None:
+    code = "module.exports = {handlers: {echo: async (event) => ({nested: event})}};\n"
+    reply, _ = run_node(tmp_path, {"src/app/main.cjs": code}, "src/app/main.handlers.echo",
+                        invoke_once("x"))
+    assert reply == {"result": {"nested": "x"}}
+
+
+def test_a_missing_module_is_an_import_module_error(tmp_path: Path) -> None:
+    async def scenario(broker: RecordingBroker, proc: subprocess.Popen) -> object:
+        return broker.init_error, broker.posted("/init/error")[0][0]
+
+    (error, headers), out = run_node(tmp_path, {"index.js": ""}, "nope.handler", scenario)
+    assert error["errorType"] == "Runtime.ImportModuleError"
+    assert error["errorMessage"].startswith("Error: Cannot find module 'nope'")
+    assert headers["lambda-runtime-function-error-type"] == "Runtime.ImportModuleError"
+    assert "\tundefined\tERROR\tUncaught Exception \t" in out
+
+
+def test_a_missing_require_inside_the_code_is_an_import_module_error(tmp_path: Path) -> None:
+    code = "const x = require('not-installed');\nexports.handler = async () => x;\n"
+    error, _ = run_node(tmp_path, {"index.js": code}, "index.handler", init_error)
+    assert error["errorType"] == "Runtime.ImportModuleError"
+    assert "Cannot find module 'not-installed'" in error["errorMessage"]
+
+
+def test_a_missing_export_is_handler_not_found(tmp_path: Path) -> None:
+    code = "exports.handler = async () => 1;\n"
+    error, _ = run_node(tmp_path, {"index.js": code}, "index.nope", init_error)
+    assert error["errorType"] == "Runtime.HandlerNotFound"
+    assert error["errorMessage"] == "index.nope is undefined or not exported"
+
+
+def test_a_syntax_error_is_user_code_syntax_error(tmp_path: Path) -> None:
+    error, _ = run_node(tmp_path, {"index.js": "exports.handler = async () => {;\n"},
+                        "index.handler", init_error)
+    assert error["errorType"] == "Runtime.UserCodeSyntaxError"
+    assert error["errorMessage"].startswith("SyntaxError: ")
+
+
+def test_two_invocations_run_in_the_same_process(tmp_path: Path) -> None:
+    code = "let count = 0;\nexports.handler = async () => ({count: ++count, pid: process.pid});\n"
+
+    async def scenario(broker: RecordingBroker, proc: subprocess.Popen) -> object:
+        first = await broker.invoke({}, "req-a", 5)
+        second = await broker.invoke({}, "req-b", 5)
+        return first["result"], second["result"], proc.pid
+
+    (first, second, pid), _ = run_node(tmp_path, {"index.js": code}, "index.handler", scenario)
+    assert (first["count"], second["count"]) == (1, 2)
+    assert first["pid"] == second["pid"] == pid
+
+
+def test_console_lines_look_like_aws(tmp_path: Path) -> None:
+    code = """
+console.log('at init');
+exports.handler = async () => {
+  console.log('hello %d', 42);
+  console.error('two\\nlines');
+  console.warn({k: 1});
+  return 1;
+};
+"""
+    _, out = run_node(tmp_path, {"index.js": code}, "index.handler", invoke_once({}, "req-log"))
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+    lines = out.split("\n")
+    assert re.fullmatch(stamp + r"\tundefined\tINFO\tat init", lines[0])
+    assert re.fullmatch(stamp + r"\treq-log\tINFO\thello 42", lines[1])
+    assert re.fullmatch(stamp + r"\treq-log\tERROR\ttwo\rlines", lines[2])
+    assert re.fullmatch(stamp + r"\treq-log\tWARN\t\{ k: 1 \}", lines[3])
+
+
+def test_an_uncaught_exception_fails_the_invocation_and_exits(tmp_path: Path) -> None:
+    code = """
+exports.handler = (event, context, callback) => {
+  setTimeout(() => { throw new Error('late'); }, 10);
+};
+"""
+
+    async def scenario(broker: RecordingBroker, proc: subprocess.Popen) -> object:
+        return await broker.invoke({}, "req-u", 5), await exit_code(proc)
+
+    (reply, code_), _ = run_node(tmp_path, {"index.js": code}, "index.handler", scenario)
+    assert reply["errorType"] == "Error" and reply["errorMessage"] == "late"
+    assert code_ == 129
+
+
+def test_an_unhandled_rejection_fails_the_invocation_and_exits(tmp_path: Path) -> None:
+    code = """
+exports.handler = async () => {
+  Promise.reject(new Error('nobody catches'));
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  return 'too late';
+};
+"""
+
+    async def scenario(broker: RecordingBroker, proc: subprocess.Popen) -> object:
+        return await broker.invoke({}, "req-r", 5), await exit_code(proc)
+
+    (reply, code_), _ = run_node(tmp_path, {"index.js": code}, "index.handler", scenario)
+    assert reply["errorType"] == "Runtime.UnhandledPromiseRejection"
+    assert reply["errorMessage"] == "Error: nobody catches"
+    assert code_ == 128
+
+
+# -- the agent's choice -------------------------------------------------------------------
+def test_the_agent_runs_nodejs_with_node_and_our_runtime(tmp_path: Path) -> None:
+    runtime = agent.Runtime(str(tmp_path), "nodejs20.x")
+    assert runtime.failure is None and runtime.can_restart()
+    assert runtime.command == [node(), agent.NODE_RUNTIME]
+    assert os.path.isfile(agent.NODE_RUNTIME)
+    paths = agent.node_environment(str(tmp_path), "nodejs20.x")["NODE_PATH"].split(":")
+    assert str(tmp_path / "node_modules") in paths and "/opt/nodejs/node_modules" in paths
+    assert "/opt/nodejs/node20/node_modules" in paths
+
+
+def test_without_node_nodejs_is_unsupported_and_names_the_runtime(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shutil, "which", lambda _name: None)
+    runtime = agent.Runtime(str(tmp_path), "nodejs20.x")
+    assert runtime.failure == {"errorType": "Runtime.Unsupported", "errorMessage":
+                               "The runtime nodejs20.x needs Node.js (Debian package nodejs), "
+                               "which is not installed"}
+    assert not runtime.can_restart() and not runtime.alive()
+    runtime.start()
+    assert runtime.proc is None and runtime.thread is None
+
+
+def test_other_runtimes_are_unsupported_naming_what_runs(tmp_path: Path) -> None:
+    failure = agent.unsupported("ruby3.3", str(tmp_path))
+    assert failure["errorType"] == "Runtime.Unsupported"
+    assert "ruby3.3" in failure["errorMessage"]
+    assert "nodejs18.x/20.x/22.x" in failure["errorMessage"]
+    assert agent.unsupported("python3.12", str(tmp_path)) is None
+
+
+def test_a_bootstrap_in_the_code_wins_over_the_node_runtime(tmp_path: Path) -> None:
+    bootstrap = write(tmp_path, {"bootstrap": "#!/bin/sh\n"}) / "bootstrap"
+    bootstrap.chmod(0o755)
+    assert agent.Runtime(str(tmp_path), "nodejs20.x").command == [str(bootstrap)]
+
+
+def agent_args(code: Path) -> argparse.Namespace:
+    return argparse.Namespace(region="us-east-1", account="123456789012", function="fn",
+                              timeout=5.0, code=str(code))
+
+
+def test_the_agent_restarts_a_node_runtime_that_crashed_or_exited(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    libs = write(tmp_path / "libs", {"mylib/index.js": "module.exports = 'from NODE_PATH';\n"})
+    code = write(tmp_path / "task", {"index.js": """
+const lib = require('mylib');
+exports.handler = async (event) => {
+  if (event === 'exit') process.exit(3);
+  if (event === 'crash') {
+    setTimeout(() => { throw new Error('crash'); }, 0);
+    return new Promise(() => {});
+  }
+  return {lib, pid: process.pid, nodePath: process.env.NODE_PATH};
+};
+"""})
+    monkeypatch.setenv("NODE_PATH", str(libs))
+    monkeypatch.setenv("_HANDLER", "index.handler")
+    monkeypatch.setenv("LAMBDA_TASK_ROOT", str(code))
+
+    async def main() -> list[dict]:
+        the_agent = agent.Agent(agent_args(code), agent.Runtime(str(code), "nodejs20.x"))
+        the_agent.broker = Broker(the_agent.arn())
+        server = await asyncio.start_server(the_agent.broker.handle, "127.0.0.1", 0)
+        monkeypatch.setenv("AWS_LAMBDA_RUNTIME_API",
+                           f"127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        try:
+            the_agent.runtime.start()
+            await asyncio.wait_for(the_agent.wait_init(), WAIT)
+            replies = []
+            for n, payload in enumerate(["ok", "exit", "ok", "crash", "ok"]):
+                request = {"payload": payload, "request_id": f"req-{n}"}
+                replies.append(await asyncio.wait_for(the_agent.run(request), WAIT))
+            return replies
+        finally:
+            the_agent.runtime.kill()
+            server.close()
+
+    ok, exited, after_exit, crashed, after_crash = asyncio.run(main())
+    assert ok["result"]["lib"] == "from NODE_PATH"
+    assert str(code / "node_modules") in ok["result"]["nodePath"].split(":")
+    assert exited["errorType"] == "Runtime.ExitError"
+    assert exited["errorMessage"] == ("RequestId: req-1 Error: Runtime exited with error: "
+                                      "exit status 3")
+    assert after_exit["result"]["pid"] != ok["result"]["pid"]
+    assert after_exit["init_duration_ms"] is not None  # a new init
+    assert crashed["errorType"] == "Error" and crashed["errorMessage"] == "crash"
+    assert after_crash["result"]["pid"] != after_exit["result"]["pid"]
