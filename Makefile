@@ -9,7 +9,11 @@ PYTEST_ARGS ?=
 
 # command -> Debian package providing it
 TOOLS := ip:iproute2 ping:iputils-ping curl:curl iperf3:iperf3 nft:nftables \
-         tcpdump:tcpdump ethtool:ethtool traceroute:traceroute
+         tcpdump:tcpdump ethtool:ethtool traceroute:traceroute \
+         mariadbd:mariadb-server redis-server:redis-server memcached:memcached \
+         node:nodejs npm:npm
+# the servers a template's databases and caches become are only run by `up`, inside our
+# namespaces: installing them must not start Debian's own services (policy-rc.d says no)
 
 .PHONY: install system-deps demo test test-unit test-integration lint fuzz bench bench-quick test-container clean help
 
@@ -25,11 +29,18 @@ system-deps:
 	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; \
 	done; \
 	$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || missing="$$missing python3-venv python3-pip"; \
+	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "need root to install packages: run with sudo" >&2; exit 2; fi; \
+	  policy=""; \
+	  if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d; \
+	    policy=/usr/sbin/policy-rc.d; \
+	  fi; \
 	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  status=$$?; [ -z "$$policy" ] || rm -f "$$policy"; [ $$status = 0 ] || exit $$status; \
 	fi
 
 $(STAMP): pyproject.toml

@@ -14,10 +14,10 @@ import sys
 
 import click
 
-from hyperplane.cli import control, measure, network
+from hyperplane.cli import control, measure, network, template
 from hyperplane.cli.output import emit, fail
 from hyperplane.emulator import cleanup as clean
-from hyperplane.emulator import requests, run, running
+from hyperplane.emulator import requests, run, running, stacks
 from hyperplane.errors import ApiError, TopologyError, UnreachableError, UsageError
 
 NO_ROOT = ("validate",)
@@ -52,11 +52,35 @@ def main(ctx: click.Context) -> None:
         fail("must run as root (namespaces and raw sockets); use sudo", 2)
 
 
+def template_options(command):  # noqa: ANN001, ANN201 - a click command
+    """The options of a CloudFormation/SAM template (``up`` and ``validate``)."""
+    command = click.option("--code", "code", multiple=True, metavar="LogicalId=DIR",
+                           help="a function's code directory (for Code.S3Bucket/S3Key, "
+                                "or instead of the template's)")(command)
+    command = click.option("--stack-name", help="the stack's name (default: the file's "
+                                                "stem)")(command)
+    return click.option("--parameter-overrides", "overrides", multiple=True,
+                        metavar="Key=Value ...",
+                        help="template parameters, as `sam deploy` takes them")(command)
+
+
+def _options(overrides: tuple[str, ...], stack_name: str | None,
+             code: tuple[str, ...]) -> stacks.Options:
+    return stacks.Options(stack_name, template.parse_overrides(overrides),
+                          template.parse_pairs(code, "--code"))
+
+
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-def validate(file: str) -> None:
-    """Check a topology file without building anything (no root needed)."""
-    topology = running.load(file)
+@template_options
+def validate(file: str, overrides: tuple[str, ...], stack_name: str | None,
+             code: tuple[str, ...]) -> None:
+    """Check a topology file or a CloudFormation/SAM template without building anything
+    (no root needed)."""
+    loaded = running.load_source(file, _options(overrides, stack_name, code))
+    topology = loaded.topology
+    for line in template.stack_lines(loaded.stack, brief=True):
+        click.echo(line)
     click.echo(f"{file}: ok ({len(topology.vpcs)} VPCs, {len(topology.functions)} functions)")
 
 
@@ -67,9 +91,13 @@ def validate(file: str) -> None:
 @click.option("--api-port", type=click.IntRange(1, 65535),
               help="the AWS endpoint's port on 127.0.0.1 (default: settings.api.port, 4566)")
 @click.option("--no-api", is_flag=True, help="start no AWS-compatible endpoint")
-def up(file: str, as_json: bool, no_wait: bool, api_port: int | None, no_api: bool) -> None:
-    """Validate FILE, build it, start the daemons; return when no function is Pending."""
-    result = run.up(file, wait=not no_wait, api_port=api_port, api=not no_api)
+@template_options
+def up(file: str, as_json: bool, no_wait: bool, api_port: int | None, no_api: bool,
+       overrides: tuple[str, ...], stack_name: str | None, code: tuple[str, ...]) -> None:
+    """Validate FILE (a topology file, or a CloudFormation/SAM template), build it, start
+    the daemons; return when no function is Pending."""
+    result = run.up(file, wait=not no_wait, api_port=api_port, api=not no_api,
+                    options=_options(overrides, stack_name, code))
     emit(result, as_json, _status_text(result))
 
 
@@ -125,7 +153,11 @@ def _status_text(s: dict) -> str:
         lines.append(f"function    {f['name']:<16} {f['state']:<8} {f['vpc_id'] or '(no VPC)'} "
                      f"ENIs {', '.join(f['enis']) or '-'}  envs {f['environments']}")
     for h in s["hosts"]:
-        lines.append(f"host        {h['name']:<16} {h['ip']:<15} {h['subnet']} ({h['namespace']})")
+        service = f"  {h['service']}:{h['port']}" if h.get("service") else ""
+        lines.append(f"host        {h['name']:<16} {h['ip']:<15} {h['subnet']} "
+                     f"({h['namespace']}){service}")
+    lines += [f"warning     {w.removeprefix('warning: ')}" for w in s.get("warnings", [])]
+    lines += template.stack_lines(s.get("stack") or {}, s.get("eni_sets"))
     return "\n".join(lines)
 
 

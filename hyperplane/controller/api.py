@@ -44,7 +44,7 @@ def _check_fields(request: dict) -> None:
         raise ApiError("InvalidParameterValueException", f"function name {name!r} must match "
                        f"^{FUNCTION_NAME.pattern}$")
     handler = request.get("handler")
-    if handler is not None and not valid_handler(handler):
+    if handler is not None and not valid_handler(handler, request.get("runtime")):
         raise ApiError("InvalidParameterValueException",
                        f"handler {handler!r} must be 'module.function'")
     for key, low, high, what in (("memory", 128, 10240, "MemorySize"),

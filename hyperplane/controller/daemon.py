@@ -46,6 +46,7 @@ def handle(ctl: Controller, request: dict) -> dict:
     handler = OPS.get(str(op))
     if handler is None:
         return {"ok": False, "usage": f"unknown request {op!r}"}
+    request = aliased(ctl, request)
     try:
         if op in PARALLEL:  # they pass through the worker only to take an environment
             return {"ok": True, "result": handler(ctl, request)}
@@ -57,6 +58,15 @@ def handle(ctl: Controller, request: dict) -> dict:
     except Exception as exc:  # noqa: BLE001 - answered, logged, never fatal
         log.error("request %s failed:\n%s", op, traceback.format_exc())
         return {"ok": False, "failure": f"{type(exc).__name__}: {exc}"}
+
+
+def aliased(ctl: Controller, request: dict) -> dict:
+    """A template's logical id stands for its function's name (``invoke Orders``)."""
+    name = request.get("name")
+    aliases = (ctl.data.get("stack") or {}).get("functions") or {}
+    if isinstance(name, str) and name not in ctl.model.functions and name in aliases:
+        return {**request, "name": aliases[name]}
+    return request
 
 
 class Handler(socketserver.StreamRequestHandler):

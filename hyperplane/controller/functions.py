@@ -168,6 +168,7 @@ class FunctionRecord:
     code_size: int = 0
     last_modified: float = 0.0          # emulated clock
     revision_id: str = ""
+    file_systems: list = field(default_factory=list)  # [{access_point, local_mount_path}]
 
     def touch(self, now: float) -> None:
         """A change was made: a new revision id and modification time."""
@@ -239,4 +240,8 @@ def describe(fn: FunctionRecord, account: str, region: str = "us-east-1") -> dic
         "ReservedConcurrentExecutions": fn.reserved_concurrency,
         "Networking": fn.networking,
         "CodeDirectory": fn.code,
+        **({"FileSystemConfigs": [
+            {"Arn": f"arn:aws:elasticfilesystem:{region}:{owner}:access-point/"
+                    f"{c['access_point']}", "LocalMountPath": c["local_mount_path"]}
+            for c in fn.file_systems]} if fn.file_systems else {}),
     }

@@ -287,12 +287,34 @@ class Controller:
                 "--runtime", fn.runtime, "--region", fn.region,
                 "--environment", json.dumps(fn.environment)]
         vpc_id = function.vpc_config.vpc_id if function.vpc_config else None
+        mounts, checks = self.file_systems(fn)
+        if checks:
+            args += ["--efs", json.dumps(checks)]
         reply = jsonline.request(state.zygote_socket(), {
             "op": "spawn", "netns": env.netns, "args": args, "log": str(state.log(env.id)),
-            "cwd": function.code, "resolv": vpcservices.resolv_file(vpc_id)})
+            "cwd": function.code, "resolv": vpcservices.resolv_file(vpc_id), "mounts": mounts})
         if not reply.get("ok"):
             raise RuntimeError(f"could not start environment {env.id}: {reply.get('error')}")
         return reply["pid"]
+
+    def file_systems(self, fn: FunctionRecord) -> tuple[list[dict], list[dict]]:
+        """The bind mounts of ``fn``'s EFS access points (``STATE_DIR/efs/<fs>/<root>``,
+        shared by every function and access point with that root), and the mount targets
+        its agent checks at init (``lambda_vm.efs``)."""
+        mounts, checks = [], []
+        for config in fn.file_systems:
+            try:
+                _vpc, fs, ap = self.topology.access_point(config["access_point"])
+            except KeyError:
+                continue
+            source = state.path("efs", fs.id, *[p for p in ap.path.split("/") if p])
+            source.mkdir(parents=True, exist_ok=True)
+            mounts.append({"source": str(source), "target": config["local_mount_path"]})
+            targets = [f"{self.topology.host(h).ip}:2049" for h in fs.mount_targets]
+            checks.append({"arn": f"arn:aws:elasticfilesystem:{fn.region}:"
+                                  f"{fn.account or self.topology.account}:access-point/{ap.id}",
+                           "path": config["local_mount_path"], "targets": targets})
+        return mounts, checks
 
     def acquire(self, name: str) -> tuple[Env, bool, FunctionRecord]:
         """An environment of ``name`` held for one invocation or lease: (env, cold, fn)."""
@@ -387,6 +409,8 @@ class Controller:
                                f"see {state.log(env.id)}") from None
         finally:
             self.release(env)
+        if reply.get("errorType") in EFS_ERRORS:  # Lambda answers these as API errors
+            raise ApiError(reply["errorType"], reply.get("errorMessage", ""), 408)
         reply.update(cold=cold, environment=env.id, eni=env.eni_id, subnet=env.subnet_id)
         return reply
 
@@ -435,6 +459,9 @@ def _egress_key(topology: Topology) -> tuple[bool, bool]:
     return egress.needs_internet(topology), egress.has_egress_port(topology)
 
 
+EFS_ERRORS = ("EFSMountConnectivityException", "EFSMountFailureException")
+
+
 def record_of(function: Function, cfg: dict) -> FunctionRecord:
     """The file's function as a create request."""
     vpc = None
@@ -445,7 +472,10 @@ def record_of(function: Function, cfg: dict) -> FunctionRecord:
                           function.timeout, function.reserved_concurrency,
                           timing.networking(function.networking, cfg),
                           vpc=vpc, runtime=function.runtime or DEFAULT_RUNTIME,
-                          environment=dict(function.environment))
+                          environment=dict(function.environment),
+                          file_systems=[{"access_point": c.access_point,
+                                         "local_mount_path": c.local_mount_path}
+                                        for c in function.file_systems])
 
 
 def dataplane_request(message: dict) -> dict:

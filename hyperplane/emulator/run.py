@@ -12,32 +12,24 @@ function is Pending.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 
-import yaml
-
 from hyperplane import jsonline
+from hyperplane.emulator import stacks
 from hyperplane.emulator.requests import controller_request
-from hyperplane.emulator.running import load, status
+from hyperplane.emulator.running import load_source, status
 from hyperplane.errors import UnreachableError, UsageError
 from hyperplane.fabric import desired
 from hyperplane.fabric.objects import plan
 from hyperplane.kernel import build, netlink, procs, state, vpcservices
 from hyperplane.model import names, settings, timing
-from hyperplane.model.topology import Topology
+from hyperplane.model.topology import Host, Topology
 
 READY_TIMEOUT = 15.0
-
-
-def _document(path: str, topology: Topology) -> dict:
-    """The file's document with code directories made absolute."""
-    with open(path) as fh:
-        document = yaml.safe_load(fh)
-    for raw, function in zip(document.get("functions") or [], topology.functions, strict=True):
-        raw["code"] = function.code
-    return document
+HOST_READY_TIMEOUT = 90.0  # a database initialises its data directory first
 
 
 def _refuse_if_up() -> None:
@@ -63,18 +55,27 @@ def check_port(port: int) -> None:
         probe.close()
 
 
-def up(path: str, wait: bool = True, api_port: int | None = None, api: bool = True) -> dict:
-    """Build ``path``'s topology and start everything; ``api_port`` overrides the file's
-    ``settings.api.port``; ``api=False`` starts no AWS endpoint."""
-    topology = load(path)
-    port = api_port or settings.api_port(topology.settings)
+def up(path: str, wait: bool = True, api_port: int | None = None, api: bool = True,
+       options: stacks.Options | None = None) -> dict:
+    """Build ``path``'s topology (a topology file, or a template with ``options``) and
+    start everything; ``api_port`` overrides the file's ``settings.api.port``;
+    ``api=False`` starts no AWS endpoint."""
     with state.locked():
         _refuse_if_up()
+        try:
+            loaded = load_source(path, options, state.path("stacks"), build=True)
+        except BaseException:
+            shutil.rmtree(state.path("stacks"), ignore_errors=True)
+            raise
+        topology = loaded.topology
+        port = api_port or settings.api_port(topology.settings)
         if api:
             check_port(port)
         objs = desired.desired(topology, [], [])
-        data = {"source": os.path.abspath(path), "document": _document(path, topology),
+        data = {"source": os.path.abspath(path), "document": loaded.document,
                 "enis": [], "envs": [], "procs": {}, "namespaces": desired.namespaces(objs)}
+        if loaded.stack:
+            data["stack"] = loaded.stack
         state.forget()
         state.save(data)
         try:
@@ -172,23 +173,54 @@ def _start_zygote(data: dict) -> None:
                       state.log("zygote"), READY_TIMEOUT)
 
 
+def _host_argv(topology: Topology, host: Host) -> list[str]:
+    """The process serving ``host``'s service: our httpd, or ``services.servers``."""
+    service = host.service
+    if service.kind == "http":
+        return procs.python_module("hyperplane.services.httpd", "--port", str(service.port),
+                                   "--name", host.name)
+    args = [service.kind, "--address", host.ip, "--port", str(service.port),
+            "--name", host.name, "--data", str(state.path("hosts", host.name))]
+    for option in ("user", "password", "database"):
+        if getattr(service, option):
+            args += [f"--{option}", getattr(service, option)]
+    if service.target:
+        target = topology.host(service.target)
+        args += ["--target", f"{target.ip}:{target.service.port}"]
+    return procs.python_module("hyperplane.services.servers", *args)
+
+
 def _start_hosts(data: dict, topology: Topology) -> None:
-    waiting = []
-    for vpc in topology.vpcs:
-        for host in vpc.hosts:
-            if host.http_port is None:
-                continue
+    """Every host's service, proxies last (their targets answer first); the warning of a
+    server that fell back to a plain listener is kept in ``data["warnings"]``."""
+    hosts = [h for v in topology.vpcs for h in v.hosts if h.service is not None]
+    for batch in ([h for h in hosts if h.service.kind != "proxy"],
+                  [h for h in hosts if h.service.kind == "proxy"]):
+        waiting = []
+        for host in batch:
             ready = state.ready_file(host.name)
             ready.unlink(missing_ok=True)
-            pid = procs.spawn(desired.host_netns(topology, host.name), procs.python_module(
-                "hyperplane.services.httpd", "--port", str(host.http_port),
-                "--name", host.name, "--ready", str(ready)), state.log(f"host-{host.name}"))
+            state.path("hosts", host.name).mkdir(parents=True, exist_ok=True)
+            pid = procs.spawn(desired.host_netns(topology, host.name),
+                              _host_argv(topology, host) + ["--ready", str(ready)],
+                              state.log(f"host-{host.name}"))
             data["procs"][f"host:{host.name}"] = pid
-            waiting.append((host.name, ready, pid))
-    state.save(data)
-    for name, ready, pid in waiting:
-        procs.await_ready(pid, ready.exists, f"the service of host {name}",
-                          state.log(f"host-{name}"), READY_TIMEOUT)
+            waiting.append((host, ready, pid))
+        state.save(data)
+        for host, ready, pid in waiting:
+            procs.await_ready(pid, ready.exists, f"the {host.service.kind} service of host "
+                              f"{host.name}", state.log(f"host-{host.name}"),
+                              HOST_READY_TIMEOUT)
+            _note_warning(data, ready)
+
+
+def _note_warning(data: dict, ready) -> None:  # noqa: ANN001 - a Path
+    try:
+        warning = json.loads(ready.read_text() or "{}").get("warning", "")
+    except ValueError:
+        return
+    if warning:
+        data.setdefault("warnings", []).append(warning)
 
 
 def down() -> bool:
@@ -228,5 +260,5 @@ def forget_state() -> None:
     state.forget()
     for name in state.SOCKETS:
         state.path(name).unlink(missing_ok=True)
-    for sub in ("envs", "ready", "resolv", "code"):
+    for sub in ("envs", "ready", "resolv", "code", "hosts", "efs", "stacks"):
         shutil.rmtree(state.path(sub), ignore_errors=True)

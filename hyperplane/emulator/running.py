@@ -2,15 +2,21 @@
 
 ``current()`` reads the state database and parses the recorded topology again
 (``Running``); ``require()`` is the same or a ``UsageError`` when nothing is up.
-``load`` validates a topology file with its settings (``validate``, ``up``).
+``load`` validates a topology file with its settings; ``load_source`` a topology file or
+a template (``stacks``) (``validate``, ``up``).
 ``status`` and ``eni_rows`` are the project's own views (snake_case keys).
 """
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, replace
+from pathlib import Path
+
+import yaml
 
 from hyperplane.controller.functions import FunctionRecord
+from hyperplane.emulator import stacks
 from hyperplane.emulator.requests import dataplane_request, nothing_up
 from hyperplane.errors import UnreachableError, UsageError
 from hyperplane.fabric.desired import host_netns
@@ -82,6 +88,33 @@ def load(path: str) -> Topology:
     return topology
 
 
+def load_source(path: str, options: stacks.Options | None = None, code_root: Path | None = None,
+                build: bool = False) -> stacks.Loaded:
+    """A topology file or a CloudFormation/SAM template (``stacks``), as the topology, the
+    document the state keeps (code directories absolute) and the stack's view (None for
+    a topology file).  ``code_root``: where a template's inline code is written (a
+    temporary directory when None, removed before returning: ``validate``)."""
+    if not stacks.is_template_file(path):
+        if options and (options.overrides or options.code or options.stack_name):
+            raise UsageError("--parameter-overrides, --stack-name and --code are for "
+                             f"CloudFormation/SAM templates; {path} is a topology file")
+        topology = load(path)
+        return stacks.Loaded(topology, _document(path, topology), {})
+    if code_root is not None:
+        return stacks.load_template(path, options or stacks.Options(), code_root, build)
+    with tempfile.TemporaryDirectory(prefix="hp-validate-") as tmp:
+        return stacks.load_template(path, options or stacks.Options(), Path(tmp), build)
+
+
+def _document(path: str, topology: Topology) -> dict:
+    """The file's document with code directories made absolute."""
+    with open(path) as fh:
+        document = yaml.safe_load(fh)
+    for raw, function in zip(document.get("functions") or [], topology.functions, strict=True):
+        raw["code"] = function.code
+    return document
+
+
 def exec_in_host(name: str, argv: list[str]) -> int:
     running = require()
     try:
@@ -125,7 +158,9 @@ def status() -> dict:
     except (UnreachableError, OSError):
         stats = None
     hosts = [{"name": h.name, "vpc": h.vpc_id, "subnet": h.subnet, "ip": h.ip,
-              "namespace": host_netns(topology, h.name)}
+              "namespace": host_netns(topology, h.name),
+              "service": h.service.kind if h.service else None,
+              "port": h.service.port if h.service else None}
              for v in topology.vpcs for h in v.hosts]
     return {"up": True, "topology": data["source"], "state_dir": str(state.state_dir()),
             "dataplane": {**_process(data["procs"].get("dataplane")),
@@ -135,7 +170,21 @@ def status() -> dict:
             "functions": _function_rows(running), "hosts": hosts, "enis": len(data["enis"]),
             "environments": len(running.envs), "namespaces": sorted(data["namespaces"]),
             "api": {**(data.get("api") or {}), **_process(data["procs"].get("endpoint"))}
-            if data.get("api") else None}
+            if data.get("api") else None, "warnings": list(data.get("warnings", [])),
+            "stack": data.get("stack"), "eni_sets": eni_sets(running)}
+
+
+def eni_sets(running: Running) -> list[dict]:
+    """The ENIs, one per (subnet, security-group set), named by the template's logical ids
+    when a stack made them."""
+    logical = {r["physical_id"]: r["logical_id"]
+               for r in (running.data.get("stack") or {}).get("resources", [])}
+    return [{"id": e.id, "subnet": e.key.subnet_id,
+             "subnet_logical": logical.get(e.key.subnet_id, "-"),
+             "security_groups": [f"{g} ({logical.get(g, '-')})"
+                                 for g in e.key.security_group_ids],
+             "ip": e.ip, "functions": list(e.functions)}
+            for e in running.enis]
 
 
 def api_settings(running: Running) -> dict:

@@ -29,8 +29,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 RANK = {"errors": 0, "jsonline": 1, "model": 2, "dataplane": 3, "policy": 4, "fabric": 4,
-        "services": 4, "kernel": 5, "controller": 6, "emulator": 7, "endpoint": 8, "bench": 9,
-        "cli": 10}
+        "services": 4, "templates": 4, "kernel": 5, "controller": 6, "emulator": 7,
+        "endpoint": 8, "bench": 9, "cli": 10}
 LAMBDA_VM_MAY_USE = ("errors", "jsonline", "kernel")
 IMPURE_MODULES = frozenset({"socket", "subprocess", "pyroute2", "ctypes", "select", "fcntl",
                             "sqlite3", "asyncio", "http"})
