@@ -253,7 +253,10 @@ class Mapper:
         variables = (props.get("Environment") or {}).get("Variables") \
             if isinstance(props.get("Environment"), dict) else None
         if isinstance(variables, dict) and variables:
-            entry["environment"] = {k: _text(v) for k, v in variables.items()}
+            entry["environment"] = {
+                k: self.placer.password(v, f"{path}.Environment.Variables.{k}")
+                if isinstance(v, str) and "{{resolve:" in v else _text(v)
+                for k, v in variables.items()}
         vpc_config = props.get("VpcConfig")
         if isinstance(vpc_config, dict):
             entry["vpc_config"] = {"subnet_ids": list(vpc_config.get("SubnetIds") or []),

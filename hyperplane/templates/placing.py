@@ -164,7 +164,8 @@ class Placer:
         return name
 
     def password(self, value: object, path: str) -> str:
-        """A master password, with ``{{resolve:secretsmanager:...}}`` read."""
+        """A string with ``{{resolve:secretsmanager:...}}`` of this template's secrets read
+        (a master password, a function's variable)."""
         text = "" if value is None else str(value)
 
         def read(match: re.Match) -> str:

@@ -44,7 +44,9 @@ def vpc_template() -> dict:
             "Code": {"ZipFile": "def handler(e, c):\n    return 1\n"},
             "MemorySize": 256, "Environment": {"Variables": {
                 "DB_HOST": {"Fn::GetAtt": ["Db", "Endpoint.Address"]},
-                "DB_PORT": {"Fn::GetAtt": ["Db", "Endpoint.Port"]}, "DEBUG": True}},
+                "DB_PORT": {"Fn::GetAtt": ["Db", "Endpoint.Port"]}, "DEBUG": True,
+                "DB_PASSWORD": {"Fn::Sub": "{{resolve:secretsmanager:${Secret}:SecretString:"
+                                           "password}}"}}},
             "VpcConfig": {"SubnetIds": [ref("SubnetA"), ref("SubnetB")],
                           "SecurityGroupIds": [ref("FnSg")]}}},
     }}
@@ -77,7 +79,8 @@ def test_a_vpc_with_a_database_and_a_function(tmp_path) -> None:
     assert len(db.service.password) >= 20 and db.service.password.isalnum()
     fn = topo.functions[0]
     assert fn.name.startswith("app-Fn-") and len(fn.name) == len("app-Fn-") + 12
-    assert dict(fn.environment) == {"DB_HOST": "10.0.2.4", "DB_PORT": "3306", "DEBUG": "true"}
+    assert dict(fn.environment) == {"DB_HOST": "10.0.2.4", "DB_PORT": "3306", "DEBUG": "true",
+                                    "DB_PASSWORD": db.service.password}
     assert fn.memory == 256 and fn.vpc_config.security_group_ids == (
         stack.resource("FnSg").physical_id,)
     assert mapped.inline_code["Fn"] == ("index.py", "def handler(e, c):\n    return 1\n")
