@@ -81,7 +81,7 @@ class Handler(socketserver.StreamRequestHandler):
             self._reply({"ok": False, "usage": "the request is not a JSON object"})
             return
         if request.get("op") == "lease":
-            self._lease(ctl, request)
+            self._lease(ctl, aliased(ctl, request))
             return
         self._reply(handle(ctl, request))
 

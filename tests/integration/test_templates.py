@@ -148,6 +148,20 @@ def test_nodejs_functions_built_and_inline(state_dir: Path) -> None:
         assert invoke(state_dir, "Counter")["result"]["hits"] == 1
         second = invoke(state_dir, "Counter")["result"]
         assert second == {"hits": 2, "fn": physical(status, "Counter")}
+        ran = hp.run("exec", "--function", "Greeter", "--", "sh", "-c", "echo $LAMBDA_TASK_ROOT",
+                     state_dir=state_dir, check=False)
+        assert ran.returncode == 0, ran.stderr
+
+
+def test_a_server_that_is_not_installed_is_a_listener_and_one_warning(
+        state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HYPERPLANE_SERVER_PATH", str(tmp_path))  # no server programs here
+    with stack(state_dir, f"{T}/rds-postgres.yaml") as status:
+        assert len(status["warnings"]) == 1
+        assert "host db: postgres needs PostgreSQL" in status["warnings"][0]
+        db = next(h for h in status["hosts"] if h["name"] == "db")
+        assert db["service"] == "postgres"  # as declared; a TCP listener answers the port
+        assert verdicts(state_dir)[physical(status, "Inventory"), "db:5432"] == "allowed"
 
 
 def test_efs_is_shared_and_needs_the_mount_targets(state_dir: Path) -> None:
