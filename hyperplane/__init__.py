@@ -16,23 +16,31 @@ layers below it (``tests/unit/test_architecture.py`` keeps it so).
                  scripts, reachability verdicts
     fabric/      which kernel objects a topology needs, and plan(old, new)     pure
     services/    processes inside namespaces: VPC DNS resolver (with its       I/O
-                 codec), HTTP service, reach probe
+                 codec), HTTP service, the hosts' real servers (MariaDB,
+                 PostgreSQL, Redis, memcached; a listener, a proxy), reach
+                 probe
+    templates/   CloudFormation and SAM templates as topologies: the file      pure (load,
+                 read with the short-form tags, SAM expanded offline,          sam, lint:
+                 parameters, conditions, intrinsics, physical ids, cfn-lint;   a file and
+                 the stack mapped onto the topology document                   libraries)
     kernel/      every side effect on the kernel and the state directory:     side effects
                  netlink (the one pyroute2 user), the builder, processes,
-                 mounts, nftables, the VPC's services, the state database
+                 mounts, nftables, the VPC's services, the build cache,
+                 supervised process specs, the state database
     controller/  the control plane process: the lifecycle model (pure), the    side effects
                  service that makes it real, its API, clock, snapshot
-    emulator/    up / down, the running topology, requests to the daemons,     side effects
-                 reach, cleanup: what the CLI calls
+    emulator/    up / down, templates loaded, the running topology, requests  side effects
+                 to the daemons, reach, cleanup, the supervisor: what the
+                 CLI calls
     endpoint/    the AWS-compatible endpoint: SigV4, REST-JSON and query/XML   side effects
                  from botocore's models, handlers that ask the controller
     bench/       ``make bench``: Hyperplane beside the kernel's NAT            side effects
     cli/         click commands only: parse, call, print                      side effects
 
 Layers, top to bottom: cli > bench > endpoint > emulator > controller > kernel >
-(fabric, policy, services) > dataplane > model; ``errors`` and ``jsonline`` sit
-below them all.  ``lambda_vm`` (the execution environment) is a sibling package
-that uses only ``errors``, ``jsonline`` and ``kernel``.
+(fabric, policy, services, templates) > dataplane > model; ``errors`` and ``jsonline`` sit
+below them all.  ``lambda_vm`` (the execution environment: Python and Node.js runtimes, the EFS
+check) is a sibling package that uses only ``errors``, ``jsonline`` and ``kernel``.
 """
 
 __version__ = "0.2.0"

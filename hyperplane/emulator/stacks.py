@@ -11,7 +11,7 @@ or ``Resources``) from a topology file.  ``load(path, options, code_root, build)
 4. ``templates.lint.lint``: cfn-lint's errors are ours (the first raised, the count
    named), its warnings kept as lines (last of the checks: it takes a second to load);
 5. the mapped document: inline ``Code.ZipFile`` written under ``code_root``
-   (``STATE_DIR/stacks/<stack>/<LogicalId>``), and with ``build`` each function's
+   (``STATE_DIR/stacks/<LogicalId>``), and with ``build`` each function's
    ``requirements.txt`` / ``package.json`` installed (``kernel.buildcache``);
 6. ``model.parser.parse_topology``: an error on the document is pointed at the
    template part it came from.
@@ -106,11 +106,18 @@ def load_template(path: str, options: Options, code_root: Path,
     except TopologyError as exc:
         raise point_error(exc, mapped, path) from None
     view = {"name": name, "template": os.path.abspath(path), "region": options.region,
-            "resources": mapped.resources, "skipped": mapped.skipped, "notes": mapped.notes,
+            "resources": mapped.resources,
+            "skipped": mapped.skipped + [f"skipped {logical_id} (its Condition is false)"
+                                         for logical_id in resolved.dropped],
+            "notes": mapped.notes,
             "warnings": warnings, "functions": mapped.functions,
             "outputs": {k: str(v) for k, v in resolved.outputs.items()},
-            "parameters": {k: ("****" if k in resolved.no_echo else str(v))
+            "parameters": {k: ("****" if k in resolved.no_echo else
+                               ",".join(map(str, v)) if isinstance(v, list) else str(v))
                            for k, v in resolved.parameters.items()}}
+    for name in sorted(resolved.ssm_unresolved):
+        view["notes"].append(f"parameter {name}: SSM is not emulated; its Default is used as "
+                             "the value (give it with --parameter-overrides)")
     return Loaded(topology, mapped.document, view)
 
 

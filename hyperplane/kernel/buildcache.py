@@ -152,8 +152,9 @@ def _install(function_name: str, command: list[str], cwd: str, log: Path,
                 return
             failure = f"failed (exit status {result.returncode})"
     tool = "pip install -r" if manifest == "requirements.txt" else "npm install for"
-    raise UsageError(f"function {function_name}: {tool} {manifest} {failure}; the end of "
-                     f"its output (all of it in {log}):\n{_tail(log)}")
+    last = _tail(log).splitlines()[-1:] or ["(no output)"]
+    raise UsageError(f"function {function_name}: {tool} {manifest} {failure}: "
+                     f"{last[0].removeprefix('  | ')} (all of its output: {log})")
 
 
 def _copy_code(code_dir: str, into: Path) -> None:

@@ -198,8 +198,8 @@ class Mapper:
                 entry["service"] = self._proxy_service(host, targets, by_logical, stack)
             elif host.service:
                 entry["service"] = host.service
-            if not entry["security_groups"]:
-                del entry["security_groups"]
+            if not entry["security_groups"]:  # AWS puts it in the VPC's default group
+                entry["security_groups"] = [vpc["security_groups"][0]["id"]]
             if entry.get("service") is None:
                 entry.pop("service", None)
             vpc["hosts"].append(entry)
