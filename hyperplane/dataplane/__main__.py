@@ -1,7 +1,11 @@
-"""``python -m hyperplane.dataplane [--role hyperplane|natgw] --control SOCKET`` (I/O).
+"""``python -m hyperplane.dataplane [--role ROLE] --control SOCKET [--table PATH]`` (I/O).
 
 One entry point for both dataplane processes: Lambda's Hyperplane (``loop``), and
-with ``--role natgw`` the NAT gateways (``natgw_loop``).
+with ``--role natgw`` the NAT gateways (``natgw_loop``).  ``--table PATH`` (normally
+``records.table_path(state_id, role)``: ``/dev/shm/hp-<id>-dataplane.sessions`` or
+``...-natgw.sessions``) keeps the sessions in a file that outlives the process: created
+with ``--capacity`` records when absent (default 1,000,000; the file is sparse), attached
+to when present (a file of another capacity or version is refused: exit status 2).
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import sys
 
 from hyperplane.dataplane.loop import Dataplane, serve
 from hyperplane.dataplane.natgw_loop import NatGatewayDataplane
+from hyperplane.dataplane.records import TableError
+from hyperplane.dataplane.store import CACHE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,11 +27,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="Lambda's Hyperplane (default) or the NAT gateways")
     parser.add_argument("--control", required=True, help="Unix socket path for control")
     parser.add_argument("--config", help="JSON snapshot to apply at start")
+    parser.add_argument("--table", help="session table file (created, or attached to)")
+    parser.add_argument("--capacity", type=int, help="sessions the table holds (when "
+                        "created; when attaching, the file's must match)")
+    parser.add_argument("--cache", type=int, default=CACHE,
+                        help=f"sessions kept as objects (default {CACHE})")
     args = parser.parse_args(argv)
-    if args.role == "natgw":
-        dp: Dataplane = NatGatewayDataplane(args.control)
-    else:
-        dp = Dataplane(args.control)
+    kind = NatGatewayDataplane if args.role == "natgw" else Dataplane
+    try:
+        dp = kind(args.control, args.table, args.capacity, args.cache)
+    except TableError as exc:
+        print(f"session table: {exc}", file=sys.stderr)
+        return 2
     if args.config:
         with open(args.config) as fh:
             dp.apply_config(json.load(fh))

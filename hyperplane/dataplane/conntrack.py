@@ -12,9 +12,21 @@ ICMP echo the word is ``identifier << 16``.  Outside keys carry ``INBOUND``
 in the protocol field, so a frame from an environment can never match a
 session through its reply key, whatever addresses it uses.
 
+Where sessions live: in the session store (``store.SessionStore``: fixed-size
+records in a shared-memory file that outlives the process, ``records`` has the
+layout), each ENI's in its own slot.  A ``Table`` is the ENI's view of its slot:
+``sessions`` is a bounded cache of materialised ``Session`` objects under both
+keys (the pipeline's fast path is one dict look-up, as before), ``get``/``find``
+fall back to the store's index and materialise the record, ``add`` writes the
+record (write-through), ``remove`` frees it.  A session knows its record
+(``rec``), its table, whether it is still the cached object (``cached``: an
+evicted one is written back and replaced by a fresh object on the next look-up)
+and the packet count last written back (``synced``).
+
 Expiry is amortised: a lookup that finds an expired session treats it as a
-miss, and each new session examines at most two of the oldest sessions and
-frees them if they have expired; nothing sweeps the whole table.
+miss, and each new session lets the store's clock hand examine at most two
+records and free them if they have expired; nothing sweeps the whole table on
+the packet path.
 
 A TCP session also carries its connection state (the state constants are
 here, ``NONE`` ... ``CLOSE``) and the little sequence bookkeeping ``tcpstate``
@@ -25,12 +37,17 @@ module only stores and describes them.
 
 from __future__ import annotations
 
-from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from hyperplane.dataplane import packet
 
+if TYPE_CHECKING:
+    from hyperplane.dataplane.store import SessionStore
+
 Key = tuple[int, bytes, int]
 INBOUND = 0x100  # tags the protocol field of outside (VPC -> environment) keys
+UNKNOWN = -1     # a TCP sequence field not learned yet
 
 # TCP connection states (``tcpstate`` moves a session between them)
 NONE, SYN_SENT, SYN_RECV, ESTABLISHED, FIN_WAIT, CLOSE_WAIT, LAST_ACK, TIME_WAIT, CLOSE = \
@@ -49,6 +66,8 @@ class Session:
         # TCP only (see tcpstate)
         "state", "ack_out", "ack_in", "win_out", "win_in", "wscale_out", "wscale_in",
         "end_out", "end_in", "fin_out", "fin_in",
+        # where it is kept (see the module docstring)
+        "rec", "table", "cached", "synced", "deltas",
     )
 
     def describe(self, now: float) -> dict:
@@ -87,70 +106,100 @@ def make_session(proto: int, env, env_ip: bytes, env_port: int, remote_ip: bytes
     s.out_l4 = eni_port.to_bytes(2, "big")
     s.in_l4 = env_port.to_bytes(2, "big")
     d_ip = packet.delta(env_ip, eni_ip)
+    d_ip_in = packet.delta(eni_ip, env_ip)
     d_port = packet.delta(s.in_l4, s.out_l4)
     s.ip_out = packet.add(d_ip, packet.TTL_DELTA)
-    s.ip_in = packet.add(packet.delta(eni_ip, env_ip), packet.TTL_DELTA)
+    s.ip_in = packet.add(d_ip_in, packet.TTL_DELTA)
     if proto == packet.PROTO_ICMP:  # the ICMP checksum covers no pseudo-header
         s.full_out, s.part_out = d_port, 0
         s.full_in, s.part_in = packet.delta(s.out_l4, s.in_l4), 0
     else:
         s.full_out, s.part_out = packet.add(d_ip, d_port), d_ip
-        d_ip_in = packet.delta(eni_ip, env_ip)
         s.full_in = packet.add(d_ip_in, packet.delta(s.out_l4, s.in_l4))
         s.part_in = d_ip_in
+    s.deltas = (d_ip, d_ip_in)  # kept until the store writes the record
+    s.rec, s.table, s.cached, s.synced = -1, None, False, 0
     s.timeout = timeout
     s.expires = now + timeout
     s.replied = False
     s.dead = False
     s.state = NONE
     s.pkts_out = s.bytes_out = s.pkts_in = s.bytes_in = 0
+    s.ack_out = s.ack_in = s.end_out = s.end_in = s.fin_out = s.fin_in = UNKNOWN
+    s.win_out = s.win_in = 0
+    s.wscale_out = s.wscale_in = UNKNOWN
     return s
 
 
-class Table:
-    """The sessions of one ENI under both keys, with amortised expiry."""
+Resolve = Callable[[Session], None]  # sets a materialised session's env and nexthop
 
-    __slots__ = ("sessions", "order", "count", "created")
+
+class Table:
+    """The sessions of one ENI: a cache under both keys over its slot of the store."""
+
+    __slots__ = ("sessions", "store", "slot", "resolve")
 
     def __init__(self) -> None:
-        self.sessions: dict[Key, Session] = {}
-        self.order: deque[Session] = deque()
-        self.count = 0
-        self.created = 0
+        self.sessions: dict[Key, Session] = {}  # the cached sessions, under both keys
+        self.store: SessionStore | None = None
+        self.slot = -1
+        self.resolve: Resolve = _unresolved
+
+    def bind(self, store: SessionStore, slot: int, resolve: Resolve) -> None:
+        self.store, self.slot, self.resolve = store, slot, resolve
+
+    def _store(self) -> SessionStore:
+        if self.store is None:
+            raise RuntimeError("the table is not bound to a session store (add its ENI "
+                               "to a pipeline first)")
+        return self.store
 
     def __len__(self) -> int:
-        return self.count
+        return 0 if self.store is None else self.store.slot_count(self.slot)
+
+    @property
+    def created(self) -> int:
+        return 0 if self.store is None else self.store.slot_created(self.slot)
+
+    def get(self, key: Key) -> Session | None:
+        """The session under ``key`` (maybe expired), from the cache or the store."""
+        s = self.sessions.get(key)
+        if s is None and self.store is not None:
+            s = self.store.find(self, key)
+        return s
+
+    def find(self, key: Key) -> Session | None:
+        """The session under ``key`` from the store (after a miss in ``sessions``)."""
+        return None if self.store is None else self.store.find(self, key)
 
     def add(self, s: Session) -> None:
-        self.sessions[s.out_key] = s
-        self.sessions[s.in_key] = s
-        self.order.append(s)
-        self.count += 1
-        self.created += 1
+        self._store().create(self, s)
 
     def remove(self, s: Session) -> None:
-        if s.dead:
-            return
-        s.dead = True
-        self.count -= 1
-        self.sessions.pop(s.out_key, None)
-        self.sessions.pop(s.in_key, None)
+        if not s.dead:
+            self._store().delete(s)
 
-    def reap(self, now: float, budget: int = 2) -> list[Session]:
-        """Free up to ``budget`` expired sessions among the oldest; return them."""
-        freed: list[Session] = []
-        order = self.order
-        for _ in range(min(budget, len(order))):
-            s = order[0]
-            if s.dead:
-                order.popleft()
-            elif s.expires < now:
-                order.popleft()
-                self.remove(s)
-                freed.append(s)
-            else:
-                order.rotate(-1)
-        return freed
+    def reap(self, now: float, budget: int = 2) -> int:
+        """Let the store's clock hand look at ``budget`` records (of any ENI) and free the
+        expired ones; how many it freed."""
+        return self._store().reap(now, budget)
 
     def live(self, now: float) -> list[Session]:
-        return [s for s in self.order if not s.dead and s.expires >= now]
+        """This ENI's unexpired sessions, materialised (for tests and small tables)."""
+        return [] if self.store is None else self.store.live(self, now)
+
+    def current(self, s: Session) -> Session:
+        """``s`` if it is still the cached object (or dead), else the session now under its
+        key (dead if there is none): for references kept across packets (fragments)."""
+        if s.cached or s.dead:
+            return s
+        found = self.get(s.out_key)
+        if found is None:
+            s.dead = True
+            return s
+        return found
+
+
+def _unresolved(s: Session) -> None:
+    s.env = None
+    s.nexthop = s.remote_ip

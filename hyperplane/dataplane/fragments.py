@@ -310,6 +310,8 @@ class FragmentPath(Hop):
                 self.drop("fragment_dropped", eni)
             return
         s = entry.session
+        if not s.cached and s.table is not None:  # evicted from the cache meanwhile
+            s = entry.session = s.table.current(s)
         if s.dead or s.expires < now:
             self.drop("fragment_dropped", eni)
             return

@@ -233,7 +233,7 @@ class ErrorPath(Hop):
             self.drop("icmp_bad_checksum", eni)
             return None
         found = locate(buf, l4, end, inbound)
-        s = eni.table.sessions.get(found[0]) if found is not None else None
+        s = eni.table.get(found[0]) if found is not None else None
         if (s is None or s.expires < now) and found and env is not None and env.spill:
             spilled = env.spill_session(found[0], now)
             if spilled is not None:

@@ -1,7 +1,12 @@
 """The Hyperplane process: receive frames, run the pipeline, send frames (I/O).
 
 Runs inside the ``hp-plane`` namespace, started by ``hyperplane up`` as
-``python -m hyperplane.dataplane --control STATE_DIR/dataplane.sock``.  One epoll
+``python -m hyperplane.dataplane --control STATE_DIR/dataplane.sock --table PATH``.
+The sessions live in the table file ``PATH`` (``shm.open_table``: created when absent,
+attached to when present, so a dataplane killed and started again carries on with its
+sessions, ports and counters; without ``--table`` they live in anonymous memory).  The
+loop's tick keeps the table (``tables.TablePath.maintain``); a clean stop (SIGTERM)
+writes everything and marks the table clean.  One epoll
 loop serves every link's packet socket and a Unix control socket.  On readiness a
 socket is drained in a bounded batch (``BATCH`` frames) into one reusable buffer;
 each frame goes through ``pipeline.Pipeline.receive`` and out through the other
@@ -12,7 +17,7 @@ Control protocol: ``jsonline`` (one request line, one reply line, per connection
 
     {"op": "ping"}                      -> {"ok": true, "pid": ...}
     {"op": "config", "config": {...}}   -> the whole desired configuration, as a snapshot
-    {"op": "stats"}                     -> global and per-ENI counters
+    {"op": "stats"}                     -> global and per-ENI counters, the table's figures
     {"op": "conntrack", "eni": ID|null} -> sessions
 
 The configuration is always a complete snapshot (``config.Snapshot``: ENIs,
@@ -36,7 +41,9 @@ from hyperplane import jsonline
 from hyperplane.dataplane.acl import RuleSet
 from hyperplane.dataplane.config import Existing, Plan, Snapshot, plan
 from hyperplane.dataplane.pipeline import EniPort, EnvPort, Pipeline
+from hyperplane.dataplane.shm import open_table
 from hyperplane.dataplane.sockets import PacketSocket
+from hyperplane.dataplane.store import CACHE
 
 BATCH = 64
 SPIN = 0.0002  # seconds of polling without sleep after traffic (adaptive, idle CPU stays 0)
@@ -45,10 +52,16 @@ IO_COUNTERS = ("rx_error", "internal_error", "rx_socket_dropped")
 
 
 class Dataplane:
-    def __init__(self, control_path: str) -> None:
-        self.pipeline = Pipeline()
+    pipeline_class: type[Pipeline] = Pipeline
+
+    def __init__(self, control_path: str, table: str | None = None,
+                 capacity: int | None = None, cache_size: int = CACHE) -> None:
+        make = self.pipeline_class
+        store = open_table(table, make.new_ports, capacity, cache_size) if table else None
+        self.table_path = table
+        self.pipeline = make(store=store, cache_size=cache_size)
         self.counters = self.pipeline.counters
-        self.counters.update(dict.fromkeys(IO_COUNTERS, 0))
+        self.counters.update({k: self.counters.get(k, 0) for k in IO_COUNTERS})
         self.sockets: dict[str, PacketSocket] = {}
         self.by_fd: dict[int, tuple] = {}
         self.epoll = select.epoll()
@@ -140,6 +153,7 @@ class Dataplane:
             env = pl.envs[e.ifname]
             env.eni = pl.enis[e.eni] if e.eni is not None else None
             env.spill = tuple(pl.enis[i] for i in e.spill)
+        pl.prune()  # after a restart: the sessions of ENIs this snapshot no longer has
 
     # -- control ------------------------------------------------------------------
     def handle_control(self) -> None:
@@ -173,22 +187,23 @@ class Dataplane:
             if len(eni.table) >= eni.connection_limit:
                 # at the limit by the count: free what expired, so that the count says
                 # whether the ENI is really full (the controller adds an ENI when it is)
-                for old in eni.table.reap(now, budget=len(eni.table.order)):
-                    pl._release(eni, old)  # noqa: SLF001 - the pipeline's own bookkeeping
+                pl.counters["sessions_expired"] += pl.store.reap_slot(eni.table.slot, now)
             enis[eni.id] = dict(eni.counters, sessions_active=len(eni.table),
                                 sessions_created=eni.table.created,
                                 arp_resolved=len(eni.arp))
-        return {"global": dict(pl.counters, sessions_active=pl.session_count()), "enis": enis}
+        return {"global": dict(pl.counters, sessions_active=pl.session_count()), "enis": enis,
+                "table": dict(pl.store.stats(), path=self.table_path)}
 
     def conntrack(self, eni_id: str | None) -> list[dict]:
-        now = time.monotonic()
-        rows = []
-        for eni in self.pipeline.enis.values():
-            if eni_id and eni.id != eni_id:
-                continue
-            for s in eni.table.live(now):
-                rows.append(dict(s.describe(now), eni=eni.id))
-        return rows
+        pl = self.pipeline
+        if not eni_id:
+            return pl.store.describe(time.monotonic())
+        eni = pl.enis.get(eni_id)
+        return [] if eni is None else pl.store.describe(time.monotonic(), eni.table.slot)
+
+    def close(self) -> None:
+        """Write everything to the table and mark it clean (a SIGTERM, not a crash)."""
+        self.pipeline.close_tables()
 
     # -- loop -----------------------------------------------------------------------
     def run(self) -> None:
@@ -247,5 +262,8 @@ def serve(dp: Dataplane, what: str) -> int:
     signal.signal(signal.SIGTERM, dp.stop)
     signal.signal(signal.SIGINT, dp.stop)
     print(f"{what} pid {os.getpid()} ready", file=sys.stderr, flush=True)
-    dp.run()
+    try:
+        dp.run()
+    finally:
+        dp.close()
     return 0

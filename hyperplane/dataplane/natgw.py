@@ -26,11 +26,18 @@ sessions under both keys with amortised expiry) runs in a second role, in its ow
   handling in this role (fragments and ICMP errors are dropped and counted).
 
 Everything the pipeline counts is counted here too, per gateway and globally.
+
+Sessions live in the role's own session table (``store``, a second file): a gateway's
+slot holds its sessions, and its ``GatewayPorts`` (the ports in use per destination)
+are rebuilt from them when a restarted process attaches.  A session read back gets
+its inside next hop again from the inside address (``rebind_session``).  A full table drops
+a new flow and counts ``table_full``.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 from hyperplane.dataplane import packet as p
 from hyperplane.dataplane.conntrack import INBOUND, Session, make_session
@@ -53,11 +60,47 @@ from hyperplane.dataplane.packet import (
 from hyperplane.dataplane.pipeline import Pipeline
 from hyperplane.dataplane.ports import EniPort
 from hyperplane.dataplane.rewrite import translate
+from hyperplane.dataplane.store import CACHE, Ports, SessionStore
 
 IPS, WORD32, WORD16 = p.IPS, p.WORD32, p.WORD16
 ATTEMPTS = 64
 NATGW_DROPS = ("error_port_allocation", "not_from_vpc", "to_nat_gateway",
                "inbound_to_nat_gateway")
+
+
+class GatewayPorts:
+    """The ports of a gateway in use per destination (protocol, address, port)."""
+
+    __slots__ = ("in_use",)
+
+    def __init__(self) -> None:
+        self.in_use: dict[tuple[int, bytes, int], set[int]] = {}
+
+    def claim(self, proto: int, env_ip: bytes, env_port: int, remote_ip: bytes,
+              remote_port: int, eni_port: int) -> bool:
+        used = self.in_use.setdefault((proto, remote_ip, remote_port), set())
+        if eni_port in used:
+            return False
+        used.add(eni_port)
+        return True
+
+    def claim_keys(self, found: list[tuple]) -> list[bool]:
+        """``claim`` for records given by their key fields (see ``store.Ports``)."""
+        return [self.claim(proto, addrs[:4], ports >> 16, addrs[4:], ports & 0xFFFF,
+                           ports_in >> 16 if proto == p.PROTO_ICMP else ports_in & 0xFFFF)
+                for _, proto, _, addrs, ports, _, _, _, _, ports_in in found]
+
+    def free(self, proto: int, env_ip: bytes, env_port: int, remote_ip: bytes,
+             remote_port: int, eni_port: int) -> None:
+        key = (proto, remote_ip, remote_port)
+        used = self.in_use.get(key)
+        if used is not None:
+            used.discard(eni_port)
+            if not used:
+                del self.in_use[key]
+
+    def set_range(self, port_range: tuple[int, int]) -> None:
+        return None  # the range is the gateway's (``NatGatewayPort.allocate``)
 
 
 class NatGatewayPort(EniPort):
@@ -75,7 +118,7 @@ class NatGatewayPort(EniPort):
         self.per_destination = per_destination
         self.port_range = port_range
         self.idle_timeout = idle_timeout
-        self.in_use: dict[tuple[int, bytes, int], set[int]] = {}  # destination -> ports
+        self.ports = GatewayPorts()  # type: ignore[assignment]
         self.rng = random.Random(seed)
 
     def in_vpc(self, addr: bytes) -> bool:
@@ -83,7 +126,7 @@ class NatGatewayPort(EniPort):
 
     def allocate(self, proto: int, dst: bytes, dport: int, wanted: int) -> int | None:
         """A port for a new connection to (proto, dst, dport), or None."""
-        used = self.in_use.setdefault((proto, dst, dport), set())
+        used = self.ports.in_use.setdefault((proto, dst, dport), set())
         low, high = self.port_range
         if len(used) >= min(self.per_destination, high - low + 1):
             return None
@@ -97,21 +140,20 @@ class NatGatewayPort(EniPort):
             used.add(port)
         return port
 
-    def release(self, s: Session) -> None:
-        key = (s.proto, s.remote_ip, s.remote_port)
-        used = self.in_use.get(key)
-        if used is not None:
-            used.discard(s.eni_port)
-            if not used:
-                del self.in_use[key]
-
 
 class NatGatewayPipeline(Pipeline):
     """Frames in and out of NAT gateway links; ``enis`` holds the ``NatGatewayPort``s."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.counters.update(dict.fromkeys(NATGW_DROPS, 0))
+    def __init__(self, store: SessionStore | None = None, cache_size: int = CACHE) -> None:
+        super().__init__(store=store, cache_size=cache_size)
+        self.counters.update({k: self.counters.get(k, 0) for k in NATGW_DROPS})
+
+    new_ports: Callable[[], Ports] = staticmethod(GatewayPorts)  # type: ignore[assignment]
+
+    def rebind_session(self, eni: EniPort, s: Session) -> None:
+        """The inside next hop (``env``) and the subnet router, as ``new_flow`` set them."""
+        s.env = s.env_ip if eni.nexthop(s.env_ip) == s.env_ip else eni.gateway_bytes
+        s.nexthop = eni.gateway_bytes
 
     def receive(self, port: NatGatewayPort, buf: bytearray, length: int, now: float) -> None:
         if length < IP:
@@ -168,7 +210,10 @@ class NatGatewayPipeline(Pipeline):
         if not gw.in_vpc(src):
             self.drop("not_from_vpc", gw)
             return
-        s = gw.table.sessions.get((proto, IPS(buf, IP_SRC_AT)[0], ports))
+        key = (proto, IPS(buf, IP_SRC_AT)[0], ports)
+        s = gw.table.sessions.get(key)
+        if s is None:
+            s = gw.table.find(key)
         if s is None or s.expires < now:
             s = self.new_flow(gw, buf, l4, proto, src, now, s)
             if s is None:
@@ -181,8 +226,10 @@ class NatGatewayPipeline(Pipeline):
                  now: float, stale: Session | None) -> Session | None:
         if stale is not None:
             self._free(gw, stale)
-        for old in gw.table.reap(now):
-            self._release(gw, old)
+        self.reap(now)
+        if self.store.count >= self.max_sessions or self.store.full():
+            self.drop("table_full", gw)
+            return None
         dst = bytes(buf[IP_DST])
         if proto == p.PROTO_ICMP:
             sport, dport = WORD16(buf, l4 + ICMP_ID)[0], 0
@@ -201,16 +248,17 @@ class NatGatewayPipeline(Pipeline):
 
     def inbound(self, gw: NatGatewayPort, buf: bytearray, length: int, l4: int, proto: int,
                 ports: int, now: float) -> None:
-        s = gw.table.sessions.get((proto | INBOUND, IPS(buf, IP_SRC_AT)[0], ports))
+        key = (proto | INBOUND, IPS(buf, IP_SRC_AT)[0], ports)
+        s = gw.table.sessions.get(key)
+        if s is None:
+            s = gw.table.find(key)
         if s is None or s.expires < now:
             self.drop("inbound_to_nat_gateway" if self._opens_flow(buf, l4, proto)
                       else "no_session", gw)
             return
-        s.replied = True
         s.expires = now + s.timeout
+        if not s.replied:
+            s.replied = True
+            self.store.update(s)
         translate(s, buf, l4, proto, length, None)
         self.to_vpc(gw, s.env, buf, length, now)  # s.env: the inside next hop's address
-
-    def _release(self, eni: NatGatewayPort, s: Session) -> None:
-        eni.release(s)
-        self.counters["sessions_expired"] += 1

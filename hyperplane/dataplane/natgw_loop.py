@@ -1,13 +1,14 @@
 """The NAT gateway process: the dataplane's loop in the NAT-gateway role (I/O).
 
-    python -m hyperplane.dataplane --role natgw --control STATE_DIR/natgw.sock
+    python -m hyperplane.dataplane --role natgw --control STATE_DIR/natgw.sock --table PATH
 
 Runs in ``hp-plane`` next to the Hyperplane dataplane, as a separate process (a NAT
 gateway is a separate AWS service, and a separate failure domain here).  It reuses
 ``loop.Dataplane`` whole (epoll loop, packet sockets, control protocol, ``stats`` and
 ``conntrack``) with ``natgw.NatGatewayPipeline`` in place of the Lambda pipeline.
 Its snapshot (``config.NatSnapshot``, pushed by ``kernel.vpcservices``) lists the
-gateways; ``config.plan_gateways`` is its diff.
+gateways; ``config.plan_gateways`` is its diff.  Its sessions live in its own table
+file (``--table``), attached to again after a restart like the dataplane's.
 """
 
 from __future__ import annotations
@@ -15,16 +16,12 @@ from __future__ import annotations
 import time
 
 from hyperplane.dataplane.config import Existing, NatSnapshot, plan_gateways
-from hyperplane.dataplane.loop import IO_COUNTERS, Dataplane
+from hyperplane.dataplane.loop import Dataplane
 from hyperplane.dataplane.natgw import NatGatewayPipeline, NatGatewayPort
 
 
 class NatGatewayDataplane(Dataplane):
-    def __init__(self, control_path: str) -> None:
-        super().__init__(control_path)
-        self.pipeline = NatGatewayPipeline()
-        self.counters = self.pipeline.counters
-        self.counters.update(dict.fromkeys(IO_COUNTERS, 0))
+    pipeline_class = NatGatewayPipeline
 
     def existing(self) -> Existing:
         return Existing({g.id: (g.ip, g.ifname) for g in self.pipeline.enis.values()})
@@ -41,3 +38,4 @@ class NatGatewayDataplane(Dataplane):
             port = pl.enis[g.id]
             port.per_destination = g.per_destination
             pl.resolve(port, port.gateway_bytes, now)
+        pl.prune()

@@ -29,7 +29,15 @@ Around that, Hyperplane behaves as a router hop; the pipeline inherits each part
 * ``fragments.FragmentPath``: non-first IPv4 fragments follow the session their
   first fragment found (held, bounded, until it comes), and a packet too big for
   the ENI link without DF is fragmented;
-* ``arp.Neighbour``: ARP on every link, next-hop resolution and the timers.
+* ``arp.Neighbour``: ARP on every link, next-hop resolution and the timers;
+* ``tables.TablePath``: the sessions live in a ``store.SessionStore`` (a table file
+  that outlives the process, or anonymous memory): the ENIs bound to their slots,
+  sessions read back from records re-bound to the living ports, the store's upkeep.
+
+Sessions are written through when made, on TCP state changes and a first reply
+(``_track``, ``_refresh_on_reply``), the rest written back (``store``); a cache miss
+asks the store (``Table.find``) before it is a new flow.  A new flow when the table is
+full (capacity, ``max_sessions``) gets unreachable code 13, counted ``table_full``.
 
 Every drop is counted under a named reason (``DROP_REASONS``, snake_case) in
 ``Pipeline.counters`` and per ENI in ``EniPort.counters``; nothing raises out of
@@ -69,8 +77,11 @@ from hyperplane.dataplane.packet import (
     TCP_MIN,
     VNET_GSO_TYPE,
 )
+from hyperplane.dataplane.portalloc import EniPorts
 from hyperplane.dataplane.ports import EniPort, EnvPort
 from hyperplane.dataplane.rewrite import translate
+from hyperplane.dataplane.store import CACHE, SessionStore
+from hyperplane.dataplane.tables import REAP_AT_LIMIT, Enis, Envs, TablePath
 from hyperplane.dataplane.tcpstate import ACK, FAST_MASK, RST
 from hyperplane.model.settings import Timeouts
 
@@ -90,15 +101,29 @@ EVENTS = ("sessions_created", "sessions_expired", "forwarded", "icmp_errors_sent
 VLAN_TYPES = (p.ETH_P_8021Q, p.ETH_P_8021AD)
 
 
-class Pipeline(Neighbour, ErrorPath, FragmentPath):
-    """Frames in, frames out, counters; the state of all ENIs and environments."""
+class Pipeline(Neighbour, ErrorPath, FragmentPath, TablePath):
+    """Frames in, frames out, counters; the state of all ENIs and environments.
 
-    def __init__(self, timeouts: Timeouts | None = None, max_sessions: int = 1_000_000) -> None:
+    ``store``: where the sessions live (default: anonymous memory of ``max_sessions``
+    records, ``cache_size`` of them materialised at most).
+    """
+
+    def __init__(self, timeouts: Timeouts | None = None, max_sessions: int = 1_000_000,
+                 store: SessionStore | None = None, cache_size: int = CACHE) -> None:
         self.timeouts = timeouts or Timeouts()
         self.max_sessions = max_sessions
-        self.enis: dict[str, EniPort] = {}
-        self.envs: dict[str, EnvPort] = {}
+        self.envs: Envs = Envs()
         self.counters: dict[str, int] = dict.fromkeys(DROP_REASONS + EVENTS, 0)
+        self.init_tables(store or SessionStore.anonymous(max_sessions, self.new_ports,
+                                                         cache_size))
+        self.enis: dict[str, EniPort] = Enis(self)
+
+    new_ports = staticmethod(EniPorts)  # a slot's port allocators (this role's kind)
+
+    def tick(self, now: float) -> None:
+        """Timers (``arp.Neighbour.tick``) and the session table's upkeep."""
+        super().tick(now)
+        self.maintain(now)
 
     # -- bookkeeping -------------------------------------------------------
     def drop(self, reason: str, eni: EniPort | None = None, count: int = 1) -> None:
@@ -210,8 +235,7 @@ class Pipeline(Neighbour, ErrorPath, FragmentPath):
             if buf[l4 + TCP_FLAGS] & FAST_MASK == ACK and s.state == ESTABLISHED:
                 s.ack_out, s.win_out = ACK_WIN(buf, l4 + TCP_ACK)
                 s.expires = now + s.timeout
-            elif not tcpstate.track(s, buf, l4, end, buf[l4 + TCP_FLAGS], False, now,
-                                    self.timeouts):
+            elif not self._track(s, buf, l4, end, buf[l4 + TCP_FLAGS], False, now):
                 self.drop("tcp_rst_out_of_window", eni)
                 return
         else:
@@ -244,18 +268,45 @@ class Pipeline(Neighbour, ErrorPath, FragmentPath):
     def _miss_out(self, env: EnvPort, eni: EniPort, buf: bytearray, length: int, l4: int,
                   end: int, proto: int, key: tuple, stale: Session | None,
                   now: float) -> tuple[EniPort, Session] | None:
-        """No live session in the primary's table: a spill ENI's, or a new one."""
+        """No live session in the primary's cache: a spill ENI's cached one, the table's, a
+        spill ENI's, or a new one."""
+        if stale is None:
+            found = env.spill_session(key, now, cached=True) if env.spill else None
+            if found is not None:
+                return self._carry_on(found[0], found[1], buf, l4, end, proto, now)
+            stale = eni.table.find(key)
+            if stale is not None and stale.expires >= now:
+                return self._carry_on(eni, stale, buf, l4, end, proto, now)
+        if stale is not None:  # expired: its port back before a new one is chosen
+            self._free(eni, stale)
         found = env.spill_session(key, now) if env.spill else None
         if found is None:
-            return self.new_session(env, eni, buf, length, l4, end, proto, now, stale)
-        spill_eni, s = found
+            return self.new_session(env, eni, buf, length, l4, end, proto, now)
+        return self._carry_on(found[0], found[1], buf, l4, end, proto, now)
+
+    def _carry_on(self, eni: EniPort, s: Session, buf: bytearray, l4: int, end: int,
+                  proto: int, now: float) -> tuple[EniPort, Session] | None:
+        """An outbound packet of a live session found off the fast path."""
         if proto != p.PROTO_TCP:
             s.expires = now + s.timeout
-        elif not tcpstate.track(s, buf, l4, end, buf[l4 + TCP_FLAGS], False, now,
-                                self.timeouts):
-            self.drop("tcp_rst_out_of_window", spill_eni)
+            return eni, s
+        flags = buf[l4 + TCP_FLAGS]
+        if flags & FAST_MASK == ACK and s.state == ESTABLISHED:  # as the fast path
+            s.ack_out, s.win_out = ACK_WIN(buf, l4 + TCP_ACK)
+            s.expires = now + s.timeout
+        elif not self._track(s, buf, l4, end, flags, False, now):
+            self.drop("tcp_rst_out_of_window", eni)
             return None
-        return found
+        return eni, s
+
+    def _track(self, s: Session, buf: bytearray, l4: int, end: int, flags: int,
+               inbound: bool, now: float) -> bool:
+        """``tcpstate.track``, and the record written when the state or ``replied`` moved."""
+        state, replied = s.state, s.replied
+        ok = tcpstate.track(s, buf, l4, end, flags, inbound, now, self.timeouts)
+        if s.state != state or s.replied != replied:
+            self.store.update(s)
+        return ok
 
     def to_vpc(self, eni: EniPort, nexthop: bytes, buf: bytearray, length: int, now: float,
                split: bool = False) -> None:
@@ -280,15 +331,12 @@ class Pipeline(Neighbour, ErrorPath, FragmentPath):
 
     # -- the slow path: a new flow -------------------------------------------------
     def new_session(self, env: EnvPort, eni: EniPort, buf: bytearray, length: int, l4: int,
-                    end: int, proto: int, now: float,
-                    stale: Session | None) -> tuple[EniPort, Session] | None:
+                    end: int, proto: int, now: float) -> tuple[EniPort, Session] | None:
         """Policy, ENI and port choice, the new session and its ENI; None: counted.
 
         The primary ``eni`` carries the flow unless it is at its connection
         limit; then the first of the environment's spill ENIs below its own.
         """
-        if stale is not None:
-            self._free(eni, stale)
         if env.spill and any(buf[IP_DST] == e.ip_bytes for e in env.spill):
             self.drop("to_hyperplane", eni)
             return None
@@ -303,8 +351,9 @@ class Pipeline(Neighbour, ErrorPath, FragmentPath):
         if carrier is None:
             return None
         eni = carrier
-        if self.session_count() >= self.max_sessions:
+        if self.store.count >= self.max_sessions or self.store.full():
             self.drop("table_full", eni)
+            self.answer(env, buf, length, p.ICMP_UNREACH, p.UNREACH_ADMIN_PROHIBITED)
             return None
         eni_port = eni.ports[proto].acquire(env.ip_bytes, env_port)
         if eni_port is None:
@@ -318,7 +367,7 @@ class Pipeline(Neighbour, ErrorPath, FragmentPath):
                          eni.ip_bytes, eni_port, eni.nexthop(remote), timeout, now)
         if proto == p.PROTO_TCP:
             tcpstate.start(s, buf, l4, end, buf[l4 + TCP_FLAGS], now, t)
-        old = eni.table.sessions.get(s.out_key)  # an expired one in a spill ENI's table
+        old = eni.table.get(s.out_key) if eni is not env.eni else None  # a spill's, expired
         if old is not None:
             self._free(eni, old)
         eni.table.add(s)
@@ -332,8 +381,9 @@ class Pipeline(Neighbour, ErrorPath, FragmentPath):
         if refused:
             self.drop(refused, eni)  # silently, as AWS: the environment's connect times out
             return None
-        for old in eni.table.reap(now):
-            self._release(eni, old)
+        self.reap(now)
+        if len(eni.table) >= eni.connection_limit:
+            self.reap(now, REAP_AT_LIMIT)  # the hand also passes the other ENIs' records
         if len(eni.table) < eni.connection_limit:
             return eni
         spill = self._spill_carrier(env, now) if env.spill else None
@@ -350,19 +400,15 @@ class Pipeline(Neighbour, ErrorPath, FragmentPath):
     def _spill_carrier(self, env: EnvPort, now: float) -> EniPort | None:
         """The first spill ENI below its connection limit (after reaping), or None."""
         for eni in env.spill:
-            for old in eni.table.reap(now):
-                self._release(eni, old)
             if len(eni.table) < eni.connection_limit:
                 return eni
         return None
 
     def _free(self, eni: EniPort, s: Session) -> None:
-        eni.table.remove(s)
-        self._release(eni, s)
-
-    def _release(self, eni: EniPort, s: Session) -> None:
-        eni.ports[s.proto].release(s.env_ip, s.env_port)
-        self.counters["sessions_expired"] += 1
+        """Free an expired session (its record and port reference: ``store``)."""
+        if not s.dead:
+            eni.table.remove(s)
+            self.counters["sessions_expired"] += 1
 
     # -- VPC -> environment -------------------------------------------------------
     def _in_key(self, eni: EniPort, buf: bytearray, l4: int) -> tuple | None:
@@ -406,9 +452,12 @@ class Pipeline(Neighbour, ErrorPath, FragmentPath):
         proto = buf[IP_PROTO]
         s = eni.table.sessions.get(key)
         if s is None or s.expires < now:
-            self.drop("inbound_to_eni" if self._opens_flow(buf, l4, proto) else "no_session",
-                      eni)
-            return
+            if s is None:
+                s = eni.table.find(key)
+            if s is None or s.expires < now:
+                self.drop("inbound_to_eni" if self._opens_flow(buf, l4, proto)
+                          else "no_session", eni)
+                return
         if buf[IP_TTL] <= 1:
             self.drop("ttl_expired", eni)
             return
@@ -417,7 +466,7 @@ class Pipeline(Neighbour, ErrorPath, FragmentPath):
             if flags & FAST_MASK == ACK and s.state == ESTABLISHED and s.replied:
                 s.ack_in, s.win_in = ACK_WIN(buf, l4 + TCP_ACK)
                 s.expires = now + s.timeout
-            elif not tcpstate.track(s, buf, l4, end, flags, True, now, self.timeouts):
+            elif not self._track(s, buf, l4, end, flags, True, now):
                 self.drop("tcp_rst_out_of_window", eni)
                 return
         else:
@@ -442,6 +491,9 @@ class Pipeline(Neighbour, ErrorPath, FragmentPath):
             s.replied = True
             if s.proto == p.PROTO_UDP:
                 s.timeout = self.timeouts.udp_replied
+            s.expires = now + s.timeout
+            self.store.update(s)
+            return
         s.expires = now + s.timeout
 
 

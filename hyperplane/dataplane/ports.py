@@ -7,7 +7,9 @@ per ENI: the session table (``conntrack.Table``), one port allocator per
 protocol (``portalloc.PortAllocator``), the fragment table
 (``fragments.FragmentTable``), the ARP cache and the frames waiting for ARP,
 the per-ENI counters, and ``egress``: the compiled egress rules of its security groups
-(``acl.RuleSet``; None allows every flow), consulted only when a flow opens.
+(``acl.RuleSet``; None allows every flow), consulted only when a flow opens.  The
+table and the port allocators are the ENI's slot of the pipeline's session store
+once the ENI is in the pipeline's ``enis`` (``tables.Enis``).
 ``EnvPort`` is the link of one execution
 environment: its address and MAC, the gateway address and MAC Hyperplane
 answers for, the ENI it uses (None: a function without VPC access) and its
@@ -29,7 +31,7 @@ from hyperplane.dataplane import packet as p
 from hyperplane.dataplane.acl import RuleSet
 from hyperplane.dataplane.conntrack import Key, Session, Table
 from hyperplane.dataplane.fragments import FragmentTable
-from hyperplane.dataplane.portalloc import PortAllocator
+from hyperplane.dataplane.portalloc import EniPorts
 
 Tx = Callable[[memoryview | bytes], None]
 
@@ -55,8 +57,8 @@ class EniPort:
         self.mtu = mtu
         self.table = Table()
         self.frags = FragmentTable()
-        self.ports = {proto: PortAllocator(*port_range)
-                      for proto in (p.PROTO_TCP, p.PROTO_UDP, p.PROTO_ICMP)}
+        self.port_range = port_range
+        self.ports = EniPorts(port_range)
         self.arp: dict[bytes, bytes] = {}
         self.pending: dict[bytes, list] = {}  # ip -> [first request time, last, frames]
         self.counters: dict[str, int] = dict.fromkeys(
@@ -88,17 +90,21 @@ class EnvPort:
         self.spill = spill
         self.tx: Tx = _discard
 
-    def spill_session(self, key: Key, now: float) -> tuple[EniPort, Session] | None:
-        """The first spill ENI holding a live session under ``key``, and the session."""
+    def spill_session(self, key: Key, now: float,
+                      cached: bool = False) -> tuple[EniPort, Session] | None:
+        """The first spill ENI holding a live session under ``key``, and the session
+        (``cached``: among the sessions their tables hold as objects only)."""
         for eni in self.spill:
-            s = eni.table.sessions.get(key)
+            s = eni.table.sessions.get(key) if cached else eni.table.get(key)
             if s is not None and s.expires >= now:
                 return eni, s
         return None
 
     def holder(self, s: Session) -> EniPort | None:
         """Which of this environment's ENIs holds the session ``s`` (None: none now)."""
+        if s.dead:
+            return None
         for eni in (self.eni, *self.spill):
-            if eni is not None and eni.table.sessions.get(s.out_key) is s:
+            if eni is not None and eni.table is s.table:
                 return eni
         return None

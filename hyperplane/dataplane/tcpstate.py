@@ -20,7 +20,10 @@ the receiver's window from the receiver's last acknowledgement
 (``ack <= seq < ack + max(window << scale, 1)``); while the receiver has
 acknowledged nothing it must equal the sender's next sequence number, and in
 SYN_SENT an inbound RST must acknowledge the SYN.  Anything else is out of
-window: the pipeline drops and counts it, and the connection goes on.
+window: the pipeline drops and counts it, and the connection goes on.  With
+neither known (a session read back after a dataplane restart: ``store`` forgets
+the ACKs, and past the handshake the SYN ends, which may be stale) any RST is
+accepted, until the next ACK re-learns them.
 
 Timeouts: SYN_SENT keeps the unreplied ``tcp_syn`` timeout, set when the SYN
 opened the session and never refreshed (retransmitted SYNs do not keep it
@@ -52,6 +55,7 @@ from hyperplane.dataplane.conntrack import (  # noqa: F401 - the states, re-expo
     SYN_RECV,
     SYN_SENT,
     TIME_WAIT,
+    UNKNOWN,
 )
 from hyperplane.dataplane.packet import IP_TOTAL, IP_VIHL, TCP_OFF, TCP_SEQ
 
@@ -66,7 +70,6 @@ SEQ_ACK_WIN = struct.Struct("!II2xH")  # at TCP_SEQ: sequence, acknowledgement, 
 ACK_WIN = struct.Struct("!I2xH")       # at TCP_ACK: acknowledgement, window
 MASK = 0xFFFFFFFF
 HALF = 0x80000000
-UNKNOWN = -1
 
 
 def seq_geq(a: int, b: int) -> bool:

@@ -10,8 +10,10 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet, Raw
 
 from hyperplane.dataplane import packet as p
-from hyperplane.dataplane.conntrack import Session
+from hyperplane.dataplane import records
+from hyperplane.dataplane.conntrack import INBOUND, Session, Table
 from hyperplane.dataplane.pipeline import DROP_REASONS, EniPort, EnvPort, Pipeline
+from hyperplane.dataplane.store import SessionStore
 
 ENI_IP = "10.0.1.4"
 ENI_MAC = "02:e1:00:00:00:00"
@@ -49,8 +51,9 @@ def capture(out: list[bytes]):
     return lambda frame: out.append(bytes(frame))
 
 
-def make_rig(**eni_kwargs) -> Rig:
-    pipeline = Pipeline()
+def make_rig(store: SessionStore | None = None, **eni_kwargs) -> Rig:
+    """The rig; ``store``: its sessions' table (default: anonymous memory)."""
+    pipeline = Pipeline(store=store)
     eni = EniPort("eni-1", "hpi0", ENI_IP, ENI_MAC, "10.0.1.0/24", ROUTER_IP, **eni_kwargs)
     eni.arp[p.ip_to_bytes(ROUTER_IP)] = p.mac_to_bytes(ROUTER_MAC)
     eni.arp[p.ip_to_bytes(DB_IP)] = p.mac_to_bytes(DB_MAC)
@@ -122,6 +125,48 @@ def tcp_in(flags: str, seq: int, ack: int = 0, eni_port: int = 40000, window: in
 def only_session(rig: Rig, now: float = 0.0) -> Session:
     (s,) = rig.eni.table.live(now)
     return s
+
+
+def assert_tables_consistent(pipeline: Pipeline, eni: EniPort) -> None:
+    """The ENI's slot of the store: records, index, cache, counts and ports agree."""
+    assert eni.table.store is pipeline.store
+    assert_slot_consistent(pipeline.store, eni.table, eni.ip_bytes, eni.ports)
+
+
+def assert_slot_consistent(store: SessionStore, table: Table, eni_ip: bytes | None,
+                           ports: dict) -> None:
+    """One slot of a store: records, index, cache, counts and ports agree (a white-box
+    check); ``eni_ip`` None: not checked."""
+    recs = [rec for rec in store._records()  # noqa: SLF001 - a white-box check
+            if records.KEY.unpack_from(store.mem, records.record_at(rec)
+                                       + records.OUT_KEY_AT)[0] == table.slot]
+    assert len(recs) == len(table) == store.slot_count(table.slot)
+    assert len(store.index) == 2 * store.count
+    refs: dict[int, dict[tuple[bytes, int], list[int]]] = {}
+    for rec in recs:
+        f = records.REC.unpack_from(store.mem, records.record_at(rec))
+        assert f[records.F_LIVE] == 1 and f[records.F_SEQ] % 2 == 0
+        proto = f[records.F_PROTO]
+        out_key = (proto, f[records.F_ADDRS], f[records.F_PORTS])
+        in_key = (proto | INBOUND, f[records.F_ADDRS_IN], f[records.F_PORTS_IN])
+        for which, key in enumerate((out_key, in_key)):
+            h = records.key_hash(table.slot, *key)
+            assert store.index.lookup(h, store.mem, table.slot, key) == (rec << 1) | which
+        env_ip, env_port, _, _, ip, eni_port = records.endpoints(f)
+        assert eni_ip is None or ip == eni_ip
+        entry = refs.setdefault(proto, {}).setdefault((env_ip, env_port), [eni_port, 0])
+        assert entry[0] == eni_port  # endpoint-independent: one port per endpoint
+        entry[1] += 1
+    for key, s in table.sessions.items():
+        assert s.cached and not s.dead and store.cached[s.rec] is s
+        assert key in (s.out_key, s.in_key) and s.rec in recs
+    assert len(table.sessions) == 2 * sum(1 for s in store.cached.values() if s.table is table)
+    for proto, allocator in ports.items():
+        want = refs.get(proto, {})
+        assert len(allocator) == len(want)  # no port held for an endpoint without sessions
+        for (ip, port), (eni_port, count) in want.items():
+            assert allocator.mapping(ip, port) == (eni_port, count)
+            assert allocator.owner(eni_port) == (ip, port)
 
 
 def ip_of(frame: bytes) -> bytes:

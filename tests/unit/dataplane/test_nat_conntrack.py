@@ -9,7 +9,8 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 
 from hyperplane.dataplane import packet as p
 from hyperplane.dataplane.conntrack import INBOUND, Table, make_session
-from hyperplane.dataplane.portalloc import PortAllocator
+from hyperplane.dataplane.portalloc import EniPorts, PortAllocator
+from hyperplane.dataplane.store import SessionStore
 from hyperplane.model.settings import Timeouts
 from tests.unit.dataplane.frames import (
     DB_IP,
@@ -60,9 +61,9 @@ def test_same_endpoint_shares_its_port_and_counts_references() -> None:
     ports = PortAllocator(seed=1)
     assert ports.acquire(A, 40000) == ports.acquire(A, 40000) == 40000
     ports.release(A, 40000)
-    assert ports.owners[40000] == (A, 40000)
+    assert ports.owner(40000) == (A, 40000) and ports.mapping(A, 40000) == (40000, 1)
     ports.release(A, 40000)
-    assert 40000 not in ports.owners and len(ports) == 0
+    assert ports.owner(40000) is None and len(ports) == 0
     assert ports.acquire(B, 40000) == 40000
 
 
@@ -107,6 +108,7 @@ def test_a_range_below_1024_serves_high_source_ports() -> None:
                     max_size=60))
 def test_a_port_never_serves_two_endpoints(ops) -> None:
     ports = PortAllocator(2000, 2007, seed=0)
+    assert ports.mappings() == {}
     live: dict[tuple[bytes, int], list[int]] = {}
     for acquire, host, port in ops:
         endpoint = (bytes([10, 0, 0, host]), port)
@@ -130,6 +132,8 @@ def test_a_port_never_serves_two_endpoints(ops) -> None:
                 del live[endpoint]
         owners = [v[0] for v in live.values()]
         assert len(owners) == len(set(owners)) == len(ports)
+        for (ip, port), (eni_port, count) in live.items():
+            assert ports.mapping(ip, port) == (eni_port, count)
 
 
 # -- sessions and the table ---------------------------------------------------------------
@@ -141,16 +145,26 @@ def session(env_ip: bytes = A, env_port: int = 40000, eni_port: int = 40000, now
                         timeout, now)
 
 
-def test_session_is_found_under_both_keys() -> None:
+def bound_table(capacity: int = 64, cache_size: int = 2048) -> tuple[SessionStore, Table]:
+    """A table bound to slot 0 of a store in anonymous memory."""
+    store = SessionStore.anonymous(capacity, EniPorts, cache_size)
     table = Table()
+    store.bind("eni-1", table, lambda s: None)
+    return store, table
+
+
+def test_session_is_found_under_both_keys() -> None:
+    store, table = bound_table()
     s = session(eni_port=1500)
     table.add(s)
     assert s.out_key == (p.PROTO_TCP, A + REMOTE, (40000 << 16) | 8080)
     assert s.in_key == (p.PROTO_TCP | INBOUND, REMOTE + ENI, (8080 << 16) | 1500)
     assert table.sessions[s.out_key] is table.sessions[s.in_key] is s and len(table) == 1
+    assert table.find(s.out_key) is table.find(s.in_key) is s  # the index has both keys
     table.remove(s)
     table.remove(s)  # twice is harmless
-    assert table.sessions == {} and len(table) == 0
+    assert table.sessions == {} and len(table) == 0 and store.count == 0
+    assert table.find(s.out_key) is None and table.find(s.in_key) is None
 
 
 def test_icmp_session_keys_use_the_identifier_only() -> None:
@@ -174,25 +188,43 @@ def test_precomputed_outbound_rewrite_matches_scapy(env_port, eni_port, env_ip, 
 
 
 def test_reap_frees_at_most_budget_expired_sessions() -> None:
-    table = Table()
+    _, table = bound_table()
     sessions = [session(env_port=1000 + i, eni_port=1000 + i) for i in range(5)]
     for s in sessions:
         table.add(s)
-    assert table.reap(now=10.0) == []  # none expired yet (expiry at 30)
-    assert len(table.reap(now=31.0, budget=2)) == 2 and len(table) == 3
-    assert len(table.reap(now=31.0, budget=2)) == 2 and len(table) == 1
-    assert len(table.reap(now=31.0, budget=2)) == 1 and len(table) == 0
-    assert table.sessions == {}
+    assert table.reap(now=10.0) == 0  # none expired yet (expiry at 30)
+    assert table.reap(now=31.0, budget=2) == 2 and len(table) == 3
+    assert table.reap(now=31.0, budget=2) == 2 and len(table) == 1
+    assert table.reap(now=31.0, budget=2) == 1 and len(table) == 0
+    assert table.sessions == {} and all(s.dead for s in sessions)
 
 
 def test_reap_skips_live_sessions_and_discards_removed_ones() -> None:
-    table = Table()
+    _, table = bound_table()
     old, removed, fresh = session(A, 1, 1), session(B, 2, 2), session(A, 3, 3, now=100.0)
     for s in (removed, fresh, old):
         table.add(s)
     table.remove(removed)
-    assert table.reap(now=50.0, budget=3) == [old]
+    assert table.reap(now=50.0, budget=3) == 1 and old.dead and not fresh.dead
     assert table.live(50.0) == [fresh] and len(table) == 1
+
+
+def test_an_evicted_session_is_written_back_and_read_again() -> None:
+    store, table = bound_table(cache_size=2)
+    first, second, third = (session(A, port, port) for port in (1, 2, 3))
+    for s in (first, second, third):
+        table.add(s)
+    assert not first.cached and first.out_key not in table.sessions  # the oldest went
+    first.pkts_out += 5  # a stale object: its changes are not the table's
+    again = table.get(first.out_key)
+    assert again is not first and again.cached and again.rec == first.rec
+    assert again.pkts_out == 0 and again.out_key == first.out_key
+    assert (again.ip_out, again.full_out, again.ip_in, again.full_in) == (
+        first.ip_out, first.full_out, first.ip_in, first.full_in)
+    again.pkts_in, again.bytes_in = 7, 700
+    for s in (second, third):  # push it out again: written back on the way
+        table.get(s.out_key)
+    assert not again.cached and table.get(again.in_key).pkts_in == 7
 
 
 def test_timeouts_from_dict() -> None:
@@ -322,10 +354,13 @@ def test_refused_icmp_echo_gets_code_13_too() -> None:
             assert_refused_with_code_13(rig, frame, "out_of_ports")
 
 
-def test_table_full_is_counted(rig: Rig) -> None:
+def test_table_full_is_counted_and_answered_with_code_13(rig: Rig) -> None:
     rig.pipeline.max_sessions = 1
     send_and_expect(rig.pipeline, rig.env, syn(41000), rig.eni_out)
-    send_and_assert_no_replies(rig.pipeline, rig.env, syn(41001), rig.outs(), "table_full")
+    assert_refused_with_code_13(rig, syn(41001), "table_full")
+    assert rig.eni.counters["table_full"] == 1
+    back = send_and_expect(rig.pipeline, rig.eni, synack(41000), rig.env_out[0], now=1.0)
+    assert parse(back)[TCP].dport == 41000  # the existing flow keeps working
 
 
 def test_describe_reports_both_directions(rig: Rig) -> None:
