@@ -233,6 +233,7 @@ def op_status(ctl: Controller, request: dict) -> dict:
         return {"functions": [_view(ctl, fn) for fn in ctl.model.functions.values()],
                 "enis": [e.to_dict() for e in ctl.model.enis],
                 "envs": len(ctl.model.envs), "busy": sorted(ctl.busy),
+                "orphan_leases": sorted(ctl.orphans),
                 "clock": {"now": ctl.clock.now(), "offset": ctl.clock.offset},
                 "timing": ctl.model.timing.summary()}
 
@@ -242,7 +243,16 @@ def op_sg_change(ctl: Controller, request: dict) -> dict:
         return sgchange.change(ctl, request)
 
 
+def op_resync(ctl: Controller, request: dict) -> dict:
+    """The whole configuration to the dataplane now (the supervisor asks after it
+    restarted the dataplane, which re-attached its sessions and waits for its ports)."""
+    with ctl.lock:
+        ctl.push()
+    return {"pushed": True}
+
+
 OPS = {
+    "resync": op_resync,
     "function.create": op_function_create, "function.update": op_function_update,
     "function.delete": op_function_delete, "function.get": op_function_get,
     "function.list": op_function_list, "invoke": op_invoke, "scale": op_scale,

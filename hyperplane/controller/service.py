@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 
 from hyperplane import jsonline
-from hyperplane.controller import network
+from hyperplane.controller import network, storage
 from hyperplane.controller.clock import Clock
 from hyperplane.controller.functions import DEFAULT_RUNTIME, LEGACY, FunctionRecord, VpcSpec
 from hyperplane.controller.lifecycle import IN_USE, Effects, Limits, Model
@@ -65,6 +65,7 @@ class Controller:
         self.lock = threading.RLock()
         self.worker = ThreadPoolExecutor(1, thread_name_prefix=WORKER)
         self.busy: dict[int, int] = {}  # env index -> holders
+        self.orphans: set[int] = set()  # held by leases of a controller before a restart
         self.clock = Clock(data.get("clock", {}).get("offset", 0.0))
         cfg = self.topology.settings
         self.model = Model(
@@ -106,6 +107,7 @@ class Controller:
             # and building it (creation tolerates what exists)
             self.built_enis = {}
             self.drop_spares()
+            self.orphans = {e.index for e in self.model.envs if state.env_held(e.index)}
             self.commit(Effects())
             return
         with self.lock:
@@ -128,7 +130,7 @@ class Controller:
             try:
                 yield now
             finally:
-                self.commit(self.model.tick(now, set(self.busy), {}))
+                self.commit(self.model.tick(now, self.held(), {}))
 
     def retopology(self, topology: Topology) -> None:
         """The recorded document changed (``sg authorize``): the model follows."""
@@ -141,7 +143,7 @@ class Controller:
     def commit(self, effects: Effects) -> None:
         self.save()  # recorded before anything is made
         if effects.reap:
-            self.reap(effects.reap - set(self.busy))
+            self.reap(effects.reap - self.held())
         self.follow_functions()
         self.sync_enis()
         self.push()
@@ -185,7 +187,7 @@ class Controller:
         for env in gone:
             pid = self.data["procs"].pop(env.id, None)
             if pid:
-                procs.stop(pid, grace=1.0)
+                procs.stop(pid, grace=AGENT_GRACE)
         self.model.forget_envs(indices)
         self.push()  # the dataplane lets go of the links first
         for env in gone:
@@ -213,7 +215,7 @@ class Controller:
                 eni: Eni | None = self.model.legacy_eni(fn, subnet_id, index, now)
             else:
                 eni = eni_for(function, subnet_id, self.model.enis)
-            env = Env(index, fn.name, ip, subnet_id, eni.id if eni else None, now)
+            env = Env(index, fn.name, ip, subnet_id, eni.id if eni else None, now, created=now)
             self.model.envs.append(env)
             if not built:
                 self.data["namespaces"].append(env.netns)
@@ -226,8 +228,10 @@ class Controller:
             build.apply(plan(frozenset(), objs))
         self.sync_enis()
         self.push()
-        for env in made:
-            self.data["procs"][env.id] = self.spawn_agent(fn, function, env)
+        for start in range(0, len(made), BUILD_CHUNK):  # a chunk of agents per zygote request
+            chunk = made[start:start + BUILD_CHUNK]
+            for env, pid in zip(chunk, self.spawn_agents(fn, function, chunk), strict=True):
+                self.data["procs"][env.id] = pid
         self.save()
         return made
 
@@ -279,7 +283,17 @@ class Controller:
         netlink.remove_netns(env.netns)
         self.data["namespaces"] = [n for n in self.data["namespaces"] if n != env.netns]
 
-    def spawn_agent(self, fn: FunctionRecord, function: Function, env: Env) -> int:
+    def spawn_agents(self, fn: FunctionRecord, function: Function, envs: list[Env]) -> list[int]:
+        """Their agents, forked by the zygote in one request: their process ids."""
+        reply = jsonline.request(state.zygote_socket(), {
+            "op": "spawn_many", "spawns": [self.spawn_request(fn, function, e) for e in envs]},
+            timeout=60)
+        if not reply.get("ok"):
+            raise RuntimeError(f"could not start environments {[e.id for e in envs]}: "
+                               f"{reply.get('error')}")
+        return reply["pids"]
+
+    def spawn_request(self, fn: FunctionRecord, function: Function, env: Env) -> dict:
         args = ["--socket", state.env_socket(env.index), "--code", function.code,
                 "--handler", function.handler, "--function", function.name,
                 "--memory", str(function.memory), "--timeout", str(function.timeout),
@@ -287,34 +301,12 @@ class Controller:
                 "--runtime", fn.runtime, "--region", fn.region,
                 "--environment", json.dumps(fn.environment)]
         vpc_id = function.vpc_config.vpc_id if function.vpc_config else None
-        mounts, checks = self.file_systems(fn)
+        mounts, checks = storage.file_systems(self.topology, fn)
         if checks:
             args += ["--efs", json.dumps(checks)]
-        reply = jsonline.request(state.zygote_socket(), {
-            "op": "spawn", "netns": env.netns, "args": args, "log": str(state.log(env.id)),
-            "cwd": function.code, "resolv": vpcservices.resolv_file(vpc_id), "mounts": mounts})
-        if not reply.get("ok"):
-            raise RuntimeError(f"could not start environment {env.id}: {reply.get('error')}")
-        return reply["pid"]
-
-    def file_systems(self, fn: FunctionRecord) -> tuple[list[dict], list[dict]]:
-        """The bind mounts of ``fn``'s EFS access points (``STATE_DIR/efs/<fs>/<root>``,
-        shared by every function and access point with that root), and the mount targets
-        its agent checks at init (``lambda_vm.efs``)."""
-        mounts, checks = [], []
-        for config in fn.file_systems:
-            try:
-                _vpc, fs, ap = self.topology.access_point(config["access_point"])
-            except KeyError:
-                continue
-            source = state.path("efs", fs.id, *[p for p in ap.path.split("/") if p])
-            source.mkdir(parents=True, exist_ok=True)
-            mounts.append({"source": str(source), "target": config["local_mount_path"]})
-            targets = [f"{self.topology.host(h).ip}:2049" for h in fs.mount_targets]
-            checks.append({"arn": f"arn:aws:elasticfilesystem:{fn.region}:"
-                                  f"{fn.account or self.topology.account}:access-point/{ap.id}",
-                           "path": config["local_mount_path"], "targets": targets})
-        return mounts, checks
+        return {"op": "spawn", "netns": env.netns, "args": args, "log": str(state.log(env.id)),
+                "cwd": function.code, "resolv": vpcservices.resolv_file(vpc_id),
+                "mounts": mounts}
 
     def acquire(self, name: str) -> tuple[Env, bool, FunctionRecord]:
         """An environment of ``name`` held for one invocation or lease: (env, cold, fn)."""
@@ -334,7 +326,7 @@ class Controller:
             try:
                 fn = self.model.admit(name, now)
             except ApiError:
-                self.commit(self.model.tick(now, set(self.busy), {}))  # a restore began
+                self.commit(self.model.tick(now, self.held(), {}))  # a restore began
                 raise
             running = sum(1 for e in self.model.envs if e.function == name and e.index in self.busy)
             if fn.reserved_concurrency is not None and running >= fn.reserved_concurrency:
@@ -343,12 +335,20 @@ class Controller:
             fn.last_invoked = now
             for env in self.model.envs:
                 if env.function == name and env.index not in self.busy \
-                        and not self.model.outdated(env):
+                        and env.index not in self.orphans \
+                        and not self.model.outdated(env, now):
                     self.busy[env.index] = 1
                     return env, False, fn
             env = self.new_envs(fn, 1, now)[0]
             self.busy[env.index] = 1
             return env, True, fn
+
+    def held(self) -> set[int]:
+        """Environments in use: by this controller's holders, and by leases taken before
+        it restarted, until they let go (``state.env_held``)."""
+        if self.orphans:
+            self.orphans = {i for i in self.orphans if state.env_held(i)}
+        return set(self.busy) | self.orphans
 
     def wait_legacy_eni(self, env: Env) -> None:
         """Legacy mode: the cold start waits for its ENI's create-and-attach delay."""
@@ -374,7 +374,7 @@ class Controller:
             self.model.envs = [replace(e, last_used=now) if e.index == env.index else e
                                for e in self.model.envs]
             current = next((e for e in self.model.envs if e.index == env.index), None)
-            if current is not None and self.model.outdated(current):
+            if current is not None and self.model.outdated(current, now):
                 self.commit(Effects(reap={env.index}))
             else:
                 self.save()
@@ -386,7 +386,7 @@ class Controller:
             try:
                 self.model.admit(name, now)
             except ApiError:
-                self.commit(self.model.tick(now, set(self.busy), {}))  # a restore began
+                self.commit(self.model.tick(now, self.held(), {}))  # a restore began
                 raise
 
     def invoke_quietly(self, name: str, payload: object) -> None:
@@ -411,6 +411,8 @@ class Controller:
             self.release(env)
         if reply.get("errorType") in EFS_ERRORS:  # Lambda answers these as API errors
             raise ApiError(reply["errorType"], reply.get("errorMessage", ""), 408)
+        if reply.get("errorType") == TOO_LARGE:  # the agent measured the payload
+            raise ApiError(TOO_LARGE, reply.get("errorMessage", ""), 413)
         reply.update(cold=cold, environment=env.id, eni=env.eni_id, subnet=env.subnet_id)
         return reply
 
@@ -421,7 +423,7 @@ class Controller:
     def _tick(self) -> None:
         with self.lock:
             now = self.clock.now()
-            effects = self.model.tick(now, set(self.busy), self.sessions())
+            effects = self.model.tick(now, self.held(), self.sessions())
             if effects.changed or effects.reap or effects.events:
                 self.commit(effects)
             elif time.monotonic() - self.last_push > RESYNC_EVERY:
@@ -450,7 +452,7 @@ class Controller:
         with self.lock:
             self.clock.advance(seconds)
             now = self.clock.now()
-            effects = self.model.tick(now, set(self.busy), self.sessions())
+            effects = self.model.tick(now, self.held(), self.sessions())
             self.commit(effects)
         return {"now": now, "offset": self.clock.offset, "events": effects.events}
 
@@ -460,6 +462,8 @@ def _egress_key(topology: Topology) -> tuple[bool, bool]:
 
 
 EFS_ERRORS = ("EFSMountConnectivityException", "EFSMountFailureException")
+TOO_LARGE = "RequestEntityTooLargeException"  # a payload over 6 MiB, refused by the agent
+AGENT_GRACE = 3.0  # seconds: an agent's shutdown gives extensions 2 s (lambda_vm.extensions)
 
 
 def record_of(function: Function, cfg: dict) -> FunctionRecord:

@@ -10,6 +10,7 @@ through the controller, ``invoke_env`` on an environment the caller holds.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import uuid
@@ -65,7 +66,31 @@ def _name(function: Function | str) -> str:
     return function if isinstance(function, str) else function.name
 
 
-def acquire_env(function: Function | str) -> tuple[Env, socket.socket, bool]:
+class Lease:
+    """An environment held: the controller's connection, and a shared ``flock`` on the
+    environment's lock file, which a restarted controller looks at (``state.env_held``)."""
+
+    def __init__(self, conn: socket.socket, index: int) -> None:
+        self.conn = conn
+        self.lock_fd = os.open(state.env_lock(index), os.O_RDONLY | os.O_CREAT, 0o600)
+        fcntl.flock(self.lock_fd, fcntl.LOCK_SH)
+
+    def fileno(self) -> int:
+        return self.conn.fileno()
+
+    def inherit(self) -> None:
+        """Held by a command this process execs (``exec --function``) until it ends."""
+        os.set_inheritable(self.conn.fileno(), True)
+        os.set_inheritable(self.lock_fd, True)
+
+    def close(self) -> None:
+        self.conn.close()
+        if self.lock_fd >= 0:
+            os.close(self.lock_fd)
+            self.lock_fd = -1
+
+
+def acquire_env(function: Function | str) -> tuple[Env, Lease, bool]:
     """An environment held for the caller until ``release(lease)``: (env, lease, cold)."""
     try:
         lease, reply = jsonline.hold(state.controller_socket(),
@@ -78,10 +103,11 @@ def acquire_env(function: Function | str) -> tuple[Env, socket.socket, bool]:
         if isinstance(reply.get("error"), dict):
             raise ApiError.from_dict(reply["error"])
         raise RuntimeError(f"could not hold an environment: {reply}")
-    return Env.from_dict(reply["result"]["env"]), lease, reply["result"]["cold"]
+    env = Env.from_dict(reply["result"]["env"])
+    return env, Lease(lease, env.index), reply["result"]["cold"]
 
 
-def release(lease: socket.socket) -> None:
+def release(lease: Lease) -> None:
     lease.close()
 
 
@@ -109,6 +135,6 @@ def exec_in_function(name: str, vpc_of_subnet, argv: list[str]) -> int:  # noqa:
     ``vpc_of_subnet(subnet_id)`` names the VPC whose resolver the command uses.
     """
     env, lease, _cold = acquire_env(name)
-    os.set_inheritable(lease.fileno(), True)  # the command holds the environment until it ends
+    lease.inherit()  # the command holds the environment until it ends
     vpc_id = vpc_of_subnet(env.subnet_id) if env.subnet_id else None
     return procs.exec_in(env.netns, argv, resolv_file(vpc_id))

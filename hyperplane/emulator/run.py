@@ -16,15 +16,16 @@ import json
 import os
 import shutil
 import socket
+from collections.abc import Callable
+from pathlib import Path
 
-from hyperplane import jsonline
 from hyperplane.emulator import stacks
 from hyperplane.emulator.requests import controller_request
 from hyperplane.emulator.running import load_source, status
-from hyperplane.errors import UnreachableError, UsageError
+from hyperplane.errors import UsageError
 from hyperplane.fabric import desired
 from hyperplane.fabric.objects import plan
-from hyperplane.kernel import build, netlink, procs, state, vpcservices
+from hyperplane.kernel import build, netlink, procs, state, supervision, vpcservices
 from hyperplane.model import names, settings, timing
 from hyperplane.model.topology import Host, Topology
 
@@ -56,10 +57,11 @@ def check_port(port: int) -> None:
 
 
 def up(path: str, wait: bool = True, api_port: int | None = None, api: bool = True,
-       options: stacks.Options | None = None) -> dict:
+       options: stacks.Options | None = None,
+       progress: Callable[[dict], None] | None = None) -> dict:
     """Build ``path``'s topology (a topology file, or a template with ``options``) and
     start everything; ``api_port`` overrides the file's ``settings.api.port``;
-    ``api=False`` starts no AWS endpoint."""
+    ``api=False`` starts no AWS endpoint; ``progress``: see ``wait_settled``."""
     with state.locked():
         _refuse_if_up()
         try:
@@ -77,100 +79,128 @@ def up(path: str, wait: bool = True, api_port: int | None = None, api: bool = Tr
         if loaded.stack:
             data["stack"] = loaded.stack
         state.forget()
+        for stale in state.shm_files():  # a table of a run that is gone: never attached to
+            stale.unlink(missing_ok=True)
         state.save(data)
         try:
             build.apply(plan(frozenset(), objs))
             vpcservices.start(data, topology, [])
-            _start_dataplane(data)
+            _start_dataplane(data, topology)
             _start_zygote(data)
             _start_hosts(data, topology)
             if api:  # before the controller, which is the state's only writer from then on
                 start_endpoint(data, port)
-            state.save(data)
+            start_supervisor(data)
             start_controller(data)
         except BaseException:
             _teardown(data)
             raise
     if wait:
-        wait_settled(topology)
+        wait_settled(topology, progress)
     return status()
-
-
-def _answers(sock: str, check) -> bool:  # noqa: ANN001 - a predicate on the ping reply
-    try:
-        return bool(check(jsonline.request(sock, {"op": "ping"}, timeout=1)))
-    except (UnreachableError, OSError, ValueError):
-        return False
 
 
 def start_controller(data: dict | None = None) -> int:
     """Start the controller process (at ``up``, or again after it died)."""
-    sock = state.controller_socket()
     data = data if data is not None else state.load()
     if data is None:
         raise UsageError("nothing is up; start with `hyperplane up FILE`")
     old = data["procs"].get("controller")
     if old and procs.alive(old) and procs.is_ours(old):
         raise UsageError(f"the controller is running (pid {old})")
-    pid = procs.spawn(names.PLANE_NS, procs.python_module(
-        "hyperplane.controller.daemon", "--socket", sock), state.log("controller"))
+    entry = data.get("supervise", {}).get("controller") or controller_spec()
     # the controller records its own pid when it starts; this copy is for `up`'s tear-down
     # if it fails (and `cleanup` finds it in hp-plane anyway)
+    pid = supervision.spawn(entry)
     data["procs"]["controller"] = pid
-    procs.await_ready(pid, lambda: _answers(sock, lambda r: r.get("pid") == pid),
-                      "the controller", state.log("controller"), READY_TIMEOUT)
+    supervision.wait_ready(entry, pid, "the controller")
     return pid
+
+
+def start_supervisor(data: dict) -> int:
+    """The supervisor (``emulator.supervisor``), before the controller: ``up`` records
+    the controller's spec first, so that the supervisor knows it once it runs."""
+    data.setdefault("supervise", {})["controller"] = controller_spec()
+    pid = procs.spawn_here(procs.python_module("hyperplane.emulator.supervisor"),
+                           state.log("supervisor"))
+    data["procs"]["supervisor"] = pid
+    state.save(data)
+    return pid
+
+
+def controller_spec() -> dict:
+    sock = state.controller_socket()
+    return supervision.spec(names.PLANE_NS, procs.python_module(
+        "hyperplane.controller.daemon", "--socket", sock), state.log("controller"),
+        {"controller": sock})
 
 
 def start_endpoint(data: dict, port: int) -> int:
     """The AWS-compatible endpoint, in this namespace, on 127.0.0.1:``port``."""
-    pid = procs.spawn_here(procs.python_module("hyperplane.endpoint", "--port", str(port)),
-                           state.log("endpoint"))
+    entry = supervision.spec(None, procs.python_module("hyperplane.endpoint", "--port",
+                                                       str(port)),
+                             state.log("endpoint"), {"tcp": port})
+    pid = supervision.spawn(entry)
     data["procs"]["endpoint"] = pid
+    data.setdefault("supervise", {})["endpoint"] = entry
     data["api"] = {"url": f"http://127.0.0.1:{port}", "port": port}
     state.save(data)
-
-    def listening() -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return True
-        except OSError:
-            return False
-    procs.await_ready(pid, listening, "the AWS endpoint", state.log("endpoint"),
-                      READY_TIMEOUT)
+    supervision.wait_ready(entry, pid, "the AWS endpoint")
     return pid
 
 
-def wait_settled(topology: Topology) -> None:
-    """Until no function is Pending (their ENIs exist): ``up`` returns Active functions."""
+def wait_settled(topology: Topology, progress: Callable[[dict], None] | None = None) -> None:
+    """Until no function is Pending (their ENIs exist): ``up`` returns Active functions.
+
+    ``progress`` (the CLI's display) is given the controller's ``status`` reply (functions,
+    ENIs with their state and ``ready_at``, the emulated clock) at every look, the last
+    one included; the emulator itself prints nothing.
+    """
     limit = timing.timing(topology.settings).eni_create[1] + READY_TIMEOUT
 
     def settled() -> bool:
-        functions = controller_request({"op": "function.list"})["Functions"]
+        if progress is None:
+            functions = controller_request({"op": "function.list"})["Functions"]
+        else:
+            view = controller_request({"op": "status"})
+            progress(view)
+            functions = view["functions"]
         return all(f["State"] != "Pending" for f in functions)
     if not procs.wait_until(settled, limit, 0.05):
         raise RuntimeError(f"functions still Pending after {limit:.0f} s; see "
                            "`hyperplane function list`")
 
 
-def _start_dataplane(data: dict) -> None:
-    sock = state.control_socket()
-    pid = procs.spawn(names.PLANE_NS, procs.python_module(
-        "hyperplane.dataplane", "--control", sock), state.log("dataplane"))
-    data["procs"]["dataplane"] = pid
+def _start(data: dict, name: str, entry: dict, what: str) -> int:
+    """Spawn a supervised process, record it (before waiting: ``down`` finds it), wait."""
+    pid = supervision.spawn(entry)
+    data["procs"][name] = pid
+    data.setdefault("supervise", {})[name] = entry
     state.save(data)
-    procs.await_ready(pid, lambda: _answers(sock, lambda r: r.get("ok")),
-                      "the Hyperplane dataplane", state.log("dataplane"), READY_TIMEOUT)
+    supervision.wait_ready(entry, pid, what)
+    return pid
+
+
+def _start_dataplane(data: dict, topology: Topology) -> None:
+    sock = state.control_socket()
+    _start(data, "dataplane", supervision.spec(
+        names.PLANE_NS, procs.python_module("hyperplane.dataplane", "--control", sock,
+                                            *dataplane_table("dataplane", topology)),
+        state.log("dataplane"), {"ping": sock}, after="resync"), "the Hyperplane dataplane")
+
+
+def dataplane_table(role: str, topology: Topology) -> list[str]:
+    """The shared-memory session table of a dataplane process (it survives the process),
+    sized by ``settings.dataplane.max_sessions`` (a sparse file: pages come with use)."""
+    capacity = settings.dataplane(topology.settings)["max_sessions"]
+    return ["--table", state.shm_path(role), "--capacity", str(capacity)]
 
 
 def _start_zygote(data: dict) -> None:
     sock = state.zygote_socket()
-    pid = procs.spawn(names.PLANE_NS, procs.python_module("lambda_vm.zygote", "--socket", sock),
-                      state.log("zygote"))
-    data["procs"]["zygote"] = pid
-    state.save(data)
-    procs.await_ready(pid, lambda: os.path.exists(sock), "the environment zygote",
-                      state.log("zygote"), READY_TIMEOUT)
+    _start(data, "zygote", supervision.spec(
+        names.PLANE_NS, procs.python_module("lambda_vm.zygote", "--socket", sock),
+        state.log("zygote"), {"socket": sock}), "the environment zygote")
 
 
 def _host_argv(topology: Topology, host: Host) -> list[str]:
@@ -199,19 +229,19 @@ def _start_hosts(data: dict, topology: Topology) -> None:
         waiting = []
         for host in batch:
             ready = state.ready_file(host.name)
-            ready.unlink(missing_ok=True)
             state.path("hosts", host.name).mkdir(parents=True, exist_ok=True)
-            pid = procs.spawn(desired.host_netns(topology, host.name),
-                              _host_argv(topology, host) + ["--ready", str(ready)],
-                              state.log(f"host-{host.name}"))
+            entry = supervision.spec(desired.host_netns(topology, host.name),
+                                     _host_argv(topology, host) + ["--ready", str(ready)],
+                                     state.log(f"host-{host.name}"), {"file": str(ready)})
+            pid = supervision.spawn(entry)
             data["procs"][f"host:{host.name}"] = pid
-            waiting.append((host, ready, pid))
+            data.setdefault("supervise", {})[f"host:{host.name}"] = entry
+            waiting.append((host, entry, pid))
         state.save(data)
-        for host, ready, pid in waiting:
-            procs.await_ready(pid, ready.exists, f"the {host.service.kind} service of host "
-                              f"{host.name}", state.log(f"host-{host.name}"),
-                              HOST_READY_TIMEOUT)
-            _note_warning(data, ready)
+        for host, entry, pid in waiting:
+            supervision.wait_ready(entry, pid, f"the {host.service.kind} service of host "
+                                   f"{host.name}", HOST_READY_TIMEOUT)
+            _note_warning(data, Path(entry["ready"]["file"]))
 
 
 def _note_warning(data: dict, ready) -> None:  # noqa: ANN001 - a Path
@@ -235,11 +265,18 @@ def down() -> bool:
 
 def _teardown(data: dict) -> None:
     pids = dict(data.get("procs", {}))
+    if pids.get("supervisor"):
+        procs.stop(pids["supervisor"])  # first: nothing may be started again meanwhile
+    for record in (data.get("services") or {}).values():  # pids of restarted processes
+        if record.get("pid"):
+            pids.setdefault(f"pid:{record['pid']}", record["pid"])
     if pids.get("controller"):
-        procs.stop(pids["controller"])  # first: nothing may make objects meanwhile
+        procs.stop(pids["controller"])  # then: nothing may make objects meanwhile
     # what the controller recorded until it stopped (it records before it makes)
     final = _reload() or {}
     pids.update(final.get("procs", {}))
+    pids.update({f"pid:{r['pid']}": r["pid"] for r in (final.get("services") or {}).values()
+                 if r.get("pid")})
     for pid in pids.values():
         procs.stop(pid)
     namespaces = sorted(set(data.get("namespaces", [])) | set(final.get("namespaces", [])))
@@ -260,5 +297,7 @@ def forget_state() -> None:
     state.forget()
     for name in state.SOCKETS:
         state.path(name).unlink(missing_ok=True)
+    for shm in state.shm_files():  # the session tables (ours only: by the state's id)
+        shm.unlink(missing_ok=True)
     for sub in ("envs", "ready", "resolv", "code", "hosts", "efs", "stacks"):
         shutil.rmtree(state.path(sub), ignore_errors=True)

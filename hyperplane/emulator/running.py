@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from hyperplane.controller.functions import FunctionRecord
+from hyperplane.dataplane import shm
 from hyperplane.emulator import stacks
 from hyperplane.emulator.requests import dataplane_request, nothing_up
 from hyperplane.errors import UnreachableError, UsageError
@@ -144,8 +145,25 @@ def _function_rows(running: Running) -> list[dict]:
             for f in running.functions]
 
 
-def _process(pid: int | None) -> dict:
-    return {"pid": pid, "alive": bool(pid and procs.alive(pid))}
+def _process(pid: int | None, record: dict | None = None) -> dict:
+    out = {"pid": pid, "alive": bool(pid and procs.alive(pid))}
+    if record is not None:
+        out.update(restarts=record.get("restarts", 0), down=record.get("down"))
+    return out
+
+
+def pid_of(data: dict, name: str) -> int | None:
+    """A process's pid: the supervisor's (it restarted it), else the one recorded first."""
+    record = (data.get("services") or {}).get(name)
+    return record["pid"] if record and record.get("pid") else data["procs"].get(name)
+
+
+def supervision_view(data: dict) -> dict:
+    """The supervisor, and every supervised process: pid, alive, restarts, why down."""
+    services = data.get("services") or {}
+    return {"supervisor": _process(data["procs"].get("supervisor")),
+            "processes": {name: _process(pid_of(data, name), services.get(name, {}))
+                          for name in sorted(data.get("supervise") or {})}}
 
 
 def status() -> dict:
@@ -163,13 +181,16 @@ def status() -> dict:
               "port": h.service.port if h.service else None}
              for v in topology.vpcs for h in v.hosts]
     return {"up": True, "topology": data["source"], "state_dir": str(state.state_dir()),
-            "dataplane": {**_process(data["procs"].get("dataplane")),
+            "dataplane": {**_process(pid_of(data, "dataplane"),
+                                     (data.get("services") or {}).get("dataplane", {})),
                           "sessions_active": stats["sessions_active"] if stats else None},
-            "controller": _process(data["procs"].get("controller")),
+            "controller": _process(pid_of(data, "controller"),
+                                   (data.get("services") or {}).get("controller", {})),
+            "supervision": supervision_view(data),
             "timing": timing.timing(topology.settings).summary(),
             "functions": _function_rows(running), "hosts": hosts, "enis": len(data["enis"]),
             "environments": len(running.envs), "namespaces": sorted(data["namespaces"]),
-            "api": {**(data.get("api") or {}), **_process(data["procs"].get("endpoint"))}
+            "api": {**(data.get("api") or {}), **_process(pid_of(data, "endpoint"))}
             if data.get("api") else None, "warnings": list(data.get("warnings", [])),
             "stack": data.get("stack"), "eni_sets": eni_sets(running)}
 
@@ -185,6 +206,25 @@ def eni_sets(running: Running) -> list[dict]:
                                  for g in e.key.security_group_ids],
              "ip": e.ip, "functions": list(e.functions)}
             for e in running.enis]
+
+
+def sessions(eni_id: str | None = None, nat: bool = False, ask: bool = False) -> list[dict]:
+    """The sessions of the dataplane (or of the NAT gateways' process): read from its
+    shared-memory table, or asked of the process (``ask``)."""
+    require()
+    role = "natgw" if nat else "dataplane"
+    if ask:
+        if nat:
+            raise UsageError("the NAT gateways' sessions are read from their table only "
+                             "(without --ask)")
+        return dataplane_request({"op": "conntrack", "eni": eni_id})["sessions"]
+    try:
+        rows = shm.read_sessions(state.shm_path(role))
+    except FileNotFoundError:
+        raise UsageError(f"no {role} session table ({state.shm_path(role)}): "
+                         + ("the topology has no NAT gateway" if nat else
+                            "is the dataplane running?")) from None
+    return [r for r in rows if eni_id is None or r.get("eni") == eni_id]
 
 
 def api_settings(running: Running) -> dict:

@@ -172,3 +172,21 @@ def kill_in_namespaces(names: list[str]) -> None:
     for pid in pids:
         if alive(pid):
             _signal(pid, signal.SIGKILL)
+
+
+def mapped_paths(prefix: str) -> set[str]:
+    """The files under ``prefix`` that some live process has mapped (``/proc/*/maps``):
+    a session table in use is never removed by ``cleanup``."""
+    found: set[str] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "maps").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            at = line.find(prefix)
+            if at >= 0:
+                found.add(line[at:].removesuffix(" (deleted)"))
+    return found

@@ -20,6 +20,7 @@ once it has stopped.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import sqlite3
@@ -153,6 +154,25 @@ def _write(wanted: dict[str, dict[str, str]], cache: dict[str, dict[str, str]]) 
         raise
 
 
+def load_row(key: str) -> object:
+    """One top-level key of the document (a ``meta`` row), None when absent: the
+    supervisor reads its specs this way, many times a second."""
+    if not exists():
+        return None
+    with _guard:
+        row = _connect().execute("SELECT value FROM meta WHERE id = ?", (key,)).fetchone()
+    return None if row is None else json.loads(row[0])
+
+
+def save_row(key: str, value: object) -> None:
+    """Write one top-level key alone (the supervisor's ``services``; no other writer
+    changes that key, and no other row is touched)."""
+    text = json.dumps(value, sort_keys=True)
+    with _guard:
+        db = _connect()
+        db.execute("INSERT OR REPLACE INTO meta (id, value) VALUES (?, ?)", (key, text))
+
+
 def forget() -> None:
     """Remove the database (``down``, ``cleanup``)."""
     _cache.pop(str(db_path()), None)
@@ -180,8 +200,44 @@ def natgw_socket() -> str:
 SOCKETS = ("dataplane.sock", "zygote.sock", "natgw.sock", "controller.sock")
 
 
+SHM_DIR = Path("/dev/shm")
+
+
+def instance_id() -> str:
+    """A short id of this state directory: it names our shared-memory files, so that two
+    state directories (tests in parallel) never share one and ``cleanup`` removes ours."""
+    return hashlib.sha256(str(state_dir().resolve()).encode()).hexdigest()[:10]
+
+
+def shm_path(role: str) -> str:
+    """The session table of a dataplane process (``dataplane`` or ``natgw``)."""
+    return str(SHM_DIR / f"hp-{instance_id()}-{role}.sessions")
+
+
+def shm_files() -> list[Path]:
+    """Our shared-memory files (this state directory's only)."""
+    return sorted(SHM_DIR.glob(f"hp-{instance_id()}-*"))
+
+
 def env_lock(index: int) -> Path:
+    """Held (``flock`` shared) by whoever leases the environment: it outlives a controller
+    restart, so a new controller does not hand a held environment to anyone else."""
     return path("envs", f"{index}.lock")
+
+
+def env_held(index: int) -> bool:
+    """Whether a lease holds environment ``index`` (its lock file is locked)."""
+    try:
+        fd = os.open(env_lock(index), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def env_socket(index: int) -> str:

@@ -27,10 +27,9 @@ from pathlib import Path
 
 from hyperplane import jsonline
 from hyperplane.dataplane.config import NatGatewayConfig, NatSnapshot
-from hyperplane.errors import UnreachableError
 from hyperplane.fabric import egress
 from hyperplane.fabric.desired import host_netns, router_netns
-from hyperplane.kernel import nftables, procs, state
+from hyperplane.kernel import nftables, procs, state, supervision
 from hyperplane.model import ipam, names, settings
 from hyperplane.model.enis import Eni
 from hyperplane.model.topology import Topology, Vpc
@@ -153,28 +152,37 @@ def sync(data: dict, topology: Topology) -> None:
 
 def _spawn(data: dict, name: str, ns: str, module: str, *args: str) -> tuple:
     ready = state.ready_file(name.replace(":", "-"))
-    ready.unlink(missing_ok=True)
-    pid = procs.spawn(ns, procs.python_module(module, *args, "--ready", str(ready)),
-                      state.log(name.replace(":", "-")))
+    entry = supervision.spec(ns, procs.python_module(module, *args, "--ready", str(ready)),
+                             state.log(name.replace(":", "-")), {"file": str(ready)})
+    pid = supervision.spawn(entry)
     data["procs"][name] = pid
+    data.setdefault("supervise", {})[name] = entry
     state.save(data)
     return name, ready, pid
 
 
 def _start_natgw(data: dict, topology: Topology) -> None:
     sock = state.natgw_socket()
-    pid = procs.spawn(names.PLANE_NS, procs.python_module(
-        "hyperplane.dataplane", "--role", "natgw", "--control", sock), state.log("natgw"))
+    entry = supervision.spec(names.PLANE_NS, procs.python_module(
+        "hyperplane.dataplane", "--role", "natgw", "--control", sock, "--table",
+        state.shm_path("natgw"), "--capacity", str(_natgw_capacity(topology))),
+        state.log("natgw"), {"ping": sock}, after="natgw")
+    pid = supervision.spawn(entry)
     data["procs"]["natgw"] = pid
+    data.setdefault("supervise", {})["natgw"] = entry
     state.save(data)
+    supervision.wait_ready(entry, pid, "the NAT gateway dataplane")
+    configure_natgw(topology)
 
-    def answering() -> bool:
-        try:
-            return bool(natgw_request({"op": "ping"}).get("ok"))
-        except (UnreachableError, OSError, ValueError):
-            return False
-    procs.await_ready(pid, answering, "the NAT gateway dataplane", state.log("natgw"),
-                      READY_TIMEOUT)
+
+def _natgw_capacity(topology: Topology) -> int:
+    """Sessions the NAT gateways' table holds: as the dataplane's (a sparse file)."""
+    return int(settings.dataplane(topology.settings)["max_sessions"])
+
+
+def configure_natgw(topology: Topology) -> None:
+    """The NAT gateways' configuration, once their process answers (at ``up``, and again
+    after the supervisor restarted it), then until each resolved its subnet's router."""
     reply = natgw_request({"op": "config", "config": natgw_snapshot(topology).to_dict()})
     if not reply.get("ok"):
         raise RuntimeError(f"the NAT gateways refused their configuration: {reply.get('error')}")
