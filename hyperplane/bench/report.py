@@ -47,8 +47,13 @@ def evaluate(results: dict) -> dict:
             w["target"] = {"text": text, "threshold": threshold, "kind": kind, "met": met}
     envs = results["extra"].get("environments")
     if envs:
-        met = envs["per_second"] >= 50 and envs["enis"] == 2
-        envs["target"] = {"text": f"{envs['count']} environments at >= 50/s with 2 ENIs",
+        uss = (envs.get("uss_per_env_bytes") or {}).get("median",
+                                                        envs["memory_per_env_bytes"])
+        met = envs["per_second"] >= 100 and uss <= 3 * 2**20 and \
+            envs["invocations_per_second"] >= 2000 and \
+            envs["enis"] == envs.get("enis_before", envs["enis"])
+        envs["target"] = {"text": f"{envs['count']} environments at >= 100/s, <= 3 MiB USS "
+                                  "each, >= 2,000 invocations/s, ENI count constant",
                           "met": met}
     return results
 
@@ -96,10 +101,16 @@ def extra_lines(results: dict) -> list[str]:
     extra = results["extra"]
     envs = extra.get("environments")
     if envs:
+        uss = envs.get("uss_per_env_bytes") or {}
+        after = envs.get("uss_after_invocations_bytes") or {}
+        big = envs.get("response_2mb_ms") or {}
         out.append(f"environments: {envs['count']} started in {envs['seconds']:.1f} s "
-                   f"({envs['per_second']:.0f}/s), {envs['memory_per_env_bytes'] / 2**20:.2f} "
-                   f"MiB each, {envs['invocations_per_second']:.0f} invocations/s across them, "
-                   f"{envs['enis']} ENIs in total "
+                   f"({envs['per_second']:.0f}/s), USS {uss.get('median', 0) / 2**20:.2f} MiB "
+                   f"each ({after.get('median', 0) / 2**20:.2f} after the invocations; "
+                   f"MemAvailable {envs['memory_per_env_bytes'] / 2**20:.2f} MiB), "
+                   f"{envs['invocations_per_second']:.0f} invocations/s across them, "
+                   f"{envs.get('enis_before', '?')} -> {envs['enis']} ENIs, 2 MB response "
+                   f"round trip {big.get('median', 0):.0f} ms "
                    f"[target: {'met' if envs['target']['met'] else 'NOT met'}]")
     cold = extra.get("cold_start_ms")
     if cold:

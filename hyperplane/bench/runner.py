@@ -133,16 +133,24 @@ class Bench:
                    self.results["workloads"][key]["paths"].items()}
         self.log(f"{key:<22} {medians}")
 
-    def traffic(self) -> None:
-        plan = self.plan
-        self.interleaved("tcp_1_stream", "Gbit/s", lambda p: workloads.tcp_bulk(p, 1, plan.seconds))
+    def tcp_1_stream(self) -> None:
+        seconds = self.plan.seconds
+        self.interleaved("tcp_1_stream", "Gbit/s", lambda p: workloads.tcp_bulk(p, 1, seconds))
+
+    def tcp_4_streams(self) -> None:
+        seconds = self.plan.seconds
         self.interleaved("tcp_4_streams", "Gbit/s",
-                         lambda p: workloads.tcp_bulk(p, 4, plan.seconds))
-        self.interleaved("udp_64b", "packets/s", lambda p: workloads.udp_small(p, plan.seconds))
+                         lambda p: workloads.tcp_bulk(p, 4, seconds))
+
+    def udp_64b(self) -> None:
+        seconds = self.plan.seconds
+        self.interleaved("udp_64b", "packets/s", lambda p: workloads.udp_small(p, seconds))
+
+    def ping(self) -> None:
         rtts: dict[str, list] = {}
 
         def ping(path: Path) -> float:
-            p50, p99, lost = workloads.ping_rtt(path, plan.ping_count)
+            p50, p99, lost = workloads.ping_rtt(path, self.plan.ping_count)
             rtts.setdefault(path.name, []).append((p50, p99, lost))
             return p50
         self.interleaved("ping_p50", "us", ping, higher_is_better=False)
@@ -159,11 +167,12 @@ class Bench:
     def concurrent(self) -> None:
         count = self.plan.concurrent
         hyperplane, kernel = self.paths[0], self.paths[1]
-        dp_pid = running.require().data["procs"]["dataplane"]
+        dp_pid = running.pid_of(running.require().data, "dataplane")
 
-        def ours() -> dict:
+        def ours() -> dict:  # honest: the process's own memory and the shared table's
             stats = requests.dataplane_request({"op": "stats"})["stats"]["global"]
-            return {"rss": workloads.rss_bytes(dp_pid), "sessions": stats["sessions_active"]}
+            return {"rss": workloads.private_bytes(dp_pid), "shm": workloads.shm_bytes(),
+                    "sessions": stats["sessions_active"]}
 
         def kernels() -> dict:
             return {"entries": int(workloads.read_sysctl(
@@ -172,7 +181,8 @@ class Bench:
 
         held = workloads.hold_connections(hyperplane, count, ours)
         sessions = held["after"]["sessions"] - held["before"]["sessions"]
-        per_session = (held["after"]["rss"] - held["before"]["rss"]) / max(sessions, 1)
+        grown = {k: held["after"][k] - held["before"][k] for k in ("rss", "shm")}
+        per_session = (grown["rss"] + grown["shm"]) / max(sessions, 1)
         kheld = workloads.hold_connections(kernel, count, kernels)
         entries = kheld["after"]["entries"] - kheld["before"]["entries"]
         kernel_measured = (kheld["before"]["available"] - kheld["after"]["available"]) / \
@@ -188,26 +198,42 @@ class Bench:
                 reference.conntrack_object_size(),
             "kernel_memavailable_delta_per_entry": kernel_measured,
             "hyperplane_rss_before": held["before"]["rss"],
-            "hyperplane_rss_after": held["after"]["rss"]}
-        self.log(f"concurrent             {sessions} sessions, {per_session:.0f} B/session; "
+            "hyperplane_rss_after": held["after"]["rss"],
+            "hyperplane_rss_growth": grown["rss"], "hyperplane_shm_growth": grown["shm"]}
+        self.log(f"concurrent             {sessions} sessions, {per_session:.0f} B/session "
+                 f"(private +{grown['rss']:,} B, shared table +{grown['shm']:,} B); "
                  f"kernel {entries} entries")
 
     def environments(self) -> None:
+        """A burst of environments of one function: start rate, unique memory (USS, from
+        smaps_rollup) of each agent, invocations per second across them, ENIs before and
+        after; then the round trip of a 2 MB response from a curl custom runtime."""
         count = self.plan.environments
+        enis_before = len(running.require().enis)
         before = workloads.mem_available()
         started = time.monotonic()
         envs = requests.start_envs("fleet", count)
         elapsed = time.monotonic() - started
         per_env = (before - workloads.mem_available()) / count
+        procs = running.require().data["procs"]
+        pids = [procs[e.id] for e in envs if e.id in procs]
+        uss = [workloads.uss_bytes(pid) for pid in pids]
         per_second = self.invocation_rate(envs)
+        uss_after = [workloads.uss_bytes(pid) for pid in pids]
         enis = len(running.require().enis)
+        big = workloads.big_response_ms(5 if self.plan.rounds > 2 else 3)
         self.results["extra"]["environments"] = {
             "count": count, "seconds": elapsed, "per_second": count / elapsed,
-            "memory_per_env_bytes": per_env, "invocations_per_second": per_second,
-            "enis": enis}
+            "uss_per_env_bytes": summary(uss), "uss_after_invocations_bytes":
+                summary(uss_after), "memory_per_env_bytes": per_env,
+            "invocations_per_second": per_second, "enis": enis, "enis_before": enis_before,
+            "response_2mb_ms": summary(big)}
         self.log(f"environments           {count} in {elapsed:.1f} s ({count / elapsed:.0f}/s), "
-                 f"{per_env / 2**20:.1f} MiB each, {per_second:.0f} invocations/s, "
-                 f"{enis} ENIs")
+                 f"USS {statistics.median(uss) / 2**20:.2f} MiB each (after invocations "
+                 f"{statistics.median(uss_after) / 2**20:.2f}; MemAvailable "
+                 f"{per_env / 2**20:.1f} MiB), {per_second:.0f} invocations/s, "
+                 f"{enis_before} -> {enis} ENIs; 2 MB response round trip "
+                 f"{statistics.median(big):.0f} ms")
 
     def invocation_rate(self, envs: list) -> float:
         deadline = time.monotonic() + self.plan.invoke_seconds
@@ -277,22 +303,36 @@ class Bench:
                 "profile": timing.timing(running.require().topology.settings).profile}
 
 
-def run(plan: Plan, log=print) -> dict:
+# the workloads in the order a full run takes them (connections after concurrent: its
+# closed sessions linger for the TCP timeouts)
+WORKLOADS = ("tcp_1_stream", "tcp_4_streams", "udp_64b", "ping", "concurrent", "connections",
+             "environments", "cold_starts", "api_invokes")
+
+
+def chosen(names: str | None) -> tuple[str, ...]:
+    """``--workload a,b``: those, in the plan's order; every one when None."""
+    if not names:
+        return WORKLOADS
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in WORKLOADS]
+    if unknown or not wanted:
+        raise UsageError(f"unknown workload {', '.join(unknown) or repr(names)} (known: "
+                         f"{', '.join(WORKLOADS)})")
+    return tuple(n for n in WORKLOADS if n in wanted)
+
+
+def run(plan: Plan, log=print, names: tuple[str, ...] = WORKLOADS) -> dict:
     check_ready()
     state.ensure_dirs()
     bench = Bench(plan, log)
     started = time.monotonic()
     try:
         bench.setup()
-        bench.traffic()
-        bench.concurrent()
-        bench.connections()
-        bench.environments()
-        bench.cold_starts()
-        bench.api_invokes()
+        for name in names:
+            getattr(bench, name)()
     finally:
         bench.teardown()
     bench.results["machine"] = workloads.machine()
-    bench.results["plan"] = plan.__dict__
+    bench.results["plan"] = {**plan.__dict__, "workloads": list(names)}
     bench.results["seconds"] = time.monotonic() - started
     return bench.results

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 
-from hyperplane.kernel import netlink
+from hyperplane.kernel import netlink, state
 
 SCRATCH: list[FsPath] = []  # temporary directories of this run, removed by ``remove_scratch``
 IPERF_PORT = 5201
@@ -200,12 +200,82 @@ def percentile(samples: list[float], pct: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-def rss_bytes(pid: int) -> int:
+def rss_bytes(pid: int, field: str = "VmRSS") -> int:
     with open(f"/proc/{pid}/status") as fh:
         for line in fh:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def private_bytes(pid: int) -> int:
+    """The process's own memory: its resident anonymous pages (``RssAnon``).  Its RSS also
+    holds the pages of the shared session table it touched (``RssShmem``); those are
+    counted once, by ``shm_bytes``."""
+    return rss_bytes(pid, "RssAnon")
+
+
+def shm_bytes() -> int:
+    """The shared memory our session tables use (pages touched, not their size)."""
+    return sum(f.stat().st_blocks * 512 for f in state.shm_files())
+
+
+def uss_bytes(pid: int) -> int:
+    """A process's unique memory (Private_Clean + Private_Dirty of smaps_rollup): what it
+    alone holds, not the pages it shares copy-on-write with the zygote."""
+    total = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                    total += int(line.split()[1]) * 1024
+    except OSError:
+        return 0
+    return total
+
+
+BIG_RESPONSE = """#!/bin/sh
+# A custom runtime in shell with curl answering 2 MB (curl sends it after Expect: 100-continue)
+set -eu
+API="http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime"
+WORK="$(mktemp -d)"
+{ printf '"'; head -c 2097152 /dev/zero | tr '\\0' 'a'; printf '"'; } > "$WORK/big"
+while true; do
+  curl -sS -D "$WORK/headers" -o /dev/null "$API/invocation/next"
+  ID=$(grep -i '^Lambda-Runtime-Aws-Request-Id:' "$WORK/headers" | tr -d '[:space:]' | cut -d: -f2)
+  curl -sS -o /dev/null --data-binary @"$WORK/big" "$API/invocation/$ID/response"
+done
+"""
+
+
+def big_response_ms(samples: int) -> list[float]:
+    """Warm invocations of a function whose curl runtime answers 2 MB, through the
+    controller: each round trip in milliseconds (the cold start not counted).  The function
+    uses the benchmark topology's subnet and group, so no ENI is added."""
+    from hyperplane.emulator import requests  # the bench's own layer: imported when used
+    code = scratch() / "big-response"
+    code.mkdir()
+    (code / "bootstrap").write_text(BIG_RESPONSE)
+    (code / "bootstrap").chmod(0o755)
+    requests.controller_request({"op": "function.create", "name": "big-response",
+                                 "handler": "big", "code": str(code),
+                                 "runtime": "provided.al2023", "subnet_ids": ["subnet-1"],
+                                 "security_group_ids": ["sg-fn"]})  # the ENIs there are
+    deadline = time.monotonic() + 30
+    while requests.controller_request({"op": "function.get", "name": "big-response"}
+                                      )["State"] != "Active":
+        if time.monotonic() > deadline:
+            raise RuntimeError("big-response did not become Active")
+        time.sleep(0.05)
+    times = []
+    for n in range(samples + 1):
+        started = time.monotonic()
+        reply = requests.invoke("big-response", {})
+        if len(reply.get("result") or "") != 2097152:
+            raise RuntimeError(f"the 2 MB response came back wrong: {str(reply)[:200]}")
+        if n:
+            times.append((time.monotonic() - started) * 1000)
+    return times
 
 
 def mem_available() -> int:

@@ -20,7 +20,10 @@ from hyperplane.errors import UsageError
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="where to write results.json, report.md, ratios.svg "
                    "(default bench/results/<time>)")
-def bench(quick: bool, as_json: bool, out_dir: str | None) -> None:
+@click.option("--workload", "workload", metavar="NAME[,NAME...]",
+              help="only these workloads (tcp_1_stream, tcp_4_streams, udp_64b, ping, "
+                   "concurrent, connections, environments, cold_starts, api_invokes)")
+def bench(quick: bool, as_json: bool, out_dir: str | None, workload: str | None) -> None:
     """Measure Hyperplane side by side with the kernel's NAT, as ratios, against targets."""
     import time
     from pathlib import Path
@@ -29,7 +32,7 @@ def bench(quick: bool, as_json: bool, out_dir: str | None) -> None:
 
     plan = runner.Plan.quick() if quick else runner.Plan.full()
     log = (lambda _msg: None) if as_json else (lambda msg: click.echo(msg, err=True))
-    results = report.evaluate(runner.run(plan, log))
+    results = report.evaluate(runner.run(plan, log, runner.chosen(workload)))
     directory = Path(out_dir or Path("bench") / "results" / time.strftime("%Y%m%d-%H%M%S"))
     files = report.write(results, directory)
     if as_json:

@@ -36,4 +36,15 @@ def test_tiny_benchmark_measures_every_path_and_cleans_up(tmp_path: Path,
     files = report.write(results, tmp_path / "out")
     assert "(a)/(b)" in files["markdown"].read_text()
     assert files["svg"].read_text().startswith("<svg")
+    assert concurrent["hyperplane_shm_growth"] > 0  # the sessions' pages are counted
     assert hp.our_namespaces() == [] and hp.our_processes() == []
+
+
+def test_one_workload_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HYPERPLANE_STATE_DIR", str(tmp_path / "state"))
+    results = report.evaluate(runner.run(TINY, log=lambda _m: None,
+                                         names=runner.chosen("concurrent")))
+    assert set(results["workloads"]) == {"bytes_per_session"}
+    assert results["plan"]["workloads"] == ["concurrent"]
+    with pytest.raises(runner.UsageError):
+        runner.chosen("concurrent,warp")
