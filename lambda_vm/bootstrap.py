@@ -1,11 +1,21 @@
-"""The built-in Python runtime: a Runtime API client for ``module.function`` handlers.
+"""The built-in Python runtime: ``module.function`` handlers, in the agent's own process.
 
-What AWS's Python runtime does, in small: import the handler named by
-``_HANDLER`` from ``LAMBDA_TASK_ROOT`` (reporting a failure to
-``/runtime/init/error``), then loop: ``GET .../invocation/next``, call
-``handler(event, context)``, ``POST`` the JSON result to ``.../response`` or
-an ``{errorMessage, errorType, stackTrace}`` to ``.../error``.  It talks to
-the agent only through ``AWS_LAMBDA_RUNTIME_API``, like any other runtime.
+What AWS's Python runtime (awslambdaric) does, in small: import the handler named by
+``_HANDLER`` from ``LAMBDA_TASK_ROOT`` (its init; failures are AWS's
+``Runtime.ImportModuleError``, ``Runtime.UserCodeSyntaxError``,
+``Runtime.HandlerNotFound``, ``Runtime.MalformedHandlerName``), then per event call
+``handler(event, context)`` in the main thread and answer the JSON result, or
+``{errorMessage, errorType, stackTrace}`` for an exception, ``Runtime.MarshalError``
+for a result JSON cannot encode, and ``Function.ResponseSizeTooLarge`` past 6 MiB.
+
+Where it differs from AWS's: it is called by the agent directly (``Builtin.invoke``), not
+through HTTP to the Runtime API; that is what lets a thousand environments start at
+over 100 per second in a few MiB each.  Extensions still see every INVOKE, and a
+custom runtime (``bootstrap``, awslambdaric) still takes every event over HTTP.  The
+deadline interrupts the handler with SIGALRM (``TimedOut``, a ``BaseException`` that
+``except Exception`` does not catch); a handler that swallows it is stopped by
+``hard_stop`` at the third alarm.  A handler blocked in C code that never returns to
+Python cannot be interrupted: the controller's own timeout then ends the wait.
 """
 
 from __future__ import annotations
@@ -13,85 +23,132 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import socket
+import signal
 import sys
 import time
 import traceback
-from http.client import HTTPConnection
+from collections.abc import Callable
 
 from lambda_vm.context import LambdaContext
 
-PREFIX = "/2018-06-01/runtime"
+GRACE = 1.0  # seconds between two alarms to a handler that ignores the first
+
+
+class TimedOut(BaseException):
+    """The invocation's deadline passed (raised in the handler by SIGALRM)."""
+
+
+class Alarm:
+    """SIGALRM at a deadline: ``TimedOut`` in whatever runs, then ``hard_stop``."""
+
+    def __init__(self, hard_stop: Callable[[], None]) -> None:
+        self.hard_stop = hard_stop
+        self.fired = 0
+
+    def __enter__(self) -> Alarm:
+        return self
+
+    def arm(self, seconds: float) -> None:
+        self.fired = 0
+        signal.signal(signal.SIGALRM, self._ring)
+        signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
+
+    def _ring(self, _signum: int, _frame: object) -> None:
+        self.fired += 1
+        if self.fired >= 3:
+            self.hard_stop()
+        signal.setitimer(signal.ITIMER_REAL, GRACE)
+        raise TimedOut()
+
+    def __exit__(self, *_exc: object) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
 
 
 def _error(exc: BaseException, error_type: str | None = None,
            message: str | None = None) -> dict:
-    return {"errorMessage": message or str(exc), "errorType": error_type or type(exc).__name__,
-            "stackTrace": traceback.format_exception(exc)[1:]}
+    frames = traceback.extract_tb(exc.__traceback__)
+    frames = [f for f in frames if f.filename != __file__]
+    return {"errorMessage": message if message is not None else str(exc),
+            "errorType": error_type or type(exc).__name__,
+            "stackTrace": traceback.format_list(frames)}
 
 
-def _post(conn: HTTPConnection, path: str, body: object, headers: dict | None = None) -> None:
-    conn.request("POST", PREFIX + path, json.dumps(body).encode(),
-                 {"Content-Type": "application/json", **(headers or {})})
-    conn.getresponse().read()
+class Builtin:
+    """The function's handler, loaded once (``load``), called per event (``invoke``)."""
 
+    def __init__(self, handler: str, task_root: str, function: str, memory: int,
+                 max_response: int) -> None:
+        self.name, self.task_root = handler, task_root
+        self.function, self.memory, self.max_response = function, memory, max_response
+        self.handler: Callable | None = None
 
-def load_handler():
-    module_name, _, function_name = os.environ["_HANDLER"].rpartition(".")
-    sys.path.insert(0, os.environ["LAMBDA_TASK_ROOT"])
-    return getattr(importlib.import_module(module_name), function_name)
-
-
-def connect() -> HTTPConnection:
-    host, _, port = os.environ["AWS_LAMBDA_RUNTIME_API"].partition(":")
-    deadline = time.monotonic() + 10
-    while True:  # the agent may still be opening its server
-        conn = HTTPConnection(host, int(port or 80))
+    def load(self, seconds: float, hard_stop: Callable[[], None]) -> dict | None:
+        """Import the handler within ``seconds``; the init error, or None."""
+        module_name, _, function_name = self.name.rpartition(".")
+        if not module_name or not function_name:
+            return {"errorMessage": f"Bad handler '{self.name}': not enough values to "
+                    "unpack (expected 2, got 1)", "errorType": "Runtime.MalformedHandlerName",
+                    "stackTrace": []}
+        module_name = module_name.replace("/", ".")
+        if self.task_root not in sys.path:
+            sys.path.insert(0, self.task_root)
         try:
-            conn.connect()
-            # http.client sends a POST's head and body separately: without this, Nagle's
-            # algorithm holds the body until the head is acknowledged
-            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return conn
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.002)
+            with Alarm(hard_stop) as alarm:
+                alarm.arm(seconds)
+                module = importlib.import_module(module_name)
+        except TimedOut:
+            sys.modules.pop(module_name, None)
+            return {"errorType": "Sandbox.Timedout", "errorMessage": "init timed out"}
+        except SyntaxError as exc:
+            return _error(exc, "Runtime.UserCodeSyntaxError",
+                          f"Syntax error in module '{module_name}': {exc}")
+        except Exception as exc:  # noqa: BLE001 - reported as AWS reports it
+            return _error(exc, "Runtime.ImportModuleError",
+                          f"Unable to import module '{module_name}': {exc}")
+        self.handler = getattr(module, function_name, None)
+        if self.handler is None:
+            return {"errorMessage": f"Handler '{function_name}' missing on module "
+                    f"'{module_name}'", "errorType": "Runtime.HandlerNotFound",
+                    "stackTrace": []}
+        return None
 
-
-def run() -> int:
-    conn = connect()
-    try:
-        handler = load_handler()
-    except Exception as exc:  # reported to the Runtime API, as AWS's runtime does
-        _post(conn, "/init/error", _error(exc, "Runtime.ImportModuleError",
-                                          f"Unable to import module '{os.environ['_HANDLER']}'"
-                                          f": {exc}"))
-        return 1
-    name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "")
-    memory = int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"))
-    while True:
-        conn.request("GET", PREFIX + "/invocation/next")
-        response = conn.getresponse()
-        body = response.read()
-        request_id = response.getheader("Lambda-Runtime-Aws-Request-Id", "")
-        deadline_ms = int(response.getheader("Lambda-Runtime-Deadline-Ms", "0"))
-        context = LambdaContext(name, memory, request_id,
-                                max(0.0, deadline_ms / 1000 - time.time()),
-                                account=os.environ.get("HYPERPLANE_ACCOUNT", "000000000000"))
-        context.invoked_function_arn = response.getheader(
-            "Lambda-Runtime-Invoked-Function-Arn", context.invoked_function_arn)
+    def invoke(self, invocation: object, arn: str, hard_stop: Callable[[], None]) -> dict:
+        """Run the handler on one event: ``{"result": ...}`` or an AWS-shaped error."""
+        context = LambdaContext(self.function, self.memory, invocation.request_id,
+                                invocation.deadline_ms, arn, invocation.client_context,
+                                invocation.identity)
+        os.environ["_X_AMZN_TRACE_ID"] = invocation.trace_id
+        event = invocation.event
+        if event is None and invocation.payload not in (b"", b"null"):
+            event = json.loads(invocation.payload)
         try:
-            result = handler(json.loads(body) if body else None, context)
-            payload = json.dumps(result)
-        except Exception as exc:  # the handler's failure is the invocation's outcome
-            _post(conn, f"/invocation/{request_id}/error", _error(exc),
-                  {"Lambda-Runtime-Function-Error-Type": "Unhandled"})
-            continue
-        conn.request("POST", f"{PREFIX}/invocation/{request_id}/response", payload.encode(),
-                     {"Content-Type": "application/json"})
-        conn.getresponse().read()
+            with Alarm(hard_stop) as alarm:
+                alarm.arm(invocation.deadline - time.monotonic())
+                result = self.handler(event, context)
+        except TimedOut:
+            return timed_out(invocation.timeout)
+        except Exception as exc:  # noqa: BLE001 - the handler's failure is the outcome
+            return _error(exc)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        if time.monotonic() > invocation.deadline:  # it swallowed the alarm
+            return timed_out(invocation.timeout)
+        try:
+            body = json.dumps(result)
+        except (TypeError, ValueError) as exc:
+            return {"errorMessage": f"Unable to marshal response: {exc}",
+                    "errorType": "Runtime.MarshalError", "stackTrace": []}
+        if len(body) > self.max_response:
+            size = len(body.encode())
+            if size > self.max_response:
+                return {"errorType": "Function.ResponseSizeTooLarge", "errorMessage":
+                        f"Response payload size ({size} bytes) exceeded maximum allowed "
+                        f"payload size ({self.max_response} bytes)."}
+        return {"result": result}
 
 
-if __name__ == "__main__":
-    sys.exit(run())
+def timed_out(timeout: float) -> dict:
+    return {"errorMessage": f"Task timed out after {timeout:.2f} seconds",
+            "errorType": "Sandbox.Timedout"}

@@ -15,28 +15,48 @@ LOCAL MOUNT PATH, "targets": ["IP:2049", ...]}``.
 
 from __future__ import annotations
 
-import asyncio
+import selectors
+import socket
+import time
 
 CONNECT_TIMEOUT = 1.0
 ERRORS = ("EFSMountConnectivityException", "EFSMountFailureException")
 
 
-async def _answers(target: str, timeout: float) -> bool:
-    host, _, port = target.rpartition(":")
+def _answering(targets: list[str], timeout: float) -> bool:
+    """Whether one of ``targets`` (``IP:PORT``) accepts a TCP connection in ``timeout``:
+    all are tried at once, non-blocking (no thread, no host lookup)."""
+    selector = selectors.DefaultSelector()
+    socks = []
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout)
-    except (OSError, asyncio.TimeoutError, ValueError):
+        for target in targets:
+            host, _, port = target.rpartition(":")
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            socks.append(sock)
+            try:
+                if sock.connect_ex((host, int(port))) == 0:
+                    return True
+            except (OSError, ValueError):
+                continue
+            selector.register(sock, selectors.EVENT_WRITE)
+        deadline = time.monotonic() + timeout
+        while selector.get_map() and time.monotonic() < deadline:
+            for key, _ in selector.select(deadline - time.monotonic()):
+                if key.fileobj.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                    return True
+                selector.unregister(key.fileobj)
         return False
-    writer.close()
-    return True
+    finally:
+        selector.close()
+        for sock in socks:
+            sock.close()
 
 
-async def check(mounts: list[dict], timeout: float = CONNECT_TIMEOUT) -> dict | None:
+def check(mounts: list[dict], timeout: float = CONNECT_TIMEOUT) -> dict | None:
     """None when every file system has a mount target that answers, else the error."""
     for mount in mounts:
-        targets = mount.get("targets") or []
-        answers = await asyncio.gather(*(_answers(t, timeout) for t in targets))
-        if not any(answers):
+        if not _answering(mount.get("targets") or [], timeout):
             return {"errorType": "EFSMountConnectivityException",
                     "errorMessage": "The function couldn't connect to the Amazon EFS file "
                                     f"system with access point {mount.get('arn')}. Check "

@@ -15,7 +15,9 @@ objects, processes and a dataplane snapshot.
 * ``tick``: time passes.  ENIs become ready, provisioning completes (Pending ->
   Active, InProgress -> Successful), idle functions go Inactive, ENIs nobody
   uses are deleted after ``eni_delete``, idle environments are reaped after
-  ``env_idle``, and a key whose ENIs are all at the connection limit gets one more.
+  ``env_idle`` and any environment after its ``env_max_lifetime`` (a busy one once its
+  invocation is over: ``outdated``), and a key whose ENIs are all at the connection
+  limit gets one more.
 * Legacy mode (before 2019): no shared ENIs; ``legacy_eni`` makes one ENI per new
   environment, at cold start.
 """
@@ -367,13 +369,21 @@ class Model:
         for env in self.envs:
             if env.index in busy:
                 continue
-            if self.outdated(env) or now - env.last_used >= idle:
+            if self.outdated(env, now) or now - env.last_used >= idle:
                 effects.reap.add(env.index)
 
-    def outdated(self, env: Env) -> bool:
-        """An environment its function no longer runs in (changed, inactive, deleted)."""
+    def outdated(self, env: Env, now: float | None = None) -> bool:
+        """An environment its function no longer runs in (changed, inactive, deleted), or,
+        with ``now``, one past its maximum lifetime."""
         fn = self.functions.get(env.function)
-        return fn is None or fn.state != ACTIVE or env.stale
+        return fn is None or fn.state != ACTIVE or env.stale or \
+            (now is not None and self.expired(env, now))
+
+    def expired(self, env: Env, now: float) -> bool:
+        """Past its ``env_max_lifetime`` (each environment its own, from its id and birth,
+        so a burst of environments is not recycled all at once)."""
+        lifetime = self.timing.pick("env_max_lifetime", f"env-{env.index}@{env.born}")
+        return now - env.born >= lifetime
 
     def _retire_envs(self, fn: FunctionRecord) -> None:
         """A completed change: new invocations get new environments, old ones retire."""

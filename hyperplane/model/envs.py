@@ -26,6 +26,7 @@ class Env:
     eni_id: str | None
     last_used: float = 0.0  # emulated clock: when its last invocation ended
     stale: bool = False     # made for an older configuration: reaped once idle
+    created: float | None = None  # emulated clock: when it was made (None: at last_used)
 
     @property
     def id(self) -> str:
@@ -50,12 +51,18 @@ class Env:
     def to_dict(self) -> dict:
         return {"index": self.index, "function": self.function, "ip": self.ip,
                 "subnet_id": self.subnet_id, "eni_id": self.eni_id,
-                "last_used": self.last_used, "stale": self.stale}
+                "last_used": self.last_used, "stale": self.stale, "created": self.created}
 
     @classmethod
     def from_dict(cls, data: dict) -> Env:
         return cls(data["index"], data["function"], data["ip"], data["subnet_id"],
-                   data["eni_id"], data.get("last_used", 0.0), data.get("stale", False))
+                   data["eni_id"], data.get("last_used", 0.0), data.get("stale", False),
+                   data.get("created"))
+
+    @property
+    def born(self) -> float:
+        """When it was made, for ``env_max_lifetime`` (its last use if not recorded)."""
+        return self.last_used if self.created is None else self.created
 
 
 def choose_subnet(function: Function, envs: list[Env]) -> str | None:

@@ -7,6 +7,9 @@ The model.  How long the control plane takes for what AWS does slowly, in second
     function_idle      a function not invoked this long goes Inactive (reason Idle)
     env_idle           an idle execution environment is reaped after this
     legacy_eni_attach  legacy networking: creating and attaching an ENI at a cold start
+    env_max_lifetime   an execution environment is recycled after this, even when busy
+                       (AWS recycles environments every few hours; a busy one goes once
+                       its invocation is over); picked per environment
 
 Each is a *span* ``(low, high)``: a fixed duration has ``low == high``; a range is picked
 per object (per ENI, per environment) with ``Timing.pick(key, seed)``, a deterministic
@@ -36,12 +39,14 @@ from hyperplane.model import durations
 
 Span = tuple[float, float]
 
-KEYS = ("eni_create", "eni_delete", "function_idle", "env_idle", "legacy_eni_attach")
+KEYS = ("eni_create", "eni_delete", "function_idle", "env_idle", "legacy_eni_attach",
+        "env_max_lifetime")
 PROFILES: dict[str, dict[str, str | tuple[str, str]]] = {
     "fast": {"eni_create": "1s", "eni_delete": "3s", "function_idle": "14d",
-             "env_idle": "5m", "legacy_eni_attach": "1s"},
+             "env_idle": "5m", "legacy_eni_attach": "1s", "env_max_lifetime": "2h"},
     "aws": {"eni_create": ("60s", "90s"), "eni_delete": ("1m", "20m"), "function_idle": "14d",
-            "env_idle": ("5m", "15m"), "legacy_eni_attach": "10s"},
+            "env_idle": ("5m", "15m"), "legacy_eni_attach": "10s",
+            "env_max_lifetime": ("2h", "4h")},
 }
 DEFAULT_PROFILE = "fast"
 NETWORKING_MODES = ("hyperplane", "legacy")
@@ -60,6 +65,7 @@ class Timing:
     function_idle: Span
     env_idle: Span
     legacy_eni_attach: Span
+    env_max_lifetime: Span
 
     def span(self, key: str) -> Span:
         if key not in KEYS:

@@ -23,6 +23,13 @@
  *           (or as the init error) and the process exits; the agent starts a new one.
  *   logs    console.* write "<ISO time>\t<request id>\t<LEVEL>\t<message>" lines to stdout
  *           (newlines inside a message become \r, so one entry stays one line).
+ *   stream  a handler wrapped in awslambda.streamifyResponse(async (event, responseStream,
+ *           context) => ...) streams its response: POST .../response with
+ *           Lambda-Runtime-Function-Response-Mode: streaming and a chunked body, each
+ *           responseStream.write going out as it is written; responseStream.setContentType,
+ *           awslambda.HttpResponseStream.from(stream, {statusCode, headers}) (the JSON prelude
+ *           and 8 NUL bytes, as AWS writes it); an error after the stream began goes in the
+ *           trailers Lambda-Runtime-Function-Error-Type and -Error-Body (base64).
  */
 
 const fs = require('fs');
@@ -284,6 +291,66 @@ function invokeOnce(handler, next) {
   });
 }
 
+// -- response streaming ---------------------------------------------------------------------
+const STREAMING = Symbol.for('aws.lambda.runtime.handler.streaming');
+const HTTP_INTEGRATION = 'application/vnd.awslambda.http-integration-response';
+
+globalThis.awslambda = {
+  streamifyResponse(handler) {
+    handler[STREAMING] = 'response';
+    return handler;
+  },
+  HttpResponseStream: class HttpResponseStream {
+    static from(stream, prelude) {
+      stream.setContentType(HTTP_INTEGRATION);
+      stream.write(JSON.stringify(prelude || {}));
+      stream.write(Buffer.alloc(8)); // the delimiter between the prelude and the body
+      return stream;
+    }
+  },
+};
+
+function invokeStreaming(handler, next) {
+  return new Promise((resolve) => {
+    const requestId = next.headers['lambda-runtime-aws-request-id'];
+    const stream = http.request({ host: API_HOST, port: Number(API_PORT), method: 'POST',
+      path: `${PREFIX}/invocation/${requestId}/response`, agent: keepAlive, headers: {
+        'Lambda-Runtime-Function-Response-Mode': 'streaming',
+        'Transfer-Encoding': 'chunked', 'Content-Type': 'application/octet-stream',
+        Trailer: 'Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body' },
+    }, (res) => {
+      res.resume();
+      res.on('end', resolve);
+    });
+    stream.on('error', (postErr) => fatal('posting the stream failed', postErr));
+    stream.setContentType = (type) => stream.setHeader('Content-Type', type);
+    const finish = (error) => {
+      if (stream.writableEnded) return;
+      if (error !== undefined) {
+        console.error('Invoke Error', formatted(error));
+        const body = errorBody(error);
+        stream.addTrailers({ 'Lambda-Runtime-Function-Error-Type': headerValue(body.errorType),
+          'Lambda-Runtime-Function-Error-Body': Buffer.from(JSON.stringify(body))
+            .toString('base64') });
+      }
+      stream.end();
+    };
+    currentRequestId = requestId;
+    crashReport = (error) => {
+      finish(error);
+      return new Promise((done) => stream.on('finish', done));
+    };
+    try {
+      const context = buildContext(next.headers, () => {});
+      const result = handler(JSON.parse(next.body || 'null'), stream, context);
+      Promise.resolve(result).then(() => finish(), (err) => finish(err === undefined ?
+        'handled' : err));
+    } catch (err) {
+      finish(err);
+    }
+  });
+}
+
 // -- the process ----------------------------------------------------------------------------
 function fatal(what, error) {
   process.stderr.write(`hyperplane nodejs runtime: ${what}: ${error && error.stack || error}\n`);
@@ -324,9 +391,10 @@ async function main() {
     crash(error, 129);
     return;
   }
+  const invoke = handler[STREAMING] ? invokeStreaming : invokeOnce;
   for (;;) {
     const next = await nextInvocation();
-    await invokeOnce(handler, next);
+    await invoke(handler, next);
   }
 }
 

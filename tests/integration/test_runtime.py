@@ -1,18 +1,24 @@
 """The Lambda Runtime API inside execution environments, with three kinds of runtime.
 
-The built-in Python runtime, a custom runtime written in shell with curl (as in AWS's
-tutorial), and the official runtime interface client (`awslambdaric` from PyPI,
-unmodified) all talk to the agent's Runtime API on 127.0.0.1:9001 in the environment.
+The built-in Python runtime, custom runtimes written in shell with curl (as in AWS's
+tutorial: a piped, chunked response; a 2 MB one, which curl sends after `Expect:
+100-continue`; an oversized one; a streamed one), a streaming runtime in Python, and the
+official runtime interface client (`awslambdaric` from PyPI, unmodified) all talk to the
+agent's Runtime API on 127.0.0.1:9001 in the environment.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from hyperplane import jsonline
 from tests.integration import hp
 from tests.integration.conftest import bring_up
 
@@ -79,3 +85,66 @@ def test_awslambdaric_runs_unmodified_as_the_bootstrap(state_dir: Path, runtimes
     assert reply["result"]["function"] == "ric"
     second = invoke(state_dir, "ric", '{"again": true}')
     assert second["cold"] is False and second["result"]["event"] == {"again": True}
+
+
+# -- issue 16: the Runtime API with ordinary clients -----------------------------------------
+def test_a_curl_runtime_may_send_its_response_chunked(state_dir: Path, runtimes: dict) -> None:
+    assert invoke(state_dir, "chunked", '{"n": 2}')["result"] == {"via": "chunked",
+                                                                  "event": {"n": 2}}
+
+
+def test_a_2mb_response_goes_through_expect_100_continue(state_dir: Path, runtimes: dict) -> None:
+    for _ in range(2):  # cold, then warm
+        result = invoke(state_dir, "big")["result"]
+        assert result == "a" * 2097152
+
+
+def test_an_explicit_expect_100_continue(state_dir: Path, runtimes: dict) -> None:
+    assert invoke(state_dir, "expect")["result"] == {"via": "expect"}
+
+
+def test_an_oversized_response_is_function_response_size_too_large(state_dir: Path,
+                                                                    runtimes: dict) -> None:
+    reply = invoke(state_dir, "oversized", check=False)
+    assert reply["errorType"] == "Function.ResponseSizeTooLarge"
+    assert reply["errorMessage"] == ("Response payload size (7340032 bytes) exceeded maximum "
+                                     "allowed payload size (6291556 bytes).")
+    log = (state_dir / "logs" / f"{reply['environment']}.log").read_text()
+    assert 'answered 413 {"errorMessage": "Exceeded maximum allowed payload size (6291556 ' \
+           'bytes).", "errorType": "RequestEntityTooLarge"}' in log
+
+
+def test_a_streamed_response_is_the_whole_body(state_dir: Path, runtimes: dict) -> None:
+    reply = invoke(state_dir, "stream")
+    assert reply["result"] == "first,second,third"
+    assert reply["response_mode"] == "streaming" and reply["content_type"] == "text/plain"
+
+
+def test_a_stream_reaches_the_agents_caller_as_it_is_sent(state_dir: Path,
+                                                          runtimes: dict) -> None:
+    environment = invoke(state_dir, "pystream")["environment"]  # cold: the runtime is up
+    path = state_dir / "envs" / f"{environment.removeprefix('env-')}.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(30)
+    sock.connect(str(path))
+    sock.sendall(json.dumps({"payload": {}, "request_id": "s-1", "stream": True}).encode()
+                 + b"\n")
+    arrivals = []
+    with sock.makefile("rb") as lines:
+        for line in lines:
+            arrivals.append((time.monotonic(), json.loads(line)))
+    sock.close()
+    chunks = [base64.b64decode(m["chunk"]) for _, m in arrivals if "chunk" in m]
+    assert chunks == [b"first,", b"second,", b"third"]
+    assert arrivals[-1][1]["result"] == "first,second,third"
+    assert arrivals[2][0] - arrivals[0][0] >= 0.3  # the first came before the last was sent
+
+
+def test_a_request_over_6_mb_is_request_entity_too_large(state_dir: Path,
+                                                          runtimes: dict) -> None:
+    reply = jsonline.request(str(state_dir / "controller.sock"), {
+        "op": "invoke", "name": "ok", "payload": "x" * (6 * 1024 * 1024)}, timeout=60)
+    assert reply["ok"] is False
+    assert reply["error"] == {"errorType": "RequestEntityTooLargeException", "errorMessage":
+                              "Request must be smaller than 6291456 bytes for the "
+                              "InvokeFunction operation", "statusCode": 413}

@@ -456,3 +456,21 @@ def test_a_legacy_eni_goes_when_its_env_does_even_if_the_index_is_reused() -> No
     m.envs.append(Env(0, "old", "169.254.128.1", "subnet-a", second.id, T0 + 1))
     m.tick(T0 + 2, set(), {})
     assert {e.id: e.status for e in m.enis}[first.id] == DELETING
+
+
+# -- issue 16: environments are recycled after env_max_lifetime, even when busy -------------
+def test_an_environment_is_recycled_after_its_maximum_lifetime_even_when_used() -> None:
+    m = model()
+    active(m, "orders", ["subnet-a"])
+    lifetime = m.timing.pick("env_max_lifetime", "x")
+    m.envs.append(Env(4, "orders", "169.254.128.5", "subnet-a", None, last_used=T0,
+                      created=T0))
+    for hour in range(1, int(lifetime // 3600)):  # used every few minutes meanwhile
+        now = T0 + hour * 3600
+        m.envs = [replace(e, last_used=now) for e in m.envs]
+        assert not m.tick(now, set(), {}).reap and not m.outdated(m.envs[0], now)
+    end = T0 + lifetime
+    m.envs = [replace(e, last_used=end - 1) for e in m.envs]
+    assert m.tick(end, {4}, {}).reap == set()  # busy: it finishes its invocation first
+    assert m.outdated(m.envs[0], end)  # and is reaped when it is given back
+    assert m.tick(end, set(), {}).reap == {4}

@@ -1,7 +1,8 @@
 """``buildcache``: dependencies installed once per code and manifest, offline only.
 
 pip installs a wheel made here (``--no-index`` in requirements.txt: no index is ever
-asked); npm installs a ``file:`` dependency with ``npm_config_offline``.  npm is
+asked); npm installs a ``file:`` dependency, which needs no registry (as ``up`` runs it:
+Debian's npm 9 refuses ``file:`` dependencies under ``npm_config_offline``).  npm is
 required (``make install`` installs it): without it the npm test fails, it does not
 skip.  Every build goes under ``tmp_path``, never the state directory.
 """
@@ -29,7 +30,6 @@ WHEEL = "mypkg-1.0-py3-none-any.whl"
 @pytest.fixture(autouse=True)
 def bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(buildcache, "INSTALL_TIMEOUT", 120.0)
-    monkeypatch.setenv("npm_config_offline", "true")
     monkeypatch.setenv("npm_config_update_notifier", "false")
 
 

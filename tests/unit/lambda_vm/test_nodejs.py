@@ -1,5 +1,6 @@
 """The Node.js runtime (``lambda_vm/nodejs/runtime.js``): real ``node`` processes against a
-real ``Broker`` on 127.0.0.1 (no namespaces, no root), and the agent's choice of it.
+real Runtime API on 127.0.0.1 (``harness``: no namespaces, no root), and the agent's
+choice of it.
 
 Node.js is required (``make install`` installs the Debian package ``nodejs``): without
 it these tests fail, they do not skip.  Every wait is bounded and every process started
@@ -8,23 +9,20 @@ is killed.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
 import os
 import re
 import shutil
 import subprocess
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from lambda_vm import agent
-from lambda_vm.runtime_api import Broker
-
-ARN = "arn:aws:lambda:us-east-1:123456789012:function:fn"
-WAIT = 15.0  # seconds: the bound of every wait
+from lambda_vm import agent, runtimes
+from lambda_vm.httpserver import Server, listen
+from tests.unit.lambda_vm.harness import ARN, WAIT, Harness, agent_invoke
 
 
 def node() -> str:
@@ -33,27 +31,7 @@ def node() -> str:
     return found
 
 
-class RecordingBroker(Broker):
-    """A Broker that keeps every request the runtime made, and may add event headers."""
-
-    def __init__(self, extra_headers: dict | None = None) -> None:
-        super().__init__(ARN)
-        self.requests: list[tuple[str, str, dict, bytes]] = []
-        self.extra_headers = extra_headers or {}
-
-    async def route(self, method: str, path: str, headers: dict, body: bytes):
-        self.requests.append((method, path, headers, body))
-        return await super().route(method, path, headers, body)
-
-    async def next_invocation(self):
-        status, headers, body = await super().next_invocation()
-        return status, {**headers, **self.extra_headers}, body
-
-    def posted(self, suffix: str) -> list[tuple[dict, bytes]]:
-        return [(h, b) for m, p, h, b in self.requests if m == "POST" and p.endswith(suffix)]
-
-
-Scenario = Callable[[RecordingBroker, subprocess.Popen], Awaitable[object]]
+Scenario = Callable[[Harness, subprocess.Popen], object]
 
 
 def write(root: Path, files: dict[str, str]) -> Path:
@@ -63,57 +41,50 @@ def write(root: Path, files: dict[str, str]) -> Path:
     return root
 
 
-def node_env(port: int, root: Path, handler: str) -> dict[str, str]:
+def node_env(address: str, root: Path, handler: str) -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{port}", "_HANDLER": handler,
+            "AWS_LAMBDA_RUNTIME_API": address, "_HANDLER": handler,
             "LAMBDA_TASK_ROOT": str(root), "AWS_LAMBDA_FUNCTION_NAME": "fn",
             "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
             "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/fn",
             "AWS_LAMBDA_LOG_STREAM_NAME": "hyperplane"}
 
 
-def run_node(tmp_path: Path, files: dict[str, str], handler: str, scenario: Scenario,
-             broker_headers: dict | None = None) -> tuple[object, str]:
+def run_node(tmp_path: Path, files: dict[str, str], handler: str,
+             scenario: Scenario) -> tuple[object, str]:
     """Run ``scenario`` against node with ``files`` as its task root: (its result, stdout)."""
     root = write(tmp_path / "task", files)
     out_path = tmp_path / "stdout.log"
-
-    async def main() -> object:
-        broker = RecordingBroker(broker_headers)
-        server = await asyncio.start_server(broker.handle, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        with open(out_path, "wb") as out:
-            proc = subprocess.Popen([node(), agent.NODE_RUNTIME], cwd=root, stdout=out,
-                                    stderr=subprocess.STDOUT, env=node_env(port, root, handler))
-        try:
-            await asyncio.wait_for(asyncio.shield(broker.first_next), WAIT)
-            return await asyncio.wait_for(scenario(broker, proc), WAIT)
-        finally:
-            proc.kill()
-            proc.wait(WAIT)
-            server.close()  # not wait_closed: a long poll of the runtime may still be open
-
-    result = asyncio.run(main())
+    harness = Harness()
+    with open(out_path, "wb") as out:
+        proc = subprocess.Popen([node(), runtimes.NODE_RUNTIME], cwd=root, stdout=out,
+                                stderr=subprocess.STDOUT,
+                                env=node_env(harness.address, root, handler))
+    try:
+        assert harness.wait(lambda: harness.api.ready or harness.api.init_error is not None)
+        result = scenario(harness, proc)
+    finally:
+        proc.kill()
+        proc.wait(WAIT)
+        harness.close()
     return result, out_path.read_bytes().decode()
 
 
-def invoke_once(payload: object, request_id: str = "req-1", timeout: float = 5.0) -> Scenario:
-    async def scenario(broker: RecordingBroker, _proc: subprocess.Popen) -> object:
-        assert broker.init_error is None, broker.init_error
-        return await broker.invoke(payload, request_id, timeout)
+def invoke_once(payload: object, request_id: str = "req-1", timeout: float = 5.0,
+                **fields: object) -> Scenario:
+    def scenario(harness: Harness, _proc: subprocess.Popen) -> object:
+        assert harness.api.init_error is None, harness.api.init_error
+        return harness.invoke(payload, request_id, timeout, **fields)
     return scenario
 
 
-async def init_error(broker: RecordingBroker, _proc: subprocess.Popen) -> object:
-    return broker.init_error
+def init_error(harness: Harness, _proc: subprocess.Popen) -> object:
+    return harness.api.init_error
 
 
-async def exit_code(proc: subprocess.Popen) -> int | None:
-    for _ in range(int(WAIT / 0.02)):
-        if proc.poll() is not None:
-            return proc.returncode
-        await asyncio.sleep(0.02)
-    return None
+def exit_code(harness: Harness, proc: subprocess.Popen) -> int | None:
+    harness.wait(lambda: proc.poll() is not None)
+    return proc.poll()
 
 
 # -- handlers -----------------------------------------------------------------------------
@@ -147,10 +118,10 @@ def test_an_async_handler_gets_the_event_and_aws_context(tmp_path: Path) -> None
 
 
 def test_client_context_and_identity_come_from_their_headers(tmp_path: Path) -> None:
-    headers = {"Lambda-Runtime-Client-Context": json.dumps({"custom": {"k": "v"}}),
-               "Lambda-Runtime-Cognito-Identity": json.dumps({"cognitoIdentityId": "id-1"})}
+    fields = {"client_context": json.dumps({"custom": {"k": "v"}}),
+              "identity": json.dumps({"cognitoIdentityId": "id-1"})}
     reply, _ = run_node(tmp_path, {"index.js": CONTEXT_ECHO}, "index.handler",
-                        invoke_once({}), broker_headers=headers)
+                        invoke_once({}, **fields))
     assert reply["result"]["clientContext"] == {"custom": {"k": "v"}}
     assert reply["result"]["identity"] == {"cognitoIdentityId": "id-1"}
 
@@ -195,9 +166,8 @@ exports.handler = (event, context) => {
 };
 """
 
-    async def scenario(broker: RecordingBroker, _proc: subprocess.Popen) -> object:
-        return [await broker.invoke(event, f"req-{event}", 1.5)
-                for event in ("yes", "done", "fail")]
+    def scenario(harness: Harness, _proc: subprocess.Popen) -> object:
+        return [harness.invoke(event, f"req-{event}", 1.5) for event in ("yes", "done", "fail")]
 
     (succeeded, done, failed), _ = run_node(tmp_path, {"index.js": code}, "index.handler",
                                             scenario)
@@ -214,9 +184,9 @@ def test_a_synchronous_handler_that_never_calls_back_returns_null(tmp_path: Path
 def test_a_thrown_error_is_reported_with_its_class_name(tmp_path: Path) -> None:
     code = "exports.handler = async () => { throw new TypeError('bad input'); };\n"
 
-    async def scenario(broker: RecordingBroker, proc: subprocess.Popen) -> object:
-        reply = await broker.invoke({}, "req-e", 5)
-        return reply, broker.posted("/invocation/req-e/error")
+    def scenario(harness: Harness, _proc: subprocess.Popen) -> object:
+        reply = harness.invoke({}, "req-e", 5)
+        return reply, harness.api.posted("/invocation/req-e/error")
 
     (reply, posted), out = run_node(tmp_path, {"index.js": code}, "index.handler", scenario)
     assert reply["errorType"] == "TypeError" and reply["errorMessage"] == "bad input"
@@ -255,8 +225,8 @@ def test_a_cjs_handler_in_a_directory_with_a_nested_export(tmp_path: Path) -> No
 
 
 def test_a_missing_module_is_an_import_module_error(tmp_path: Path) -> None:
-    async def scenario(broker: RecordingBroker, proc: subprocess.Popen) -> object:
-        return broker.init_error, broker.posted("/init/error")[0][0]
+    def scenario(harness: Harness, _proc: subprocess.Popen) -> object:
+        return harness.api.init_error, harness.api.posted("/init/error")[0][0]
 
     (error, headers), out = run_node(tmp_path, {"index.js": ""}, "nope.handler", scenario)
     assert error["errorType"] == "Runtime.ImportModuleError"
@@ -289,9 +259,9 @@ def test_a_syntax_error_is_user_code_syntax_error(tmp_path: Path) -> None:
 def test_two_invocations_run_in_the_same_process(tmp_path: Path) -> None:
     code = "let count = 0;\nexports.handler = async () => ({count: ++count, pid: process.pid});\n"
 
-    async def scenario(broker: RecordingBroker, proc: subprocess.Popen) -> object:
-        first = await broker.invoke({}, "req-a", 5)
-        second = await broker.invoke({}, "req-b", 5)
+    def scenario(harness: Harness, proc: subprocess.Popen) -> object:
+        first = harness.invoke({}, "req-a", 5)
+        second = harness.invoke({}, "req-b", 5)
         return first["result"], second["result"], proc.pid
 
     (first, second, pid), _ = run_node(tmp_path, {"index.js": code}, "index.handler", scenario)
@@ -325,8 +295,8 @@ exports.handler = (event, context, callback) => {
 };
 """
 
-    async def scenario(broker: RecordingBroker, proc: subprocess.Popen) -> object:
-        return await broker.invoke({}, "req-u", 5), await exit_code(proc)
+    def scenario(harness: Harness, proc: subprocess.Popen) -> object:
+        return harness.invoke({}, "req-u", 5), exit_code(harness, proc)
 
     (reply, code_), _ = run_node(tmp_path, {"index.js": code}, "index.handler", scenario)
     assert reply["errorType"] == "Error" and reply["errorMessage"] == "late"
@@ -342,8 +312,8 @@ exports.handler = async () => {
 };
 """
 
-    async def scenario(broker: RecordingBroker, proc: subprocess.Popen) -> object:
-        return await broker.invoke({}, "req-r", 5), await exit_code(proc)
+    def scenario(harness: Harness, proc: subprocess.Popen) -> object:
+        return harness.invoke({}, "req-r", 5), exit_code(harness, proc)
 
     (reply, code_), _ = run_node(tmp_path, {"index.js": code}, "index.handler", scenario)
     assert reply["errorType"] == "Runtime.UnhandledPromiseRejection"
@@ -353,11 +323,10 @@ exports.handler = async () => {
 
 # -- the agent's choice -------------------------------------------------------------------
 def test_the_agent_runs_nodejs_with_node_and_our_runtime(tmp_path: Path) -> None:
-    runtime = agent.Runtime(str(tmp_path), "nodejs20.x")
-    assert runtime.failure is None and runtime.can_restart()
-    assert runtime.command == [node(), agent.NODE_RUNTIME]
-    assert os.path.isfile(agent.NODE_RUNTIME)
-    paths = agent.node_environment(str(tmp_path), "nodejs20.x")["NODE_PATH"].split(":")
+    assert runtimes.unsupported("nodejs20.x", str(tmp_path)) is None
+    assert runtimes.command(str(tmp_path), "nodejs20.x") == [node(), runtimes.NODE_RUNTIME]
+    assert os.path.isfile(runtimes.NODE_RUNTIME)
+    paths = runtimes.node_environment(str(tmp_path), "nodejs20.x")["NODE_PATH"].split(":")
     assert str(tmp_path / "node_modules") in paths and "/opt/nodejs/node_modules" in paths
     assert "/opt/nodejs/node20/node_modules" in paths
 
@@ -365,32 +334,24 @@ def test_the_agent_runs_nodejs_with_node_and_our_runtime(tmp_path: Path) -> None
 def test_without_node_nodejs_is_unsupported_and_names_the_runtime(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(shutil, "which", lambda _name: None)
-    runtime = agent.Runtime(str(tmp_path), "nodejs20.x")
-    assert runtime.failure == {"errorType": "Runtime.Unsupported", "errorMessage":
-                               "The runtime nodejs20.x needs Node.js (Debian package nodejs), "
-                               "which is not installed"}
-    assert not runtime.can_restart() and not runtime.alive()
-    runtime.start()
-    assert runtime.proc is None and runtime.thread is None
+    assert runtimes.unsupported("nodejs20.x", str(tmp_path)) == {
+        "errorType": "Runtime.Unsupported", "errorMessage": "The runtime nodejs20.x needs "
+        "Node.js (Debian package nodejs), which is not installed"}
+    assert runtimes.command(str(tmp_path), "nodejs20.x") is None
 
 
 def test_other_runtimes_are_unsupported_naming_what_runs(tmp_path: Path) -> None:
-    failure = agent.unsupported("ruby3.3", str(tmp_path))
+    failure = runtimes.unsupported("ruby3.3", str(tmp_path))
     assert failure["errorType"] == "Runtime.Unsupported"
     assert "ruby3.3" in failure["errorMessage"]
     assert "nodejs18.x/20.x/22.x" in failure["errorMessage"]
-    assert agent.unsupported("python3.12", str(tmp_path)) is None
+    assert runtimes.unsupported("python3.12", str(tmp_path)) is None
 
 
 def test_a_bootstrap_in_the_code_wins_over_the_node_runtime(tmp_path: Path) -> None:
     bootstrap = write(tmp_path, {"bootstrap": "#!/bin/sh\n"}) / "bootstrap"
     bootstrap.chmod(0o755)
-    assert agent.Runtime(str(tmp_path), "nodejs20.x").command == [str(bootstrap)]
-
-
-def agent_args(code: Path) -> argparse.Namespace:
-    return argparse.Namespace(region="us-east-1", account="123456789012", function="fn",
-                              timeout=5.0, code=str(code))
+    assert runtimes.command(str(tmp_path), "nodejs20.x") == [str(bootstrap)]
 
 
 def test_the_agent_restarts_a_node_runtime_that_crashed_or_exited(
@@ -410,26 +371,22 @@ exports.handler = async (event) => {
     monkeypatch.setenv("NODE_PATH", str(libs))
     monkeypatch.setenv("_HANDLER", "index.handler")
     monkeypatch.setenv("LAMBDA_TASK_ROOT", str(code))
-
-    async def main() -> list[dict]:
-        the_agent = agent.Agent(agent_args(code), agent.Runtime(str(code), "nodejs20.x"))
-        the_agent.broker = Broker(the_agent.arn())
-        server = await asyncio.start_server(the_agent.broker.handle, "127.0.0.1", 0)
-        monkeypatch.setenv("AWS_LAMBDA_RUNTIME_API",
-                           f"127.0.0.1:{server.sockets[0].getsockname()[1]}")
-        try:
-            the_agent.runtime.start()
-            await asyncio.wait_for(the_agent.wait_init(), WAIT)
-            replies = []
-            for n, payload in enumerate(["ok", "exit", "ok", "crash", "ok"]):
-                request = {"payload": payload, "request_id": f"req-{n}"}
-                replies.append(await asyncio.wait_for(the_agent.run(request), WAIT))
-            return replies
-        finally:
-            the_agent.runtime.kill()
-            server.close()
-
-    ok, exited, after_exit, crashed, after_crash = asyncio.run(main())
+    args = agent.Args(["--socket", str(tmp_path / "agent.sock"), "--code", str(code),
+                       "--handler", "index.handler", "--function", "fn", "--timeout", "5",
+                       "--runtime", "nodejs20.x", "--account", "123456789012"])
+    the_agent = agent.Agent(args)
+    listener = listen("127.0.0.1", 0)
+    monkeypatch.setenv("AWS_LAMBDA_RUNTIME_API", f"127.0.0.1:{listener.getsockname()[1]}")
+    the_agent.server = Server(the_agent.loop, listener, the_agent.api)
+    try:
+        the_agent.initialise(WAIT)
+        replies = [agent_invoke(the_agent, {"payload": payload, "request_id": f"req-{n}"})[-1]
+                   for n, payload in enumerate(["ok", "exit", "ok", "crash", "ok"])]
+    finally:
+        if the_agent.proc is not None:
+            runtimes.kill(the_agent.proc)
+        the_agent.server.close()
+    ok, exited, after_exit, crashed, after_crash = replies
     assert ok["result"]["lib"] == "from NODE_PATH"
     assert str(code / "node_modules") in ok["result"]["nodePath"].split(":")
     assert exited["errorType"] == "Runtime.ExitError"
@@ -439,3 +396,35 @@ exports.handler = async (event) => {
     assert after_exit["init_duration_ms"] is not None  # a new init
     assert crashed["errorType"] == "Error" and crashed["errorMessage"] == "crash"
     assert after_crash["result"]["pid"] != after_exit["result"]["pid"]
+
+
+# -- response streaming (issue 16) ----------------------------------------------------------
+STREAMING = """
+exports.handler = awslambda.streamifyResponse(async (event, responseStream, context) => {
+  responseStream.setContentType('text/plain');
+  for (const word of ['one,', 'two,', 'three']) {
+    responseStream.write(word);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  if (event.fail) throw new RangeError('after the stream began');
+  responseStream.end();
+});
+"""
+
+
+def test_a_streamify_response_handler_streams_chunk_by_chunk(tmp_path: Path) -> None:
+    def scenario(harness: Harness, _proc: subprocess.Popen) -> object:
+        chunks: list[tuple[float, bytes]] = []
+        invocation = harness.submit({}, on_chunk=lambda c: chunks.append((time.monotonic(), c)))
+        assert harness.wait(lambda: invocation.outcome is not None)
+        failed = harness.invoke({"fail": True}, "req-2")
+        return invocation.outcome, chunks, failed
+
+    (outcome, chunks, failed), _ = run_node(tmp_path, {"index.js": STREAMING}, "index.handler",
+                                            scenario)
+    assert outcome == {"result": "one,two,three", "response_mode": "streaming",
+                       "content_type": "text/plain"}
+    assert b"".join(c for _, c in chunks) == b"one,two,three" and len(chunks) >= 3
+    assert chunks[-1][0] - chunks[0][0] >= 0.15  # written apart, received apart
+    assert failed["errorType"] == "RangeError"
+    assert failed["errorMessage"] == "after the stream began"

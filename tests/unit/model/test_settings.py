@@ -65,7 +65,7 @@ def test_the_documented_sections_are_accepted() -> None:
     ({"timing": {"profile": "AWS"}}, "settings.timing.profile", "unknown timing profile"),
     ({"timing": {"eni_attach": "1s"}}, "settings.timing.eni_attach",
      "unknown timing setting (known: profile, eni_create, eni_delete, function_idle, "
-     "env_idle, legacy_eni_attach)"),
+     "env_idle, legacy_eni_attach, env_max_lifetime)"),
     ({"timing": {"eni_create": "x"}}, "settings.timing.eni_create",
      "expected a duration like 90s, 20m, 14d or a [MIN, MAX] range; got 'x'"),
     ({"timing": {"eni_delete": "3 s"}}, "settings.timing.eni_delete", "got '3 s'"),

@@ -18,13 +18,13 @@ def test_fast_is_the_default_profile() -> None:
     assert got == timing.timing({"timing": {"profile": None}})
     assert got == timing.timing({"timing": {"eni_create": None}})
     assert got == timing.Timing("fast", (1.0, 1.0), (3.0, 3.0), (14 * DAY, 14 * DAY),
-                                (300.0, 300.0), (1.0, 1.0))
+                                (300.0, 300.0), (1.0, 1.0), (7200.0, 7200.0))
 
 
 def test_aws_profile() -> None:
     got = timing.timing({"timing": {"profile": "aws"}})
     assert got == timing.Timing("aws", (60.0, 90.0), (60.0, 1200.0), (14 * DAY, 14 * DAY),
-                                (300.0, 900.0), (10.0, 10.0))
+                                (300.0, 900.0), (10.0, 10.0), (7200.0, 14400.0))
 
 
 def test_every_profile_sets_every_key() -> None:
@@ -128,7 +128,7 @@ def test_summary_formats_spans() -> None:
     assert timing.timing({"timing": {"profile": "aws"}}).summary() == {
         "profile": "aws", "eni_create": "1m..90s",
         "eni_delete": "1m..20m", "function_idle": "14d", "env_idle": "5m..15m",
-        "legacy_eni_attach": "10s"}
+        "legacy_eni_attach": "10s", "env_max_lifetime": "2h..4h"}
     assert timing.span_text((0.25, 0.25)) == "250ms"
 
 
