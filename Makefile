@@ -11,14 +11,14 @@ PYTEST_ARGS ?=
 TOOLS := ip:iproute2 ping:iputils-ping curl:curl iperf3:iperf3 nft:nftables \
          tcpdump:tcpdump ethtool:ethtool traceroute:traceroute \
          mariadbd:mariadb-server redis-server:redis-server memcached:memcached \
-         node:nodejs npm:npm
+         node:nodejs npm:npm dot:graphviz
 # the servers a template's databases and caches become are only run by `up`, inside our
 # namespaces: installing them must not start Debian's own services (policy-rc.d says no)
 
-.PHONY: install system-deps demo test test-unit test-integration lint fuzz bench bench-quick test-container clean help
+.PHONY: install system-deps demo test test-unit test-integration lint fuzz bench bench-quick test-container docs-graph clean help
 
 help:
-	@echo "make install | demo | test | test-unit | test-integration | test-container | lint | fuzz | bench | bench-quick | clean"
+	@echo "make install | demo | test | test-unit | test-integration | test-container | lint | fuzz | bench | bench-quick | docs-graph | clean"
 
 install: system-deps $(STAMP)
 
@@ -75,6 +75,9 @@ bench: install
 
 bench-quick: install
 	$(BIN)/hyperplane bench --quick $(BENCH_ARGS)
+
+docs-graph: $(STAMP)
+	$(BIN)/python scripts/readme_graph.py
 
 clean:
 	-@if [ "$$(id -u)" = 0 ] && [ -x $(BIN)/hyperplane ]; then $(BIN)/hyperplane cleanup; fi

@@ -14,7 +14,8 @@ layers below it (``tests/unit/test_architecture.py`` keeps it so).
                  ``sockets``/``loop``/``natgw_loop`` are its I/O side
     policy/      security groups (membership, rules, edits), host firewall     pure
                  scripts, reachability verdicts
-    fabric/      which kernel objects a topology needs, and plan(old, new)     pure
+    fabric/      which kernel objects a topology needs, and plan(old, new);   pure
+                 the topology as a picture (DOT, mermaid)
     services/    processes inside namespaces: VPC DNS resolver (with its       I/O
                  codec), HTTP service, the hosts' real servers (MariaDB,
                  PostgreSQL, Redis, memcached; a listener, a proxy), reach

@@ -1,7 +1,7 @@
 """The ``hyperplane`` command line (click).
 
-Every command but ``validate`` needs root (namespaces, raw sockets); without
-it the command prints one line saying so and exits with code 2.  Errors in a
+Every command but ``validate`` and ``graph FILE`` needs root (namespaces, raw sockets);
+without it the command prints one line saying so and exits with code 2.  Errors in a
 topology file or in a request exit with code 2 and one line; a failure of the
 emulator itself exits with code 1.
 """
@@ -14,13 +14,14 @@ import sys
 
 import click
 
-from hyperplane.cli import control, measure, network, template
+from hyperplane.cli import control, measure, network, observe, scale, template
 from hyperplane.cli.output import emit, fail
+from hyperplane.cli.progress import UpProgress
 from hyperplane.emulator import cleanup as clean
 from hyperplane.emulator import requests, run, running, stacks
 from hyperplane.errors import ApiError, TopologyError, UnreachableError, UsageError
 
-NO_ROOT = ("validate",)
+NO_ROOT = ("validate", "graph", "generate")  # graph FILE; graph alone says it needs root
 
 
 class Group(click.Group):
@@ -97,7 +98,8 @@ def up(file: str, as_json: bool, no_wait: bool, api_port: int | None, no_api: bo
     """Validate FILE (a topology file, or a CloudFormation/SAM template), build it, start
     the daemons; return when no function is Pending."""
     result = run.up(file, wait=not no_wait, api_port=api_port, api=not no_api,
-                    options=_options(overrides, stack_name, code))
+                    options=_options(overrides, stack_name, code),
+                    progress=None if as_json else UpProgress())
     emit(result, as_json, _status_text(result))
 
 
@@ -137,6 +139,18 @@ def status(as_json: bool) -> None:
     emit(result, as_json, _status_text(result))
 
 
+def _supervision_lines(view: dict) -> list[str]:
+    sup = view.get("supervisor") or {}
+    lines = [f"supervisor  pid {sup.get('pid')} "
+             f"{'running' if sup.get('alive') else 'NOT RUNNING: nothing is restarted'}"]
+    for name, proc in (view.get("processes") or {}).items():
+        if proc.get("down"):
+            lines.append(f"down        {name}: {proc['down']}")
+        elif proc.get("restarts"):
+            lines.append(f"restarted   {name} {proc['restarts']} times (pid {proc['pid']})")
+    return lines
+
+
 def _status_text(s: dict) -> str:
     if not s.get("up"):
         return "nothing is up"
@@ -144,9 +158,10 @@ def _status_text(s: dict) -> str:
     endpoint = s.get("api") or {}
     lines = [f"topology    {s['topology']}",
              f"dataplane   pid {dp['pid']} {'running' if dp['alive'] else 'NOT RUNNING'}, "
-             f"{dp['sessions_active']} sessions",
+             f"{dp['sessions_active']} sessions, restarts {dp.get('restarts', 0)}",
              f"controller  pid {ctl['pid']} {'running' if ctl['alive'] else 'NOT RUNNING'}, "
-             f"timing profile {s['timing']['profile']}",
+             f"timing profile {s['timing']['profile']}, restarts {ctl.get('restarts', 0)}",
+             *_supervision_lines(s.get("supervision") or {}),
              f"ENIs        {s['enis']}    environments {s['environments']}",
              f"AWS API     {endpoint.get('url') or 'not started (--no-api)'}"]
     for f in s["functions"]:
@@ -252,11 +267,16 @@ def stats(as_json: bool) -> None:
 
 @main.command()
 @click.option("--eni", "eni_id", help="only this ENI's sessions")
+@click.option("--nat-gateway", "nat", is_flag=True, help="the NAT gateways' sessions")
+@click.option("--ask", is_flag=True, help="ask the dataplane process instead of reading "
+                                          "its shared-memory table")
 @click.option("--json", "as_json", is_flag=True)
-def conntrack(eni_id: str | None, as_json: bool) -> None:
-    """Sessions through Hyperplane, like `conntrack -L`."""
-    running.require()
-    rows = requests.dataplane_request({"op": "conntrack", "eni": eni_id})["sessions"]
+def conntrack(eni_id: str | None, nat: bool, ask: bool, as_json: bool) -> None:
+    """Sessions through Hyperplane (or the NAT gateways), like `conntrack -L`.
+
+    Read straight from the process's shared-memory session table: a busy (or restarting)
+    dataplane is not asked; counters are those last written back (every tick)."""
+    rows = running.sessions(eni_id, nat, ask)
     text = []
     for r in rows:
         o, p = r["original"], r["reply"]
@@ -266,11 +286,12 @@ def conntrack(eni_id: str | None, as_json: bool) -> None:
                     f"bytes={r['bytes']['original']} src={p['src']} dst={p['dst']} "
                     f"sport={p['sport']} dport={p['dport']} packets={r['packets']['reply']} "
                     f"bytes={r['bytes']['reply']}{'' if r['replied'] else ' [UNREPLIED]'} "
-                    f"eni={r['eni']}")
+                    f"{'gateway' if nat else 'eni'}={r.get('eni')}")
     emit(rows, as_json, "\n".join(text) or "no sessions")
 
 
-for _command in (*network.COMMANDS, *control.COMMANDS, *measure.COMMANDS):
+for _command in (*network.COMMANDS, *control.COMMANDS, *measure.COMMANDS, *observe.COMMANDS,
+                 *scale.COMMANDS):
     main.add_command(_command)
 
 

@@ -23,7 +23,10 @@ BUILD=$ROOT/build/container
 SUITE=bookworm
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SUITE_TIMEOUT=${SUITE_TIMEOUT:-1500}
-PACKAGES=iproute2,iputils-ping,curl,iperf3,nftables,tcpdump,ethtool,traceroute,python3,python3-venv,procps,mariadb-server,postgresql,redis-server,memcached,nodejs,npm
+PACKAGES=iproute2,iputils-ping,curl,iperf3,nftables,tcpdump,ethtool,traceroute,python3,python3-venv,procps,mariadb-server,postgresql,redis-server,memcached,nodejs
+# installed by apt inside the new root filesystem: debootstrap's resolver cannot follow
+# their dependencies (npm's alternatives)
+APT_PACKAGES="npm graphviz"
 IMAGE_REPO=localhost/hyperplane-test
 RUN_ID=hp-test-$$
 CONTAINERS=("$RUN_ID-venv" "$RUN_ID-control" "$RUN_ID-suite")
@@ -191,7 +194,7 @@ BEFORE=$(host_state)
 
 # --- 1. root filesystem (cached) ----------------------------------------------------------
 ROOTFS=$BUILD/rootfs
-ROOTFS_KEY=$(printf '%s %s %s' "$SUITE" "$MIRROR" "$PACKAGES" | sha256sum | cut -c1-16)
+ROOTFS_KEY=$(printf '%s %s %s %s' "$SUITE" "$MIRROR" "$PACKAGES" "$APT_PACKAGES" | sha256sum | cut -c1-16)
 if [ "$(cat "$BUILD/rootfs.key" 2>/dev/null)" != "$ROOTFS_KEY" ]; then
   say "debootstrap $SUITE (minbase + $PACKAGES) into build/container/rootfs"
   rm -rf "$ROOTFS" "$BUILD/rootfs.key"
@@ -201,6 +204,19 @@ if [ "$(cat "$BUILD/rootfs.key" 2>/dev/null)" != "$ROOTFS_KEY" ]; then
     tail -20 "$BUILD/debootstrap.log" >&2
     die "debootstrap failed (log: build/container/debootstrap.log)"
   fi
+  # no service may start while packages are installed (policy-rc.d says no); /proc only
+  # for the installers, in this script's private mount namespace
+  printf '#!/bin/sh\nexit 101\n' >"$ROOTFS/usr/sbin/policy-rc.d"
+  chmod 755 "$ROOTFS/usr/sbin/policy-rc.d"
+  mount -t proc proc "$ROOTFS/proc"
+  if ! bounded 900 chroot "$ROOTFS" sh -c "apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+       apt-get install -y -q --no-install-recommends $APT_PACKAGES" >"$BUILD/apt.log" 2>&1; then
+    umount "$ROOTFS/proc"
+    tail -20 "$BUILD/apt.log" >&2
+    die "apt-get install $APT_PACKAGES in the root filesystem failed (log: build/container/apt.log)"
+  fi
+  umount "$ROOTFS/proc"
+  rm -f "$ROOTFS/usr/sbin/policy-rc.d"
   rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/lib/apt/lists/*
   echo "$ROOTFS_KEY" >"$BUILD/rootfs.key"
   say "root filesystem ready in $((SECONDS - t0)) s"
