@@ -92,14 +92,20 @@ def validate(file: str, overrides: tuple[str, ...], stack_name: str | None,
 @click.option("--api-port", type=click.IntRange(1, 65535),
               help="the AWS endpoint's port on 127.0.0.1 (default: settings.api.port, 4566)")
 @click.option("--no-api", is_flag=True, help="start no AWS-compatible endpoint")
+@click.option("--tune-host", is_flag=True,
+              help="raise the machine limits this topology exceeds (only those; see "
+                   "docs/cli.md for each and how to undo it)")
 @template_options
 def up(file: str, as_json: bool, no_wait: bool, api_port: int | None, no_api: bool,
-       overrides: tuple[str, ...], stack_name: str | None, code: tuple[str, ...]) -> None:
-    """Validate FILE (a topology file, or a CloudFormation/SAM template), build it, start
-    the daemons; return when no function is Pending."""
+       tune_host: bool, overrides: tuple[str, ...], stack_name: str | None,
+       code: tuple[str, ...]) -> None:
+    """Validate FILE (a topology file, or a CloudFormation/SAM template), check the
+    machine's limits, build it, start the daemons; return when no function is Pending."""
     result = run.up(file, wait=not no_wait, api_port=api_port, api=not no_api,
                     options=_options(overrides, stack_name, code),
-                    progress=None if as_json else UpProgress())
+                    progress=None if as_json else UpProgress(), tune_host=tune_host)
+    for line in result.get("host_tuned", []):
+        click.echo(f"up: {line}", err=True)
     emit(result, as_json, _status_text(result))
 
 

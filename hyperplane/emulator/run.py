@@ -19,7 +19,7 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from hyperplane.emulator import stacks
+from hyperplane.emulator import machine, stacks
 from hyperplane.emulator.requests import controller_request
 from hyperplane.emulator.running import load_source, status
 from hyperplane.errors import UsageError
@@ -58,10 +58,12 @@ def check_port(port: int) -> None:
 
 def up(path: str, wait: bool = True, api_port: int | None = None, api: bool = True,
        options: stacks.Options | None = None,
-       progress: Callable[[dict], None] | None = None) -> dict:
+       progress: Callable[[dict], None] | None = None, tune_host: bool = False) -> dict:
     """Build ``path``'s topology (a topology file, or a template with ``options``) and
     start everything; ``api_port`` overrides the file's ``settings.api.port``;
-    ``api=False`` starts no AWS endpoint; ``progress``: see ``wait_settled``."""
+    ``api=False`` starts no AWS endpoint; ``progress``: see ``wait_settled``; the machine's
+    limits are checked first (``machine.check``; ``tune_host`` raises those exceeded, and
+    the status's ``host_tuned`` says what changed)."""
     with state.locked():
         _refuse_if_up()
         try:
@@ -74,6 +76,7 @@ def up(path: str, wait: bool = True, api_port: int | None = None, api: bool = Tr
         if api:
             check_port(port)
         objs = desired.desired(topology, [], [])
+        tuned = machine.check(topology, objs, tune_host)
         data = {"source": os.path.abspath(path), "document": loaded.document,
                 "enis": [], "envs": [], "procs": {}, "namespaces": desired.namespaces(objs)}
         if loaded.stack:
@@ -97,7 +100,10 @@ def up(path: str, wait: bool = True, api_port: int | None = None, api: bool = Tr
             raise
     if wait:
         wait_settled(topology, progress)
-    return status()
+    result = status()
+    if tuned:
+        result["host_tuned"] = tuned
+    return result
 
 
 def start_controller(data: dict | None = None) -> int:

@@ -4,8 +4,10 @@ Mininet's split between a topology (a graph of names) and the build that turns
 it into kernel objects: ``desired(topology, enis, envs)`` lists every object
 (``objects``) for a topology with these ENIs and environments; what VPC egress
 adds (route tables, internet and NAT gateways, the emulated internet, the
-resolver's address) comes from ``egress``.  ``eni_objects`` and ``env_objects``
-are what one ENI or one environment adds at run time.
+resolver's address) comes from ``egress``, and the permanent neighbour entries that
+resolve every address of a subnet without ARP from ``neighbours``.  ``eni_objects`` and
+``env_objects`` are what one ENI or one environment adds at run time (their neighbour
+entries included).
 
 The picture (one VPC, one subnet shown)::
 
@@ -17,6 +19,7 @@ The picture (one VPC, one subnet shown)::
 from __future__ import annotations
 
 from hyperplane.fabric import egress
+from hyperplane.fabric.neighbours import eni_neighbours, env_neighbours, topology_neighbours
 from hyperplane.fabric.objects import (
     Address,
     Bridge,
@@ -39,8 +42,9 @@ def _vpc(topology: Topology, vpc: Vpc) -> list[KernelObject]:
     objs = namespace_objects(router, forwarding=True)
     for subnet in vpc.subnets:
         br = names.bridge(topology.layout.subnet(subnet.id))
-        objs += [Bridge(router, br), Up(router, br),
-                 Address(router, br, ipam.gateway(subnet.cidr), ipam.prefixlen(subnet.cidr))]
+        gateway = ipam.gateway(subnet.cidr)
+        objs += [Bridge(router, br, names.router_mac(gateway)), Up(router, br),
+                 Address(router, br, gateway, ipam.prefixlen(subnet.cidr))]
     return objs
 
 
@@ -73,18 +77,20 @@ def _host(topology: Topology, name: str) -> list[KernelObject]:
     subnet = topology.subnet(host.subnet)
     link = names.host_link(index)
     return namespace_objects(ns) + [
-        Veth(router, link, ns, "eth0"), Master(router, link, br), Up(router, link),
+        Veth(router, link, ns, "eth0", peer_mac=names.host_mac(host.ip)),
+        Master(router, link, br), Up(router, link),
         Up(ns, "eth0"), Address(ns, "eth0", host.ip, ipam.prefixlen(subnet.cidr)),
         Route(ns, None, ipam.gateway(subnet.cidr)),
     ]
 
 
 def eni_objects(topology: Topology, eni: Eni) -> list[KernelObject]:
-    """An ENI's link: its plane side (no kernel address) and its port on the subnet bridge."""
+    """An ENI's link: its plane side (no kernel address), its port on the subnet bridge, and
+    its address and MAC in its subnet's hosts and router (``neighbours``)."""
     router, br = subnet_location(topology, eni.key.subnet_id)
     return [Veth(names.PLANE_NS, eni.plane_link, router, eni.vpc_link, mac=eni.mac),
             Master(router, eni.vpc_link, br), Up(router, eni.vpc_link),
-            Up(names.PLANE_NS, eni.plane_link)]
+            Up(names.PLANE_NS, eni.plane_link)] + eni_neighbours(topology, eni)
 
 
 def env_objects(env: Env) -> list[KernelObject]:
@@ -96,7 +102,7 @@ def env_objects(env: Env) -> list[KernelObject]:
         Address(ns, "eth0", env.ip, 32),
         Route(ns, names.ENV_GATEWAY + "/32", None, "eth0"),
         Route(ns, None, names.ENV_GATEWAY, "eth0"),
-    ]
+    ] + env_neighbours(env)
 
 
 def desired(topology: Topology, enis: list[Eni], envs: list[Env]) -> frozenset[KernelObject]:
@@ -109,6 +115,7 @@ def desired(topology: Topology, enis: list[Eni], envs: list[Env]) -> frozenset[K
     for eni in enis:
         objs += eni_objects(topology, eni)
     objs += egress.objects(topology)
+    objs += topology_neighbours(topology)
     for env in envs:
         objs += env_objects(env)
     return frozenset(objs)

@@ -121,7 +121,8 @@ def _internet_gateway(topology: Topology, vpc: Vpc, igw_index: int) -> list:
     router, inet = names.router_ns(v_index), names.INET_NS
     inet_ip, router_ip = names.igw_transit(igw_index)
     link, peer = names.igw_router_link(v_index), names.igw_inet_link(v_index)
-    objs: list = [Veth(router, link, inet, peer), Up(router, link), Up(inet, peer),
+    objs: list = [Veth(router, link, inet, peer, mac=names.transit_mac(router_ip),
+                       peer_mac=names.transit_mac(inet_ip)), Up(router, link), Up(inet, peer),
                   Address(router, link, router_ip, 30), Address(inet, peer, inet_ip, 30)]
     for nat in vpc.network.nat_gateways:
         objs += [Route(router, f"{nat.elastic_ip}/32", nat.private_ip,

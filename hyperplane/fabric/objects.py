@@ -1,11 +1,11 @@
 """The fabric's vocabulary: kernel objects as records, and the plan between two sets (pure).
 
-Every namespace, sysctl, bridge, veth, bridge port, link state, address, route
-and policy rule the project makes is a frozen record here, with a ``stage`` that
-orders creation.  ``plan(old, new)`` is Snabb-style configuration diff: the
-ordered actions that turn the ``old`` set into the ``new`` one (``kernel.build``
-performs them).  ``desired`` says which objects a topology needs; tearing down
-is ``plan(current, set())``.
+Every namespace, sysctl, bridge, veth, bridge port, link state, address, route,
+policy rule and permanent neighbour entry the project makes is a frozen record
+here, with a ``stage`` that orders creation.  ``plan(old, new)`` is Snabb-style
+configuration diff: the ordered actions that turn the ``old`` set into the
+``new`` one (``kernel.build`` performs them).  ``desired`` says which objects a
+topology needs; tearing down is ``plan(current, set())``.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class Sysctl:
 class Bridge:
     ns: str
     name: str
+    mac: str | None = None  # None: the kernel's choice (a VPC router's is fixed: ``names``)
     stage: ClassVar[int] = 2
 
 
@@ -96,7 +97,23 @@ class PolicyRule:
     stage: ClassVar[int] = 8
 
 
-KernelObject = Netns | Sysctl | Bridge | Veth | Master | Up | Address | Route | PolicyRule
+@dataclass(frozen=True)
+class Neighbour:
+    """A permanent neighbour entry (``NUD_PERMANENT``): ``ip`` is at ``mac`` on ``ifname``.
+
+    The VPC's mapping service in kernel form (``fabric.neighbours``): exempt from the
+    neighbour table's garbage-collection limit (``gc_thresh3``), never resolved by ARP.
+    """
+
+    ns: str
+    ifname: str
+    ip: str
+    mac: str
+    stage: ClassVar[int] = 9
+
+
+KernelObject = (Netns | Sysctl | Bridge | Veth | Master | Up | Address | Route | PolicyRule |
+                Neighbour)
 
 
 @dataclass(frozen=True)
@@ -125,7 +142,7 @@ def plan(old: frozenset[KernelObject], new: frozenset[KernelObject]) -> list[Act
     Deletions come first, deepest stage first; an object inside a namespace
     that is itself deleted needs no action of its own.  Creations follow in
     stage order (namespaces, sysctls, bridges, veths, ports, links up,
-    addresses, routes).
+    addresses, routes, rules, neighbour entries).
     """
     gone = old - new
     dead_ns = {o.name for o in gone if isinstance(o, Netns)}
@@ -139,8 +156,9 @@ def plan(old: frozenset[KernelObject], new: frozenset[KernelObject]) -> list[Act
 
 
 def _goes_with_link(obj: KernelObject, gone: frozenset[KernelObject]) -> bool:
-    """Ports, link states and addresses vanish with a deleted veth or bridge."""
-    if not isinstance(obj, (Master, Up, Address)):
+    """Ports, link states, addresses and neighbour entries vanish with a deleted veth or
+    bridge."""
+    if not isinstance(obj, (Master, Up, Address, Neighbour)):
         return False
     for o in gone:
         if isinstance(o, Veth) and ((o.ns, o.name) == (obj.ns, obj.ifname) or

@@ -1,7 +1,8 @@
 """Builder: performs a fabric plan against the kernel (side effects).
 
 ``apply(actions)`` walks the ordered actions from ``fabric.plan`` and makes
-or removes each kernel object through ``netlink``.  Each step is idempotent,
+or removes each kernel object through ``netlink`` (permanent neighbour entries in
+batches per namespace: a topology has tens of thousands).  Each step is idempotent,
 so a build interrupted half-way is finished by running it again, and
 ``cleanup`` can always remove what is left.
 """
@@ -19,7 +20,7 @@ def _create(obj: fabric.KernelObject) -> None:
     elif isinstance(obj, fabric.Sysctl):
         netlink.set_sysctl(obj.ns, obj.key, obj.value)
     elif isinstance(obj, fabric.Bridge):
-        netlink.add_bridge(obj.ns, obj.name)
+        netlink.add_bridge(obj.ns, obj.name, obj.mac)
     elif isinstance(obj, fabric.Veth):
         netlink.add_veth(obj.ns, obj.name, obj.peer_ns, obj.peer_name, obj.mac, obj.peer_mac)
     elif isinstance(obj, fabric.Master):
@@ -32,6 +33,8 @@ def _create(obj: fabric.KernelObject) -> None:
         netlink.add_route(obj.ns, obj.dst, obj.gateway, obj.ifname, obj.table, obj.kind)
     elif isinstance(obj, fabric.PolicyRule):
         netlink.add_rule(obj.ns, obj.iif, obj.table, obj.priority)
+    elif isinstance(obj, fabric.Neighbour):
+        netlink.set_neighbours(obj.ns, [(obj.ifname, obj.ip, obj.mac)])
     else:  # pragma: no cover - the union is closed
         raise TypeError(obj)
 
@@ -43,9 +46,28 @@ def _delete(obj: fabric.KernelObject) -> None:
         netlink.delete_link(obj.ns, obj.name)
         if isinstance(obj, fabric.Veth):  # the peer goes with it: forget its cached index
             netlink.forget_link(obj.peer_ns, obj.peer_name)
+    elif isinstance(obj, fabric.Neighbour):  # an ENI, host or NAT gateway that went
+        netlink.delete_neighbour(obj.ns, obj.ifname, obj.ip)
     # addresses, routes, ports and sysctls of surviving links are not retracted yet
 
 
 def apply(actions: list[Action]) -> None:
+    """Perform ``actions`` in order; a run of neighbour entries to make goes to the kernel
+    in batches, a namespace at a time (``netlink.set_neighbours``)."""
+    entries: list[fabric.Neighbour] = []
     for action in actions:
+        if action.verb == "create" and isinstance(action.obj, fabric.Neighbour):
+            entries.append(action.obj)
+            continue
+        _set_neighbours(entries)
         (_create if action.verb == "create" else _delete)(action.obj)
+    _set_neighbours(entries)
+
+
+def _set_neighbours(entries: list[fabric.Neighbour]) -> None:
+    by_ns: dict[str, list[tuple[str, str, str]]] = {}
+    for n in entries:
+        by_ns.setdefault(n.ns, []).append((n.ifname, n.ip, n.mac))
+    for ns, wanted in by_ns.items():
+        netlink.set_neighbours(ns, wanted)
+    entries.clear()

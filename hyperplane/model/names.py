@@ -11,9 +11,17 @@ the project prefix ``hp`` and fit IFNAMSIZ (15 characters); namespaces use
     hp-e<N>         execution environment N; its eth0 pairs with hpe<N> in hp-plane
     hpi<N>/hpn<N>   ENI N: hpi<N> in hp-plane, hpn<N> on the subnet bridge
     hph<N>          host N's link on the subnet bridge (eth0 inside the host)
+
+MACs are deterministic too (``mac``: ``02:<kind>:<4 octets>``), so that the fabric knows
+every address and MAC of a subnet and installs them as permanent neighbour entries
+(``fabric.neighbours``): an ENI, an environment, a NAT gateway by its number; a host's
+eth0 and a subnet's router (its bridge) by their IPv4 address, unique on their subnet
+and unchanged when other hosts come and go.
 """
 
 from __future__ import annotations
+
+import ipaddress
 
 PREFIX = "hp"
 NS_PREFIX = "hp-"
@@ -68,6 +76,24 @@ def mac(kind: int, index: int) -> str:
 MAC_ENI = 0xE1          # ENI address as the VPC sees it (hpi<N>)
 MAC_ENV = 0xE0          # the environment's eth0
 MAC_ENV_GATEWAY = 0xE2  # Hyperplane's side of an environment link (hpe<N>)
+MAC_HOST = 0xE5         # a host's eth0, by its address
+MAC_ROUTER = 0xE6       # a subnet's router (its bridge hpbr<S>), by the gateway's address
+MAC_TRANSIT = 0xE7      # an internet gateway's /30 (hpx<V>, hpy<V>), by the address
+
+
+def host_mac(ip: str) -> str:
+    """The MAC of a host's eth0 with address ``ip`` (unique on its subnet)."""
+    return mac(MAC_HOST, int(ipaddress.IPv4Address(ip)))
+
+
+def router_mac(gateway_ip: str) -> str:
+    """The MAC of a subnet's router: its bridge, holding the gateway address (base + 1)."""
+    return mac(MAC_ROUTER, int(ipaddress.IPv4Address(gateway_ip)))
+
+
+def transit_mac(ip: str) -> str:
+    """The MAC of one end of an internet gateway's /30, by that end's address."""
+    return mac(MAC_TRANSIT, int(ipaddress.IPv4Address(ip)))
 
 
 # -- VPC egress: the emulated internet, internet gateways, NAT gateways (documentation ranges

@@ -15,6 +15,7 @@ from hyperplane.fabric.objects import (
     Address,
     Bridge,
     Master,
+    Neighbour,
     Netns,
     Route,
     Sysctl,
@@ -55,7 +56,7 @@ def world(topo: Topology, env_count: int = 2) -> tuple[list, list[Env], frozense
 def interface_names(obj) -> list[str]:
     fields = {Netns: (), Sysctl: (), Bridge: ("name",), Veth: ("name", "peer_name"),
               Master: ("ifname", "bridge"), Up: ("ifname",), Address: ("ifname",),
-              Route: ("ifname",)}[type(obj)]
+              Route: ("ifname",), Neighbour: ("ifname",)}[type(obj)]
     return [getattr(obj, f) for f in fields if getattr(obj, f) is not None]
 
 
@@ -73,7 +74,8 @@ def stages(actions: list[Action]) -> list[int]:
 def test_quickstart_has_the_plane_router_and_host_namespaces(topo: Topology) -> None:
     _, _, objs = world(topo, env_count=0)
     assert fabric.namespaces(objs) == ["hp-h-db", "hp-plane", "hp-r0"]
-    assert {Bridge("hp-r0", "hpbr0"), Bridge("hp-r0", "hpbr1")} <= objs
+    assert {Bridge("hp-r0", "hpbr0", "02:e6:0a:00:01:01"),
+            Bridge("hp-r0", "hpbr1", "02:e6:0a:00:02:01")} <= objs
     assert Address("hp-r0", "hpbr0", "10.0.1.1", 24) in objs
     assert Address("hp-h-db", "eth0", "10.0.1.10", 24) in objs
     assert Route("hp-h-db", None, "10.0.1.1") in objs
@@ -166,12 +168,14 @@ def test_removing_an_env_deletes_its_namespace_and_plane_link(topo: Topology) ->
         Netns(gone.netns)]  # Up(hp-plane, hpe1) goes with the veth
 
 
-def test_removing_an_eni_deletes_its_veth_only(topo: Topology) -> None:
+def test_removing_an_eni_deletes_its_veth_and_its_neighbour_entries_only(
+        topo: Topology) -> None:
     enis, _, before = world(topo, env_count=0)
     after = desired(topo, enis[:1], [])
     actions = plan(before, after)
     gone = enis[1]
-    assert actions == [Action("delete", Veth("hp-plane", gone.plane_link, "hp-r0",
+    assert actions == [Action("delete", Neighbour("hp-r0", "hpbr1", gone.ip, gone.mac)),
+                       Action("delete", Veth("hp-plane", gone.plane_link, "hp-r0",
                                              gone.vpc_link, mac=gone.mac))]
 
 
@@ -203,7 +207,7 @@ def simulate(state: frozenset, actions: list[Action]) -> frozenset:
             ends = {(obj.ns, obj.name)}
             if isinstance(obj, Veth):
                 ends.add((obj.peer_ns, obj.peer_name))
-            objs = {o for o in objs if not (isinstance(o, (Master, Up, Address))
+            objs = {o for o in objs if not (isinstance(o, (Master, Up, Address, Neighbour))
                                             and (o.ns, o.ifname) in ends)}
     return frozenset(objs)
 

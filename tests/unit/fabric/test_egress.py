@@ -39,7 +39,8 @@ def test_route_tables_nat_and_internet_gateways() -> None:
                 enumerate(("10.0.0.0/24", "10.0.1.0/24", "10.0.2.0/24"))} <= objs
         assert Route(router, "10.0.0.0/16", None, None, table, "blackhole") in objs
     # the internet gateway: a /30 into hp-inet; the Elastic IP routed back both sides
-    assert Veth(router, "hpx0", "hp-inet", "hpy0") in objs
+    assert Veth(router, "hpx0", "hp-inet", "hpy0", mac="02:e7:c0:00:02:82",
+                peer_mac="02:e7:c0:00:02:81") in objs
     assert Address(router, "hpx0", "192.0.2.130", 30) in objs
     assert Address("hp-inet", "hpy0", "192.0.2.129", 30) in objs
     assert Route(router, "198.51.100.10/32", "10.0.0.4", "hpbr0") in objs
