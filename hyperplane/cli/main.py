@@ -14,7 +14,7 @@ import sys
 
 import click
 
-from hyperplane.cli import control, measure, network, observe, scale, template
+from hyperplane.cli import conntrack, control, measure, network, observe, scale, template
 from hyperplane.cli.output import emit, fail
 from hyperplane.cli.progress import UpProgress
 from hyperplane.emulator import cleanup as clean
@@ -268,36 +268,14 @@ def stats(as_json: bool) -> None:
         for gateway_id, counters in sorted(natgw["gateways"].items()):
             lines.append(f"[{gateway_id}]")
             lines += [f"  {k:<22} {v}" for k, v in sorted(counters.items())]
+            metrics = natgw["cloudwatch"].get(gateway_id, {})
+            lines.append(f"[{gateway_id}] CloudWatch AWS/NATGateway")
+            lines += [f"  {k:<26} {v}" for k, v in metrics.items()]
     emit(result, as_json, "\n".join(lines))
 
 
-@main.command()
-@click.option("--eni", "eni_id", help="only this ENI's sessions")
-@click.option("--nat-gateway", "nat", is_flag=True, help="the NAT gateways' sessions")
-@click.option("--ask", is_flag=True, help="ask the dataplane process instead of reading "
-                                          "its shared-memory table")
-@click.option("--json", "as_json", is_flag=True)
-def conntrack(eni_id: str | None, nat: bool, ask: bool, as_json: bool) -> None:
-    """Sessions through Hyperplane (or the NAT gateways), like `conntrack -L`.
-
-    Read straight from the process's shared-memory session table: a busy (or restarting)
-    dataplane is not asked; counters are those last written back (every tick)."""
-    rows = running.sessions(eni_id, nat, ask)
-    text = []
-    for r in rows:
-        o, p = r["original"], r["reply"]
-        text.append(f"{r['protocol']:<5} {r['timeout']:>6} {(r.get('state') or ''):<11} "
-                    f"src={o['src']} dst={o['dst']} "
-                    f"sport={o['sport']} dport={o['dport']} packets={r['packets']['original']} "
-                    f"bytes={r['bytes']['original']} src={p['src']} dst={p['dst']} "
-                    f"sport={p['sport']} dport={p['dport']} packets={r['packets']['reply']} "
-                    f"bytes={r['bytes']['reply']}{'' if r['replied'] else ' [UNREPLIED]'} "
-                    f"{'gateway' if nat else 'eni'}={r.get('eni')}")
-    emit(rows, as_json, "\n".join(text) or "no sessions")
-
-
 for _command in (*network.COMMANDS, *control.COMMANDS, *measure.COMMANDS, *observe.COMMANDS,
-                 *scale.COMMANDS):
+                 *scale.COMMANDS, *conntrack.COMMANDS):
     main.add_command(_command)
 
 

@@ -19,6 +19,7 @@ Control protocol: ``jsonline`` (one request line, one reply line, per connection
     {"op": "config", "config": {...}}   -> the whole desired configuration, as a snapshot
     {"op": "stats"}                     -> global and per-ENI counters, the table's figures
     {"op": "conntrack", "eni": ID|null} -> sessions
+    {"op": "conntrack_delete", "filter": {...}} -> the sessions freed (``ctfilter``)
 
 The configuration is always a complete snapshot (``config.Snapshot``: ENIs,
 environments, timeouts), never a delta: ``config.plan`` compares it with the
@@ -38,6 +39,7 @@ import time
 import traceback
 
 from hyperplane import jsonline
+from hyperplane.dataplane import ctfilter
 from hyperplane.dataplane.acl import RuleSet
 from hyperplane.dataplane.config import Existing, Plan, Snapshot, plan
 from hyperplane.dataplane.pipeline import EniPort, EnvPort, Pipeline
@@ -174,6 +176,9 @@ class Dataplane:
             return {"ok": True, "stats": self.stats()}
         if op == "conntrack":
             return {"ok": True, "sessions": self.conntrack(request.get("eni"))}
+        if op == "conntrack_delete":  # conntrack --delete / --flush: freed by the writer
+            return {"ok": True, "deleted": ctfilter.delete(
+                self.pipeline, ctfilter.Filter.parse(request.get("filter")), time.monotonic())}
         return {"ok": False, "error": f"unknown op {op!r}"}
 
     def stats(self) -> dict:

@@ -5,7 +5,8 @@
 Runs in ``hp-plane`` next to the Hyperplane dataplane, as a separate process (a NAT
 gateway is a separate AWS service, and a separate failure domain here).  It reuses
 ``loop.Dataplane`` whole (epoll loop, packet sockets, control protocol, ``stats`` and
-``conntrack``) with ``natgw.NatGatewayPipeline`` in place of the Lambda pipeline.
+``conntrack``) with ``natgw.NatGatewayPipeline`` in place of the Lambda pipeline;
+``stats`` adds ``cloudwatch``: each gateway's figures under AWS's metric names.
 Its snapshot (``config.NatSnapshot``, pushed by ``kernel.vpcservices``) lists the
 gateways; ``config.plan_gateways`` is its diff.  Its sessions live in its own table
 file (``--table``), attached to again after a restart like the dataplane's.
@@ -17,7 +18,14 @@ import time
 
 from hyperplane.dataplane.config import Existing, NatSnapshot, plan_gateways
 from hyperplane.dataplane.loop import Dataplane
-from hyperplane.dataplane.natgw import NatGatewayPipeline, NatGatewayPort
+from hyperplane.dataplane.natgw import (
+    NATGW_DROPS,
+    NatGatewayPipeline,
+    NatGatewayPort,
+    active_connections,
+    cloudwatch_metrics,
+)
+from hyperplane.dataplane.pipeline import DROP_REASONS
 
 
 class NatGatewayDataplane(Dataplane):
@@ -39,3 +47,13 @@ class NatGatewayDataplane(Dataplane):
             port.per_destination = g.per_destination
             pl.resolve(port, port.gateway_bytes, now)
         pl.prune()
+
+    def stats(self) -> dict:
+        """The dataplane's figures, and each gateway's under AWS's CloudWatch metric names."""
+        out = super().stats()
+        pl, now = self.pipeline, time.monotonic()
+        out["cloudwatch"] = {
+            g.id: cloudwatch_metrics(g.counters, active_connections(
+                pl.store.describe(now, g.table.slot)), DROP_REASONS + NATGW_DROPS)
+            for g in pl.enis.values()}
+        return out

@@ -10,7 +10,8 @@ rebuilt).  A file of another version or capacity is refused with
 ``records.TableError``, never recreated behind the operator's back: removing the
 file (``hyperplane down``/``cleanup``) starts afresh.
 
-``read_sessions(path)`` is for another process (``hyperplane conntrack``): it maps
+``read_sessions(path)`` (and ``read_records``, the records themselves, for
+``conntrack --follow``) is for another process (``hyperplane conntrack``): it maps
 the file read-only and copies all records at once; a record whose ``seq`` was odd,
 or is not the same after the copy, or whose CRC fails, is copied again alone between
 two reads of its ``seq`` (retrying while the writer is mid-update), so a busy
@@ -128,9 +129,9 @@ def _copy(mem: mmap.mmap, off: int) -> tuple | None:
     return None
 
 
-def read_sessions(path: str, now: float | None = None) -> list[dict]:
-    """The unexpired sessions of a table file, as the dataplane's ``conntrack`` rows
-    (``conntrack.Session.describe`` plus ``eni``), read without disturbing its writer."""
+def read_records(path: str, now: float | None = None) -> tuple[dict[int, str], list[tuple]]:
+    """The ENI ids by slot and the ``(record number, fields)`` of every unexpired session
+    of a table file (``records.REC`` fields), read without disturbing its writer."""
     now = time.monotonic() if now is None else now
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -145,7 +146,7 @@ def read_sessions(path: str, now: float | None = None) -> list[dict]:
         ids = {slot: eni for slot in range(r.SLOTS)
                if (eni := r.slot_entry(mem, slot)) is not None}
         body = mem[r.HEADER:r.HEADER + head["hwm"] * r.RECORD]  # one copy of every record
-        rows = []
+        found = []
         for rec, fields in enumerate(r.REC.iter_unpack(body)):
             if fields[r.F_LIVE] != 1:
                 continue
@@ -155,7 +156,15 @@ def read_sessions(path: str, now: float | None = None) -> list[dict]:
                 fields = _copy(mem, off)  # written to while copied: that record again, alone
             if fields is None or fields[r.F_EXPIRES] < now:
                 continue
-            rows.append(r.describe(fields, now, ids.get(fields[r.F_SLOT])))
-        return rows
+            found.append((rec, fields))
+        return ids, found
     finally:
         mem.close()
+
+
+def read_sessions(path: str, now: float | None = None) -> list[dict]:
+    """The unexpired sessions of a table file, as the dataplane's ``conntrack`` rows
+    (``conntrack.Session.describe`` plus ``eni``), read without disturbing its writer."""
+    now = time.monotonic() if now is None else now
+    ids, found = read_records(path, now)
+    return [r.describe(fields, now, ids.get(fields[r.F_SLOT])) for _, fields in found]

@@ -115,6 +115,8 @@ class SessionStore:
         self.attached = self.repaired = self.dropped = 0
         self.was_dirty = False
         self.release: Callable[[], None] | None = None  # set by ``shm``: unmap, unlock
+        self.on_expire: Callable[[int, float], None] | None = None  # (record, now) before
+        # ``reap``/``reap_slot`` free an expired record (the NAT gateway's idle reset)
 
     # -- making and attaching -------------------------------------------------------------
     @classmethod
@@ -409,6 +411,8 @@ class SessionStore:
             expires = s.expires if s is not None else EXPIRES.unpack_from(
                 mem, r.HEADER + rec * r.RECORD + r.EXPIRES_AT)[0]
             if expires < now:
+                if self.on_expire is not None:
+                    self.on_expire(rec, now)
                 self._free(rec)
                 freed += 1
         self.hand = hand
@@ -425,6 +429,23 @@ class SessionStore:
             expires = s.expires if s is not None else EXPIRES.unpack_from(
                 self.mem, off + r.EXPIRES_AT)[0]
             if expires < now:
+                if self.on_expire is not None:
+                    self.on_expire(rec, now)
+                self._free(rec)
+                freed += 1
+        return freed
+
+    def delete_matching(self, match: Callable[[tuple, str | None], bool], now: float) -> int:
+        """Free every unexpired session whose record (its ``records.REC`` fields, cached
+        objects written back first) and ENI id ``match`` (``conntrack --delete``); how
+        many."""
+        self.flush()
+        ids, freed = self.slot_ids(), 0
+        for rec in self._records():
+            fields = r.REC.unpack_from(self.mem, r.record_at(rec))
+            s = self.cached.get(rec)
+            expires = s.expires if s is not None else fields[r.F_EXPIRES]
+            if expires >= now and match(fields, ids.get(fields[r.F_SLOT])):
                 self._free(rec)
                 freed += 1
         return freed

@@ -56,9 +56,11 @@ def natgw_request(message: dict) -> dict:
 
 
 def natgw_stats() -> dict:
-    """The NAT gateway process's counters: ``{"global": {...}, "gateways": {id: {...}}}``."""
+    """The NAT gateway process's counters: ``{"global": {...}, "gateways": {id: {...}},
+    "cloudwatch": {id: {AWS metric name: value}}}``."""
     stats = natgw_request({"op": "stats"})["stats"]
-    return {"global": stats["global"], "gateways": stats["enis"]}
+    return {"global": stats["global"], "gateways": stats["enis"],
+            "cloudwatch": stats.get("cloudwatch", {})}
 
 
 # -- execution environments (through the controller) ----------------------------------------
