@@ -1,4 +1,5 @@
-"""Command-line commands to see the network (click): ``graph`` and ``capture``.
+"""Command-line commands to see the network (click): ``graph`` and ``capture`` (and
+``flow-logs``, from ``cli.flowlogs``).
 
 Registered on the main group by ``cli.main``; errors become one line and an exit code
 there (an unknown ENI, host, function or environment exits 2).
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from hyperplane.cli import flowlogs
 from hyperplane.emulator import capture as captures
 from hyperplane.emulator import graphs, running
 from hyperplane.errors import UsageError
@@ -65,4 +67,4 @@ def capture(eni_id: str | None, host: str | None, function: str | None, env: str
     sys.exit(captures.run(where, argv))
 
 
-COMMANDS = (graph, capture)
+COMMANDS = (graph, capture, *flowlogs.COMMANDS)

@@ -31,6 +31,11 @@ def _hex(text: str, size: int = 17) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:size]
 
 
+def host_interface_id(name: str) -> str:
+    """The id of a host's network interface (``DescribeNetworkInterfaces``, flow logs)."""
+    return "eni-" + _hex(f"host/{name}")
+
+
 def owned(topology: Topology, account: str) -> list[Vpc]:
     return [v for v in topology.vpcs if topology.vpc_account(v.id) == account]
 
@@ -133,7 +138,7 @@ def interfaces(topology: Topology, enis: list[Eni], account: str, when: str) -> 
     for vpc in owned(topology, account):
         for h in vpc.hosts:
             row = _interface(topology, h.subnet, h.ip, "", account, h.security_groups)
-            row.update({"NetworkInterfaceId": "eni-" + _hex(f"host/{h.name}"),
+            row.update({"NetworkInterfaceId": host_interface_id(h.name),
                         "InterfaceType": "interface", "Status": "in-use",
                         "Description": f"hyperplane host {h.name}", "RequesterManaged": False})
             rows.append(row)

@@ -19,6 +19,7 @@ Control protocol: ``jsonline`` (one request line, one reply line, per connection
     {"op": "config", "config": {...}}   -> the whole desired configuration, as a snapshot
     {"op": "stats"}                     -> global and per-ENI counters, the table's figures
     {"op": "conntrack", "eni": ID|null} -> sessions
+    {"op": "rejects"}                   -> the flows the ENIs rejected since the last ask
     {"op": "conntrack_delete", "filter": {...}} -> the sessions freed (``ctfilter``)
 
 The configuration is always a complete snapshot (``config.Snapshot``: ENIs,
@@ -179,6 +180,8 @@ class Dataplane:
         if op == "conntrack_delete":  # conntrack --delete / --flush: freed by the writer
             return {"ok": True, "deleted": ctfilter.delete(
                 self.pipeline, ctfilter.Filter.parse(request.get("filter")), time.monotonic())}
+        if op == "rejects":  # the flow-log collector's (``rejects``): taken, emptied
+            return {"ok": True, "rejects": self.pipeline.take_rejects()}
         return {"ok": False, "error": f"unknown op {op!r}"}
 
     def stats(self) -> dict:

@@ -79,6 +79,7 @@ from hyperplane.dataplane.packet import (
 )
 from hyperplane.dataplane.portalloc import EniPorts
 from hyperplane.dataplane.ports import EniPort, EnvPort
+from hyperplane.dataplane.rejects import RejectLog
 from hyperplane.dataplane.rewrite import translate
 from hyperplane.dataplane.store import CACHE, SessionStore
 from hyperplane.dataplane.tables import REAP_AT_LIMIT, Enis, Envs, TablePath
@@ -101,7 +102,7 @@ EVENTS = ("sessions_created", "sessions_expired", "forwarded", "icmp_errors_sent
 VLAN_TYPES = (p.ETH_P_8021Q, p.ETH_P_8021AD)
 
 
-class Pipeline(Neighbour, ErrorPath, FragmentPath, TablePath):
+class Pipeline(Neighbour, ErrorPath, FragmentPath, TablePath, RejectLog):
     """Frames in, frames out, counters; the state of all ENIs and environments.
 
     ``store``: where the sessions live (default: anonymous memory of ``max_sessions``
@@ -378,8 +379,8 @@ class Pipeline(Neighbour, ErrorPath, FragmentPath, TablePath):
                  remote_port: int, now: float) -> EniPort | None:
         """The ENI that admits and carries a new flow (egress rules, connection limit)."""
         refused = acl.admit(eni.egress, buf, proto, remote_port)
-        if refused:
-            self.drop(refused, eni)  # silently, as AWS: the environment's connect times out
+        if refused:  # silently, as AWS (the connect times out); kept for flow logs
+            self.refuse(refused, eni, buf, length, proto, remote_port)
             return None
         self.reap(now)
         if len(eni.table) >= eni.connection_limit:
@@ -393,7 +394,7 @@ class Pipeline(Neighbour, ErrorPath, FragmentPath, TablePath):
             return None
         refused = acl.admit(spill.egress, buf, proto, remote_port)  # same key's rules
         if refused:
-            self.drop(refused, spill)
+            self.refuse(refused, spill, buf, length, proto, remote_port)
             return None
         return spill
 
@@ -455,8 +456,7 @@ class Pipeline(Neighbour, ErrorPath, FragmentPath, TablePath):
             if s is None:
                 s = eni.table.find(key)
             if s is None or s.expires < now:
-                self.drop("inbound_to_eni" if self._opens_flow(buf, l4, proto)
-                          else "no_session", eni)
+                self.refuse_in(eni, buf, length, l4, proto)  # (``rejects``)
                 return
         if buf[IP_TTL] <= 1:
             self.drop("ttl_expired", eni)

@@ -19,13 +19,13 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from hyperplane.emulator import machine, stacks
+from hyperplane.emulator import flowlogs, machine, stacks
 from hyperplane.emulator.requests import controller_request
 from hyperplane.emulator.running import load_source, status
 from hyperplane.errors import UsageError
 from hyperplane.fabric import desired
 from hyperplane.fabric.objects import plan
-from hyperplane.kernel import build, netlink, procs, state, supervision, vpcservices
+from hyperplane.kernel import build, flowfiles, netlink, procs, state, supervision, vpcservices
 from hyperplane.model import names, settings, timing
 from hyperplane.model.topology import Host, Topology
 
@@ -91,6 +91,7 @@ def up(path: str, wait: bool = True, api_port: int | None = None, api: bool = Tr
             _start_dataplane(data, topology)
             _start_zygote(data)
             _start_hosts(data, topology)
+            _start_flowlogs(data, topology)
             if api:  # before the controller, which is the state's only writer from then on
                 start_endpoint(data, port)
             start_supervisor(data)
@@ -257,6 +258,16 @@ def _note_warning(data: dict, ready) -> None:  # noqa: ANN001 - a Path
         return
     if warning:
         data.setdefault("warnings", []).append(warning)
+
+
+def _start_flowlogs(data: dict, topology: Topology) -> None:
+    """The topology's flow logs recorded (those of a previous run forgotten), and the
+    flow-log collector (``emulator.flowlogd``), in this namespace."""
+    flowfiles.update(lambda _old: flowlogs.topology_definitions(topology))
+    ready = state.ready_file("flowlogs")
+    _start(data, "flowlogs", supervision.spec(
+        None, procs.python_module("hyperplane.emulator.flowlogd", "--ready", str(ready)),
+        state.log("flowlogs"), {"file": str(ready)}), "the flow-log collector")
 
 
 def down() -> bool:

@@ -18,6 +18,7 @@ import time
 
 from hyperplane.emulator.requests import controller_request
 from hyperplane.endpoint.ec2_ops import HANDLERS as EC2
+from hyperplane.endpoint.flowlog_ops import HANDLERS as FLOWLOGS
 from hyperplane.endpoint.lambda_ops import HANDLERS as LAMBDA
 from hyperplane.endpoint.server import Endpoint, serve
 
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hyperplane.endpoint")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
-    endpoint = Endpoint(args.port, {**LAMBDA, **EC2}, Accounts())
+    endpoint = Endpoint(args.port, {**LAMBDA, **EC2, **FLOWLOGS}, Accounts())
     print(f"hyperplane endpoint listening on {endpoint.url}", file=sys.stderr, flush=True)
     serve(endpoint)
     return 0

@@ -44,3 +44,19 @@ def counters(ns: str, table: str) -> dict[str, int]:
         if counter:
             found[counter["name"]] = counter["packets"]
     return found
+
+
+
+def listing(ns: str, table: str | None = None) -> dict | None:
+    """``nft -j list table ip TABLE`` in ``ns`` (every ``ip`` table without ``table``),
+    parsed; None when the table (or the namespace) is not there."""
+    args = ["list", "table", "ip", table] if table else ["list", "ruleset", "ip"]
+    result = _nft(ns, ["-j", *args])
+    if result.returncode != 0:
+        return None
+    return json.loads(result.stdout)
+
+
+def tables(found: dict) -> set[str]:
+    """The names of the tables in a listing."""
+    return {item["table"]["name"] for item in found.get("nftables", []) if "table" in item}

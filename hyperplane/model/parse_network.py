@@ -9,6 +9,10 @@ Extensions of a VPC entry (all optional; a file without them means what it alway
     internet_gateway: igw-app      an internet gateway attached to the VPC
     nat_gateways:                  NAT gateways, each in a (public) subnet of the VPC
       - {id: nat-a, subnet: subnet-pub, elastic_ip: 198.51.100.10, private_ip: 10.0.0.5}
+    flow_logs: true                VPC Flow Logs of every interface of the VPC (AWS's
+                                   defaults), or {traffic_type: ALL|ACCEPT|REJECT,
+                                   format: "${version} ${srcaddr} ...",
+                                   max_aggregation_interval: 60|600}; on a subnet too
     subnets:
       - id: subnet-priv
         route_table:               the subnet's route table; ``local`` (the VPC CIDR) is
@@ -32,10 +36,12 @@ import re
 import netaddr
 
 from hyperplane.model.fields import Fields, key, shown
+from hyperplane.model.flowlogs import FlowLogSpec, check_spec
 from hyperplane.model.topology import Host, NatGateway, Route, Subnet, VpcNetwork
 
-VPC_KEYS = ("account", "dns_zone", "internet_gateway", "nat_gateways")
-SUBNET_KEYS = ("route_table",)
+VPC_KEYS = ("account", "dns_zone", "internet_gateway", "nat_gateways", "flow_logs")
+SUBNET_KEYS = ("route_table", "flow_logs")
+FLOW_LOG_KEYS = ("traffic_type", "format", "max_aggregation_interval")
 EIP_POOL = "198.51.100.0/24"  # Elastic IPs (documentation range, never routed out)
 MAX_INTERNET_GATEWAYS = 32    # each takes a /30 of names.IGW_TRANSIT
 ACCOUNT = re.compile(r"[0-9]{12}")
@@ -72,13 +78,36 @@ class NetworkParser(Fields):
                 for index, raw in enumerate(self.list_of(m.get("nat_gateways") or [],
                                                          nats_path))]
         targets = {"local"} | ({igw} if igw else set()) | {n.id for n in nats}
-        tables = []
+        tables, logs = [], []
+        own = self._flow_log(m.get("flow_logs"), key(path, "flow_logs"))
+        if own is not None:
+            logs.append((vpc_id, own))
         for index, raw in enumerate(m.get("subnets") or []):
             if isinstance(raw, dict) and raw.get("route_table") is not None:
                 item = f"{key(path, 'subnets')}[{index}].route_table"
                 routes = self._route_table(raw["route_table"], item, vpc_net, targets)
                 tables.append((raw["id"], routes))
-        return VpcNetwork(account, zone, igw, tuple(nats), tuple(tables))
+            if isinstance(raw, dict) and raw.get("flow_logs") is not None:
+                item = f"{key(path, 'subnets')}[{index}].flow_logs"
+                spec = self._flow_log(raw["flow_logs"], item)
+                if spec is not None:
+                    logs.append((raw["id"], spec))
+        return VpcNetwork(account, zone, igw, tuple(nats), tuple(tables), tuple(logs))
+
+    def _flow_log(self, raw: object, path: str) -> FlowLogSpec | None:
+        """``flow_logs: true`` (AWS's defaults), ``false``, or a mapping of
+        ``FLOW_LOG_KEYS``."""
+        if raw is None or raw is False:
+            return None
+        if raw is True:
+            return FlowLogSpec()
+        m = self.mapping(raw, path, (), FLOW_LOG_KEYS)
+        try:
+            return check_spec(m.get("traffic_type"), m.get("format"),
+                              m.get("max_aggregation_interval"))
+        except ValueError as exc:
+            field, reason = exc.args
+            self.fail(key(path, field), reason)
 
     def _internet_gateway(self, raw: object, path: str) -> str | None:
         if raw is None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import netaddr
 
+from hyperplane.model.flowlogs import FlowLogSpec
 from hyperplane.model.layout import Layout
 
 RESERVED_LABELS = ("network address", "VPC router", "DNS", "reserved for future use", "broadcast")
@@ -104,6 +105,7 @@ class VpcNetwork:
     internet_gateway: str | None = None
     nat_gateways: tuple[NatGateway, ...] = ()
     route_tables: tuple[tuple[str, tuple[Route, ...]], ...] = ()  # (subnet id, routes)
+    flow_logs: tuple[tuple[str, FlowLogSpec], ...] = ()  # (VPC or subnet id, its flow log)
 
     def routes(self, subnet_id: str) -> tuple[Route, ...]:
         """The routes of a subnet's table beyond ``local`` (empty: no route table)."""

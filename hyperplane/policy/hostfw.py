@@ -7,7 +7,8 @@ any change).  The table has two base chains:
 
     input   policy drop: established/related, loopback, then one accept per ingress
             rule of the host's groups (peer = CIDR, or the addresses of a group's
-            members), then ``counter name "sg_ingress_deny" drop``
+            members), then the flow-log update of set ``rej`` (``flowsets``: what
+            is dropped, per flow) and ``counter name "sg_ingress_deny" drop``
     output  policy drop: established/related, loopback, the VPC resolver (AWS does not
             filter DNS to base+2), one accept per egress rule, then
             ``counter name "sg_egress_deny" drop``
@@ -24,7 +25,7 @@ A host without security groups gets no table (it is not filtered; documented).
 from __future__ import annotations
 
 from hyperplane.model.topology import Host, Topology
-from hyperplane.policy import secgroups
+from hyperplane.policy import flowsets, secgroups
 
 TABLE = "hp_sg"
 INGRESS_DENY = "sg_ingress_deny"
@@ -65,6 +66,7 @@ def _chain(name: str, hook: str, iface: str, rules: list[dict], peer: str, deny:
             lines.append(f"\t\t# {label}: group {rule.get('peer_group')} has no member")
         else:
             lines.append(f'\t\t{match} accept comment "{label}"')
+    lines += [f"\t\t{rule}" for rule in flowsets.update_lines("rej")]  # (flow logs)
     lines += [f'\t\tcounter name "{deny}" drop', "\t}"]
     return lines
 
@@ -81,7 +83,7 @@ def render(ingress: list[dict], egress: list[dict], resolver: str | None = None,
         if resolver else []
     lines = [f"table ip {TABLE}", f"delete table ip {TABLE}", f"table ip {TABLE} {{",
              *(f"\tcounter {name} {{ packets {start.get(name, 0)} bytes 0 }}"
-               for name in (INGRESS_DENY, EGRESS_DENY))]
+               for name in (INGRESS_DENY, EGRESS_DENY)), *flowsets.set_lines("rej")]
     lines += _chain("input", "input", "iif", ingress, "saddr", INGRESS_DENY, [])
     lines += _chain("output", "output", "oif", egress, "daddr", EGRESS_DENY, extra)
     lines.append("}")

@@ -76,7 +76,8 @@ def our_processes() -> list[int]:
             continue
         if any(part in (b"hyperplane.dataplane", b"hyperplane.services.httpd", b"lambda_vm.agent",
                         b"lambda_vm.zygote", b"hyperplane.services.dns",
-                        b"hyperplane.controller.daemon", b"hyperplane.endpoint")
+                        b"hyperplane.controller.daemon", b"hyperplane.endpoint",
+                        b"hyperplane.emulator.flowlogd")
                for part in cmd):
             found.append(int(entry))
     return found
