@@ -11,7 +11,7 @@ import click
 from hyperplane.cli.output import emit
 from hyperplane.emulator import reach, running, security
 from hyperplane.policy.groups import rule_text
-from hyperplane.policy.reachability import render
+from hyperplane.policy.reachability import MATRIX_LIMIT, render, render_summary
 
 
 def _group_text(g: dict) -> list[str]:
@@ -86,9 +86,16 @@ def revoke(**kwargs) -> None:
               help="seconds each probe waits for an answer")
 def reach_(as_json: bool, timeout: float) -> None:
     """Probe every (function or host) -> (host:port) pair with real packets: a matrix of
-    allowed / denied / unreachable, with the rule set or route that stops each flow."""
+    allowed / denied / unreachable, with the rule set or route that stops each flow
+    (past 40 targets: the counts and the pairs worth a look).  ``machine``: the probe
+    could not be made (a descriptor limit, a full kernel table), named."""
     result = reach.run(timeout)
-    emit(result, as_json, render(result["results"]))
+    if as_json:
+        emit(result, True, "")
+    elif len(result["targets"]) > MATRIX_LIMIT:
+        click.echo(render_summary(result["results"], result.get("probes")))
+    else:
+        click.echo(render(result["results"]))
 
 
 reach_.name = "reach"

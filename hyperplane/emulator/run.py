@@ -211,11 +211,8 @@ def _start_zygote(data: dict) -> None:
 
 
 def _host_argv(topology: Topology, host: Host) -> list[str]:
-    """The process serving ``host``'s service: our httpd, or ``services.servers``."""
+    """The process serving ``host``'s real server (``services.servers``)."""
     service = host.service
-    if service.kind == "http":
-        return procs.python_module("hyperplane.services.httpd", "--port", str(service.port),
-                                   "--name", host.name)
     args = [service.kind, "--address", host.ip, "--port", str(service.port),
             "--name", host.name, "--data", str(state.path("hosts", host.name))]
     for option in ("user", "password", "database"):
@@ -228,9 +225,11 @@ def _host_argv(topology: Topology, host: Host) -> list[str]:
 
 
 def _start_hosts(data: dict, topology: Topology) -> None:
-    """Every host's service, proxies last (their targets answer first); the warning of a
-    server that fell back to a plain listener is kept in ``data["warnings"]``."""
-    hosts = [h for v in topology.vpcs for h in v.hosts if h.service is not None]
+    """Every host's real server, proxies last (their targets answer first); the warning
+    of a server that fell back to a plain listener is kept in ``data["warnings"]``.  HTTP
+    services are listeners of the one services process (``kernel.servicehub``)."""
+    hosts = [h for v in topology.vpcs for h in v.hosts
+             if h.service is not None and h.service.kind != "http"]
     for batch in ([h for h in hosts if h.service.kind != "proxy"],
                   [h for h in hosts if h.service.kind == "proxy"]):
         waiting = []

@@ -197,7 +197,8 @@ def natgw_socket() -> str:
     return str(path("natgw.sock"))
 
 
-SOCKETS = ("dataplane.sock", "zygote.sock", "natgw.sock", "controller.sock")
+SOCKETS = ("dataplane.sock", "zygote.sock", "natgw.sock", "controller.sock", "services.sock",
+           "services.json")  # and the services process's listeners
 
 
 SHM_DIR = Path("/dev/shm")

@@ -9,11 +9,12 @@ database under ``procs`` before it is waited for, so ``down`` and ``cleanup`` fi
   ``nftables.apply`` (inside the host's namespace).  Group membership follows the
   topology and the ENIs: every configuration push of the controller calls
   ``follow_membership``, which renders again when the members changed.
-* the VPC resolver: ``services.dns`` in each router namespace on VPC base + 2
-  (``dns:<vpc>``), answering ``<host>.<zone>``; ``STATE_DIR/resolv/<vpc>.conf`` points
-  environments, hosts and ``exec`` commands at it (``resolv_file``).
-* the public test server of the emulated internet: ``services.httpd`` named ``www`` in
-  ``hp-inet`` on ``names.PUBLIC_SERVER:PUBLIC_PORT`` (``inet:www``).
+* the VPC resolver in each router namespace on VPC base + 2, answering
+  ``<host>.<zone>``, and the public test server of the emulated internet (``www`` in
+  ``hp-inet`` on ``names.PUBLIC_SERVER:PUBLIC_PORT``): listeners of the one services
+  process (``kernel.servicehub``), with the hosts' HTTP services;
+  ``STATE_DIR/resolv/<vpc>.conf`` points environments, hosts and ``exec`` commands at
+  the resolver (``resolv_file``).
 * NAT gateways: one ``python -m hyperplane.dataplane --role natgw`` process in
   ``hp-plane`` (``natgw``) serving every gateway's link, configured with
   ``natgw_snapshot`` (a ``dataplane.config.NatSnapshot``) and ready once each gateway has
@@ -22,19 +23,15 @@ database under ``procs`` before it is waited for, so ``down`` and ``cleanup`` fi
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from hyperplane import jsonline
 from hyperplane.dataplane.config import NatGatewayConfig, NatSnapshot
 from hyperplane.fabric import egress
-from hyperplane.fabric.desired import host_netns, router_netns
-from hyperplane.kernel import nftables, procs, state, supervision
+from hyperplane.fabric.desired import host_netns
+from hyperplane.kernel import nftables, procs, servicehub, state, supervision
 from hyperplane.model import ipam, names, settings
 from hyperplane.model.enis import Eni
 from hyperplane.model.topology import Topology, Vpc
 from hyperplane.policy import hostfw, secgroups
-from hyperplane.services import dnsmsg
 
 READY_TIMEOUT = 15.0
 
@@ -104,61 +101,31 @@ def start(data: dict, topology: Topology, enis: list[Eni]) -> None:
         _start_natgw(data, topology)
 
 
-def _resolver_files(vpc: Vpc) -> Path:
-    """The VPC resolver's records and the resolv.conf pointing at it; the records' path."""
-    resolver = ipam.resolver(vpc.cidr)
-    records = state.path("resolv", f"{vpc.id}.json")
-    records.parent.mkdir(parents=True, exist_ok=True)
-    records.write_text(json.dumps(dnsmsg.vpc_records(vpc)))
-    state.path("resolv", f"{vpc.id}.conf").write_text(
-        f"# hyperplane: the resolver of {vpc.id}\nnameserver {resolver}\n"
-        f"search {vpc.network.dns_zone}\noptions timeout:1 attempts:2\n")
-    return records
+def _resolver_files(vpc: Vpc) -> None:
+    """The resolv.conf pointing at the VPC's resolver."""
+    path = state.path("resolv", f"{vpc.id}.conf")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# hyperplane: the resolver of {vpc.id}\n"
+                    f"nameserver {ipam.resolver(vpc.cidr)}\n"
+                    f"search {vpc.network.dns_zone}\noptions timeout:1 attempts:2\n")
 
 
 def stop_gone(data: dict, topology: Topology) -> None:
-    """Stop the resolvers of VPCs the topology no longer has (before their routers go)."""
-    wanted = {f"dns:{v.id}" for v in topology.vpcs}
-    for name in [n for n in data["procs"] if n.startswith("dns:") and n not in wanted]:
-        procs.stop(data["procs"].pop(name))
-        vpc_id = name.removeprefix("dns:")
-        for suffix in ("json", "conf"):
-            state.path("resolv", f"{vpc_id}.{suffix}").unlink(missing_ok=True)
-    if not egress.needs_internet(topology) and "inet:www" in data["procs"]:
-        procs.stop(data["procs"].pop("inet:www"))
+    """Close the listeners of namespaces about to go (resolvers of VPCs, hosts the
+    topology no longer has) before their namespaces are removed."""
+    servicehub.sync(data, topology, partial=True)
+    for vpc_id in {p.stem for p in state.path("resolv").glob("*.conf")} - \
+            {v.id for v in topology.vpcs}:
+        state.path("resolv", f"{vpc_id}.conf").unlink(missing_ok=True)
 
 
 def sync(data: dict, topology: Topology) -> None:
-    """Start what the topology's VPC services lack: a resolver per VPC, the public server
-    when there is an internet (idempotent: what runs is left alone)."""
-    waiting = []
+    """What the topology's VPC services lack: a resolver per VPC, the public server when
+    there is an internet, every host's HTTP service (the services process's listeners;
+    idempotent: what is served is left alone)."""
     for vpc in topology.vpcs:
-        name = f"dns:{vpc.id}"
-        if name in data["procs"] and procs.alive(data["procs"][name]):
-            continue
-        records = _resolver_files(vpc)
-        waiting.append(_spawn(data, name, router_netns(topology, vpc.id),
-                              "hyperplane.services.dns", "--address",
-                              ipam.resolver(vpc.cidr), "--records", str(records)))
-    running = "inet:www" in data["procs"] and procs.alive(data["procs"]["inet:www"])
-    if egress.needs_internet(topology) and not running:
-        waiting.append(_spawn(data, "inet:www", names.INET_NS,
-                              "hyperplane.services.httpd", "--port", str(names.PUBLIC_PORT),
-                              "--name", "www"))
-    for name, ready, pid in waiting:
-        procs.await_ready(pid, ready.exists, name, state.log(name.replace(":", "-")),
-                          READY_TIMEOUT)
-
-
-def _spawn(data: dict, name: str, ns: str, module: str, *args: str) -> tuple:
-    ready = state.ready_file(name.replace(":", "-"))
-    entry = supervision.spec(ns, procs.python_module(module, *args, "--ready", str(ready)),
-                             state.log(name.replace(":", "-")), {"file": str(ready)})
-    pid = supervision.spawn(entry)
-    data["procs"][name] = pid
-    data.setdefault("supervise", {})[name] = entry
-    state.save(data)
-    return name, ready, pid
+        _resolver_files(vpc)
+    servicehub.sync(data, topology)
 
 
 def _start_natgw(data: dict, topology: Topology) -> None:

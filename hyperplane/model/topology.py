@@ -58,7 +58,7 @@ SERVICE_KINDS = ("http", "mysql", "postgres", "redis", "memcached", "tcp", "prox
 
 @dataclass(frozen=True)
 class Service:
-    """What a host serves: ``kind`` on ``port`` (``services.httpd`` for http, a real
+    """What a host serves: ``kind`` on ``port`` (``services.hub`` for http, a real
     server from Debian for a database or cache, a plain listener, or a TCP proxy)."""
     kind: str                # one of SERVICE_KINDS
     port: int

@@ -13,6 +13,8 @@ can be explained by the rule set or the route that stops it:
     unreachable  no path: another VPC, a function without VpcConfig toward a VPC, a VPC
                  without a route (or only an internet gateway, which serves no private
                  address) toward the internet, or nothing answering
+    machine      not probed: this machine ran out of something (descriptors, a kernel
+                 table, memory); the reason names it
 
 ``explain`` follows the packet the way the emulator does: the source's egress rules,
 then the routes (same VPC: local; the internet: the subnet's route table, and a NAT
@@ -84,11 +86,6 @@ def function_source(topology: Topology, name: str, eni: Eni | None) -> Source:
                   eni.key.security_group_ids)
 
 
-def _rules(topology: Topology, groups: tuple[str, ...], direction: str,
-           membership: dict) -> RuleSet:
-    return RuleSet(secgroups.compile_rules(topology, groups, direction, membership))
-
-
 def _internet_route(vpc: Vpc, subnet_id: str, source: Source) -> str | None:
     """Why ``source`` in ``subnet_id`` cannot reach the internet, or None if it can."""
     network = vpc.network
@@ -105,31 +102,76 @@ def _internet_route(vpc: Vpc, subnet_id: str, source: Source) -> str | None:
     return None
 
 
-def explain(topology: Topology, enis: list[Eni], source: Source,
-            target: Target) -> tuple[str, str]:
-    """(expected verdict, reason) for one pair, from the topology alone."""
-    membership = secgroups.members(topology, enis)
-    dst = ip_int(target.ip)
-    if source.vpc_id is None:  # Lambda's own egress
-        if target.vpc_id is None:
-            return "allowed", "Lambda's own internet egress"
-        return "unreachable", "a function without VpcConfig reaches no VPC"
-    if source.groups:
-        if _rules(topology, source.groups, "egress", membership).match(
-                TCP, dst, target.port) is None:
+class Explainer:
+    """``explain`` for many pairs: membership computed once, rule sets and their answers
+    kept (a matrix of a million pairs asks the same few questions again and again)."""
+
+    def __init__(self, topology: Topology, enis: list[Eni]) -> None:
+        self.topology = topology
+        self.membership = secgroups.members(topology, enis)
+        self._rulesets: dict[tuple, RuleSet] = {}
+        self._matches: dict[tuple, bool] = {}
+
+    def allows(self, groups: tuple[str, ...], direction: str, ip: str, port: int) -> bool:
+        key = (groups, direction, ip, port)
+        found = self._matches.get(key)
+        if found is None:
+            rules = self._rulesets.get((groups, direction))
+            if rules is None:
+                rules = RuleSet(secgroups.compile_rules(self.topology, groups, direction,
+                                                        self.membership))
+                self._rulesets[(groups, direction)] = rules
+            found = self._matches[key] = rules.match(TCP, ip_int(ip), port) is not None
+        return found
+
+    def explain(self, source: Source, target: Target) -> tuple[str, str]:
+        """(expected verdict, reason) for one pair, from the topology alone."""
+        if source.vpc_id is None:  # Lambda's own egress
+            if target.vpc_id is None:
+                return "allowed", "Lambda's own internet egress"
+            return "unreachable", "a function without VpcConfig reaches no VPC"
+        if source.groups and not self.allows(source.groups, "egress", target.ip,
+                                             target.port):
             where = "ENI" if source.kind == "function" else "host"
             return "denied", (f"egress of {','.join(source.groups)} ({where} "
                               f"{source.address}) allows no tcp/{target.port} to {target.ip}")
-    if target.vpc_id is None:
-        why = _internet_route(topology.vpc(source.vpc_id), source.subnet_id, source)
-        return ("unreachable", why) if why else ("allowed", "through the NAT gateway")
-    if target.vpc_id != source.vpc_id:
-        return "unreachable", f"{source.vpc_id} and {target.vpc_id} are not connected"
-    if target.filtered and _rules(topology, target.groups, "ingress", membership).match(
-            TCP, ip_int(source.address), target.port) is None:
-        return "denied", (f"ingress of {','.join(target.groups)} ({target.name}) admits no "
-                          f"tcp/{target.port} from {source.address}")
-    return "allowed", "local route"
+        if target.vpc_id is None:
+            why = _internet_route(self.topology.vpc(source.vpc_id), source.subnet_id, source)
+            return ("unreachable", why) if why else ("allowed", "through the NAT gateway")
+        if target.vpc_id != source.vpc_id:
+            return "unreachable", f"{source.vpc_id} and {target.vpc_id} are not connected"
+        if target.filtered and not self.allows(target.groups, "ingress", source.address,
+                                               target.port):
+            return "denied", (f"ingress of {','.join(target.groups)} ({target.name}) admits "
+                              f"no tcp/{target.port} from {source.address}")
+        return "allowed", "local route"
+
+
+def explain(topology: Topology, enis: list[Eni], source: Source,
+            target: Target) -> tuple[str, str]:
+    """(expected verdict, reason) for one pair, from the topology alone."""
+    return Explainer(topology, enis).explain(source, target)
+
+
+def stand_ins(source: Source, targets: list[Target],
+              expected: list[tuple[str, str]]) -> tuple[list[int], dict[int, list[int]]]:
+    """Which of ``source``'s targets to probe: (indexes probed, stand-in -> the indexes it
+    stands for).
+
+    Targets in the source's own VPC and on the internet are each probed.  Targets in
+    another VPC share their fate with every other target of that VPC the model expects
+    the same of: the same route (or none) leads there, so one probe, the stand-in,
+    answers for them; if it does get through, ``reach`` probes the others one by one.
+    """
+    probed: list[int] = []
+    groups: dict[tuple, list[int]] = {}
+    for i, target in enumerate(targets):
+        if target.vpc_id is None or target.vpc_id == source.vpc_id:
+            probed.append(i)
+        else:
+            groups.setdefault((target.vpc_id, expected[i][0]), []).append(i)
+    stood = {members[0]: members[1:] for members in groups.values()}
+    return probed + list(stood), stood
 
 
 def verdict(probe_result: str, expected: tuple[str, str], answered_by: str | None = None,
@@ -138,7 +180,9 @@ def verdict(probe_result: str, expected: tuple[str, str], answered_by: str | Non
 
     ``answered_by`` is the host that answered the probe's ``/whoami``: the same address
     may be another host in the source's own VPC (overlapping tenants), which is not the
-    target.
+    target.  ``machine``: the probe failed for a reason of this machine (a descriptor
+    limit, a full kernel table), named in ``answered_by`` (the probe's detail): its own
+    verdict, never "unreachable".
     """
     model, reason = expected
     if probe_result == "connected" and target is not None and target.probe == "http" and \
@@ -152,6 +196,9 @@ def verdict(probe_result: str, expected: tuple[str, str], answered_by: str | Non
         return "allowed", f"connected, although the model expected {model}: {reason}"
     if probe_result == "refused":
         return "unreachable", "connection refused: nothing listens on that port"
+    if probe_result == "machine":  # the probe was never made: says nothing of the network
+        return "machine", f"not probed: {answered_by or 'a limit of this machine'}; " \
+            f"the model expects {model}: {reason}"
     if model == "allowed":
         return "unreachable", f"no answer ({probe_result}), although {reason} should allow it"
     return model, reason
@@ -179,3 +226,31 @@ def render(rows: list[dict]) -> str:
             line += text.ljust(width)
         lines.append(line.rstrip())
     return "\n".join(lines + ([""] + notes if notes else []))
+
+
+MATRIX_LIMIT = 40  # targets: past this, ``render_summary`` (a matrix no one can read)
+
+
+def render_summary(rows: list[dict], probes: int | None = None, limit: int = 50) -> str:
+    """Counts by verdict, then the pairs worth a look: the probe and the model disagree
+    (``although``/``answered as``) or the machine stopped the probe (at most ``limit``)."""
+    counts: dict[str, int] = {}
+    worth = []
+    for row in rows:
+        counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
+        if row["verdict"] == "machine" or "although" in row["reason"] or \
+                "answered as" in row["reason"]:
+            worth.append(row)
+    sources = len({r["source"] for r in rows})
+    targets = len({r["target"] for r in rows})
+    disagree = sum(1 for r in worth if r["verdict"] != "machine")
+    lines = [f"{len(rows)} pairs ({sources} sources x {targets} targets"
+             + (f", {probes} probes" if probes is not None else "") + "): "
+             + ", ".join(f"{v} {counts[v]}" for v in sorted(counts))
+             + f"; probe and model disagree on {disagree}"]
+    for row in worth[:limit]:
+        lines.append(f"  {row['source']} ({row['address'] or 'no VPC'}) -> {row['target']}: "
+                     f"{row['verdict']}: {row['reason']}")
+    if len(worth) > limit:
+        lines.append(f"  ... and {len(worth) - limit} more (--json lists every pair)")
+    return "\n".join(lines)

@@ -74,8 +74,8 @@ def our_processes() -> list[int]:
             cmd = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if any(part in (b"hyperplane.dataplane", b"hyperplane.services.httpd", b"lambda_vm.agent",
-                        b"lambda_vm.zygote", b"hyperplane.services.dns",
+        if any(part in (b"hyperplane.dataplane", b"hyperplane.services.hub", b"lambda_vm.agent",
+                        b"lambda_vm.zygote", b"hyperplane.services.servers",
                         b"hyperplane.controller.daemon", b"hyperplane.endpoint",
                         b"hyperplane.emulator.flowlogd")
                for part in cmd):

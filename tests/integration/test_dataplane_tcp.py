@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from hyperplane.services.httpd import pattern_bytes
+from hyperplane.services.httpwire import pattern_bytes
 from tests.integration import hp
 from tests.integration import packets as pk
 from tests.integration.conftest import bring_up

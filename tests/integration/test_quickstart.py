@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hyperplane.services.httpd import pattern_bytes
+from hyperplane.services.httpwire import pattern_bytes
 from tests.integration import hp
 
 DB = "10.0.1.10"
