@@ -4,7 +4,8 @@ For each function it takes one execution environment (warm, or cold-started like
 ``invoke``) and holds it while probing; each host probes from its own namespace.  All
 probes of all sources run in this one process (``services.reachprobe.probe_many``: one
 event loop, non-blocking sockets opened inside each source's namespace, thousands at a
-time), so the whole matrix takes about one probe timeout plus the time to open the
+time; the functions' probes first, a few hundred at a time, since they all cross the one
+dataplane), so the whole matrix takes about one probe timeout plus the time to open the
 sockets.  ``reachability`` gives each pair the model's expectation; targets in another
 VPC are probed through one stand-in per (source, VPC, expectation)
 (``reachability.stand_ins``: the same route, or none, leads to all of them), and the
@@ -33,6 +34,7 @@ PROBE_TIMEOUT = 1.5
 ARP_STATS = "/proc/net/stat/arp_cache"
 GC_THRESH3 = "/proc/sys/net/ipv4/neigh/default/gc_thresh3"
 GOT_THROUGH = ("connected", "replied", "refused")
+FUNCTION_WINDOW = 256  # probes from functions open at once (see ``Matrix.round``)
 
 
 def _sources(running: Running, leases: list) -> list[tuple[reachability.Source, str]]:
@@ -84,13 +86,21 @@ class Matrix:
 
     def round(self, wanted: list[tuple[int, int]], timeout: float, opener: Opener,
               window: int) -> None:
-        jobs = []
-        for k, i in wanted:
-            _source, ns, mine, *_ = self.cells[k]
-            jobs.append(reachprobe.Job(ns, mine[i].probe, mine[i].ip, mine[i].port))
-        for (k, i), result in zip(wanted, reachprobe.probe_many(jobs, timeout, opener, window),
-                                  strict=True):
-            self.cells[k][4][i] = result
+        """Probe ``wanted``: the functions' first, at most ``FUNCTION_WINDOW`` at a time
+        (they all cross the one Hyperplane dataplane, whose receive ring a burst of
+        thousands of handshakes would overflow), then the hosts' (``window``)."""
+        for functions in (True, False):
+            mine = [(k, i) for k, i in wanted if (self.cells[k][0].kind == "function") ==
+                    functions]
+            jobs = []
+            for k, i in mine:
+                _source, ns, targets, *_ = self.cells[k]
+                jobs.append(reachprobe.Job(ns, targets[i].probe, targets[i].ip,
+                                           targets[i].port))
+            lane = min(window, FUNCTION_WINDOW) if functions else window
+            for (k, i), result in zip(mine, reachprobe.probe_many(jobs, timeout, opener, lane),
+                                      strict=True):
+                self.cells[k][4][i] = result
 
     def first(self) -> list[tuple[int, int]]:
         return [(k, i) for k, cell in enumerate(self.cells) for i in cell[4]]

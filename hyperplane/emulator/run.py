@@ -120,8 +120,15 @@ def start_controller(data: dict | None = None) -> int:
     # if it fails (and `cleanup` finds it in hp-plane anyway)
     pid = supervision.spawn(entry)
     data["procs"]["controller"] = pid
-    supervision.wait_ready(entry, pid, "the controller")
+    supervision.wait_ready(entry, pid, "the controller", controller_timeout(data))
     return pid
+
+
+def controller_timeout(data: dict) -> float:
+    """How long a starting controller may take to answer: it seeds the file's functions
+    (their ENIs, every host's firewall again) before it listens, longer with more hosts."""
+    hosts = sum(len(v.get("hosts") or []) for v in data.get("document", {}).get("vpcs", []))
+    return READY_TIMEOUT + hosts * 0.06
 
 
 def start_supervisor(data: dict) -> int:
