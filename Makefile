@@ -15,12 +15,12 @@ TOOLS := ip:iproute2 ping:iputils-ping curl:curl iperf3:iperf3 nft:nftables \
 # the servers a template's databases and caches become are only run by `up`, inside our
 # namespaces: installing them must not start Debian's own services (policy-rc.d says no)
 
-.PHONY: install system-deps demo test test-unit test-integration lint fuzz bench bench-quick test-container docs-graph clean help
+.PHONY: install system-deps fast-path demo test test-unit test-integration lint fuzz bench bench-quick test-container docs-graph clean help
 
 help:
 	@echo "make install | demo | test | test-unit | test-integration | test-container | lint | fuzz | bench | bench-quick | docs-graph | clean"
 
-install: system-deps $(STAMP)
+install: system-deps $(STAMP) fast-path
 
 system-deps:
 	@missing=""; \
@@ -46,8 +46,27 @@ system-deps:
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,fast]'
 	touch $(STAMP)
+
+# The optional compiled fast path (hyperplane/dataplane/fastpath.c, cffi), built into the
+# venv when a C compiler and Python's headers are there; gcc and python3-dev are installed
+# when apt can, and nothing fails without them: the dataplane then runs pure Python.
+FAST_STAMP := $(VENV)/.fastpath
+fast-path: $(FAST_STAMP)
+
+$(FAST_STAMP): $(STAMP) hyperplane/dataplane/fastpath.c hyperplane/dataplane/fastbuild.py
+	@headers=$$($(BIN)/python -c "import os, sysconfig; print(os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))"); \
+	if ! command -v cc >/dev/null 2>&1 || [ "$$headers" != True ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing gcc and python3-dev for the compiled fast path (optional)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      gcc python3-dev >/dev/null 2>&1 || echo "gcc/python3-dev not installed"; \
+	  fi; \
+	fi; \
+	$(BIN)/python -m hyperplane.dataplane.fastbuild || \
+	  echo "the dataplane will run its pure-Python fast path"
+	@touch $(FAST_STAMP)
 
 demo: install
 	bash scripts/demo.sh

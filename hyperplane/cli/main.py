@@ -164,7 +164,8 @@ def _status_text(s: dict) -> str:
     endpoint = s.get("api") or {}
     lines = [f"topology    {s['topology']}",
              f"dataplane   pid {dp['pid']} {'running' if dp['alive'] else 'NOT RUNNING'}, "
-             f"{dp['sessions_active']} sessions, restarts {dp.get('restarts', 0)}",
+             f"{dp['sessions_active']} sessions, restarts {dp.get('restarts', 0)}, "
+             f"fast path {dp.get('fast_path') or '-'}",
              f"controller  pid {ctl['pid']} {'running' if ctl['alive'] else 'NOT RUNNING'}, "
              f"timing profile {s['timing']['profile']}, restarts {ctl.get('restarts', 0)}",
              *_supervision_lines(s.get("supervision") or {}),

@@ -6,6 +6,9 @@ with ``--role natgw`` the NAT gateways (``natgw_loop``).  ``--table PATH`` (norm
 ``...-natgw.sessions``) keeps the sessions in a file that outlives the process: created
 with ``--capacity`` records when absent (default 1,000,000; the file is sparse), attached
 to when present (a file of another capacity or version is refused: exit status 2).
+``--fast-path`` chooses the receive path (``loop``): ``sockets`` (the default),
+``python``, ``compiled`` (exit status 2 when the compiled fast path is not built) or
+``auto``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import json
 import sys
 
+from hyperplane.dataplane.fastpath import MODES, FastPathError
 from hyperplane.dataplane.loop import Dataplane, serve
 from hyperplane.dataplane.natgw_loop import NatGatewayDataplane
 from hyperplane.dataplane.records import TableError
@@ -32,12 +36,19 @@ def main(argv: list[str] | None = None) -> int:
                         "created; when attaching, the file's must match)")
     parser.add_argument("--cache", type=int, default=CACHE,
                         help=f"sessions kept as objects (default {CACHE})")
+    parser.add_argument("--fast-path", choices=MODES, default="sockets",
+                        help="sockets (default: a receiving socket per link), python (the "
+                        "receive ring), compiled (the ring walked in C; refused when not "
+                        "built) or auto (compiled when built, else python)")
     args = parser.parse_args(argv)
     kind = NatGatewayDataplane if args.role == "natgw" else Dataplane
     try:
-        dp = kind(args.control, args.table, args.capacity, args.cache)
+        dp = kind(args.control, args.table, args.capacity, args.cache, args.fast_path)
     except TableError as exc:
         print(f"session table: {exc}", file=sys.stderr)
+        return 2
+    except FastPathError as exc:
+        print(str(exc), file=sys.stderr)
         return 2
     if args.config:
         with open(args.config) as fh:

@@ -7,11 +7,26 @@ attached to when present, so a dataplane killed and started again carries on wit
 sessions, ports and counters; without ``--table`` they live in anonymous memory).  The
 loop's tick keeps the table (``tables.TablePath.maintain``); a clean stop (SIGTERM)
 writes everything and marks the table clean.  One epoll
-loop serves every link's packet socket and a Unix control socket.  On readiness a
-socket is drained in a bounded batch (``BATCH`` frames) into one reusable buffer;
-each frame goes through ``pipeline.Pipeline.receive`` and out through the other
-link's socket.  With
+loop serves every link's packet socket (``sockets.PacketSocket``) and a Unix control
+socket.  On readiness a socket is drained in a bounded batch (``BATCH`` frames) into
+one reusable buffer; each frame goes through ``pipeline.Pipeline.receive`` and out
+through the other link's socket.  With
 no traffic the loop sleeps in epoll (a timer only while ARP is pending).
+
+``fast_path`` (``settings.dataplane.fast_path``, ``--fast-path``) chooses the receive
+path: ``sockets`` (the default) is the above; the others read one receive ring instead
+(``ring.RxRing``: every link's frames, the interface index naming the port; the links'
+sockets then only send; after each configuration the ring's filter is set to the
+ports' interfaces): ``python`` walks it in Python (``RxRing.drain``, each frame through
+``Pipeline.receive`` in place in its slot), ``compiled`` lets the compiled fast path
+(``fastpath.FastPath``) walk it, forwarding the frames of flows it carries and handing
+every other frame to the same ``Pipeline.receive``; ``auto`` is ``compiled`` when the
+module is built, else ``python``.  The ring is not the default yet: in ``hyperplane
+bench`` its Python walk sometimes stopped forwarding after the 64-byte UDP flood
+(docs/benchmarks.md).  The loop harvests the compiled side's counts before every tick and
+before ``stats`` and ``conntrack`` answer, and it forgets its flows at every
+configuration.  The NAT gateway role always uses ``sockets``.  ``{"op": "fast_path",
+"mode": M}`` switches the walk of a running dataplane (the benchmark measures both).
 
 Control protocol: ``jsonline`` (one request line, one reply line, per connection).
 
@@ -43,7 +58,9 @@ from hyperplane import jsonline
 from hyperplane.dataplane import ctfilter
 from hyperplane.dataplane.acl import RuleSet
 from hyperplane.dataplane.config import Existing, Plan, Snapshot, plan
+from hyperplane.dataplane.fastpath import FastPath, mode
 from hyperplane.dataplane.pipeline import EniPort, EnvPort, Pipeline
+from hyperplane.dataplane.ring import RxRing
 from hyperplane.dataplane.shm import open_table
 from hyperplane.dataplane.sockets import PacketSocket
 from hyperplane.dataplane.store import CACHE
@@ -51,23 +68,33 @@ from hyperplane.dataplane.store import CACHE
 BATCH = 64
 SPIN = 0.0002  # seconds of polling without sleep after traffic (adaptive, idle CPU stays 0)
 BUFFER = 65536 + 256
-IO_COUNTERS = ("rx_error", "internal_error", "rx_socket_dropped")
+IO_COUNTERS = ("rx_error", "internal_error", "rx_socket_dropped", "rx_truncated",
+               "rx_unknown_link")
 
 
 class Dataplane:
     pipeline_class: type[Pipeline] = Pipeline
 
     def __init__(self, control_path: str, table: str | None = None,
-                 capacity: int | None = None, cache_size: int = CACHE) -> None:
+                 capacity: int | None = None, cache_size: int = CACHE,
+                 fast_path: str = "python") -> None:
         make = self.pipeline_class
+        # the ring and the compiled side: the Lambda pipeline only (not the NAT gateways)
+        self.fast_path = mode(fast_path) if make is Pipeline else "sockets"
         store = open_table(table, make.new_ports, capacity, cache_size) if table else None
         self.table_path = table
         self.pipeline = make(store=store, cache_size=cache_size)
         self.counters = self.pipeline.counters
         self.counters.update({k: self.counters.get(k, 0) for k in IO_COUNTERS})
         self.sockets: dict[str, PacketSocket] = {}
-        self.by_fd: dict[int, tuple] = {}
+        self.by_index: dict[int, EniPort | EnvPort] = {}
+        self.by_fd: dict[int, tuple] = {}  # the ``sockets`` path: fd -> (port, recv_into)
+        self.ring = RxRing() if self.fast_path != "sockets" else None
+        self.fast = FastPath(self.ring, self.pipeline, self._link) \
+            if self.ring is not None and self.fast_path == "compiled" else None
         self.epoll = select.epoll()
+        if self.ring is not None:
+            self.epoll.register(self.ring.fileno(), select.EPOLLIN)
         self.running = True
         if os.path.exists(control_path):
             os.unlink(control_path)
@@ -81,23 +108,53 @@ class Dataplane:
     def _open(self, port: EniPort | EnvPort) -> None:
         sock = self.sockets.get(port.ifname)
         if sock is None:
-            sock = PacketSocket(port.ifname)
+            sock = PacketSocket(port.ifname, receive=self.ring is None)
             self.sockets[port.ifname] = sock
-            self.epoll.register(sock.fileno(), select.EPOLLIN)
-        self.by_fd[sock.fileno()] = (port, sock.recv_into)
+            if self.ring is None:
+                self.epoll.register(sock.fileno(), select.EPOLLIN)
+        if self.ring is None:
+            self.by_fd[sock.fileno()] = (port, sock.recv_into)
+        self.by_index[sock.ifindex] = port
         port.tx = self._make_tx(sock)
 
     def _close(self, ifname: str) -> None:
         sock = self.sockets.pop(ifname, None)
         if sock is None:
             return
-        fd = sock.fileno()
-        self.by_fd.pop(fd, None)
-        self.epoll.unregister(fd)
+        self.by_index.pop(sock.ifindex, None)
+        if self.by_fd.pop(sock.fileno(), None) is not None:
+            self.epoll.unregister(sock.fileno())
         sock.close()
 
+    def _link(self, port: EniPort | EnvPort) -> tuple[int, int] | None:
+        """A port's interface index and transmit socket (for the compiled fast path)."""
+        sock = self.sockets.get(port.ifname)
+        return None if sock is None else (sock.ifindex, sock.sock.fileno())
+
+    def set_fast_path(self, setting: str) -> str:
+        """Switch the walk (``mode``): the compiled side retired (its counts harvested, its
+        flows forgotten, the ring's head handed back) or started at the ring's head."""
+        wanted = mode(setting) if self.pipeline_class is Pipeline else self.fast_path
+        if self.ring is None or wanted == "sockets":
+            if wanted != self.fast_path:
+                raise ValueError(f"cannot switch between the sockets receive path and the "
+                                 f"ring at run time ({self.fast_path} -> {wanted})")
+            return wanted
+        if wanted != self.fast_path:
+            if self.fast is not None:
+                self.fast.retire()
+            self.fast = FastPath(self.ring, self.pipeline, self._link) \
+                if wanted == "compiled" else None
+            self.fast_path = wanted
+        return wanted
+
+    def harvest(self) -> None:
+        """The compiled fast path's counts into the sessions and counters (if it runs)."""
+        if self.fast is not None:
+            self.fast.harvest()
+
     def _make_tx(self, sock: PacketSocket):
-        send = sock.sock.send
+        send = sock.send
         counters = self.counters
 
         def tx(frame) -> None:
@@ -125,9 +182,16 @@ class Dataplane:
             pl.enis[config.id] = port
             self._open(port)
 
+    def sync_links(self) -> None:
+        """The ring receives the frames of the ports' links, and only theirs."""
+        if self.ring is not None:
+            self.ring.set_links(self.by_index)
+
     def apply_config(self, config: dict) -> None:
         """A snapshot as it came on the wire: checked whole, then the diff applied."""
         snapshot = Snapshot.from_dict(config)
+        if self.fast is not None:
+            self.fast.forget_all()  # ports, MACs and ENIs may change under its flows
         self.apply(plan(self.existing(), snapshot), snapshot)
 
     def apply(self, diff: Plan, snapshot: Snapshot) -> None:
@@ -173,6 +237,8 @@ class Dataplane:
         if op == "config":
             self.apply_config(request["config"])
             return {"ok": True}
+        if op == "fast_path":
+            return {"ok": True, "mode": self.set_fast_path(request.get("mode", "auto"))}
         if op == "stats":
             return {"ok": True, "stats": self.stats()}
         if op == "conntrack":
@@ -185,10 +251,14 @@ class Dataplane:
         return {"ok": False, "error": f"unknown op {op!r}"}
 
     def stats(self) -> dict:
+        self.harvest()
         pl = self.pipeline
-        dropped = sum(sock.dropped() for sock in self.sockets.values())
-        # the kernel's own drops on our sockets (buffer full), before we saw the frames
-        self.counters["rx_socket_dropped"] += dropped
+        # the kernel's own drops on our ring (full), before we saw the frames
+        if self.ring is None:
+            self.counters["rx_socket_dropped"] += sum(s.dropped() for s in self.sockets.values())
+        else:
+            self.counters["rx_socket_dropped"] += self.ring.dropped()
+            self.counters.update(self.ring.counters)
         enis = {}
         now = time.monotonic()
         for eni in pl.enis.values():
@@ -199,10 +269,12 @@ class Dataplane:
             enis[eni.id] = dict(eni.counters, sessions_active=len(eni.table),
                                 sessions_created=eni.table.created,
                                 arp_resolved=len(eni.arp))
+        fast = {"mode": self.fast_path, **(self.fast.stats() if self.fast else {})}
         return {"global": dict(pl.counters, sessions_active=pl.session_count()), "enis": enis,
-                "table": dict(pl.store.stats(), path=self.table_path)}
+                "table": dict(pl.store.stats(), path=self.table_path), "fast_path": fast}
 
     def conntrack(self, eni_id: str | None) -> list[dict]:
+        self.harvest()
         pl = self.pipeline
         if not eni_id:
             return pl.store.describe(time.monotonic())
@@ -211,7 +283,10 @@ class Dataplane:
 
     def close(self) -> None:
         """Write everything to the table and mark it clean (a SIGTERM, not a crash)."""
+        self.harvest()
         self.pipeline.close_tables()
+        if self.ring is not None:
+            self.ring.close()
 
     # -- loop -----------------------------------------------------------------------
     def run(self) -> None:
@@ -219,6 +294,13 @@ class Dataplane:
         pl = self.pipeline
         receive = pl.receive
         server_fd = self.server.fileno()
+        ring = self.ring
+        ring_fd = ring.fileno() if ring is not None else -1
+        drain = self.fast.drain if self.fast is not None else ring.drain if ring else None
+        by_fd = self.by_fd
+        fast = self.fast
+        by_index, counters = self.by_index, self.counters
+        self.sync_links()
         last_tick = 0.0
         spin_until = 0.0
         while self.running:
@@ -237,30 +319,42 @@ class Dataplane:
             if events:
                 spin_until = now + SPIN
             for fd, _mask in events:
-                if fd == server_fd:
+                if fd == ring_fd:
+                    drain(by_index, receive, now, BATCH, buf, counters)
+                elif fd == server_fd:
                     self.handle_control()
-                    continue
-                entry = self.by_fd.get(fd)
-                if entry is None:
-                    continue
-                port, recv_into = entry
-                for _ in range(BATCH):
-                    try:
-                        n = recv_into(buf)
-                    except BlockingIOError:
-                        break
-                    except OSError:
-                        self.counters["rx_error"] += 1
-                        break
-                    try:
-                        receive(port, buf, n, now)
-                    except Exception:  # never let one frame stop the dataplane
-                        self.counters["internal_error"] += 1
-                        if self.counters["internal_error"] <= 3:
-                            traceback.print_exc()
+                    self.sync_links()
+                    fast = self.fast  # the walk may have been switched
+                    drain = fast.drain if fast is not None else ring.drain if ring else None
+                else:
+                    self._drain_socket(fd, by_fd, receive, buf, now)
             if now - last_tick >= 0.05:
                 last_tick = now
+                if fast is not None:
+                    fast.tick()
                 pl.tick(now)
+
+    def _drain_socket(self, fd: int, by_fd: dict, receive, buf: bytearray,
+                      now: float) -> None:
+        """The ``sockets`` path: up to ``BATCH`` frames of one link's socket."""
+        entry = by_fd.get(fd)
+        if entry is None:
+            return
+        port, recv_into = entry
+        for _ in range(BATCH):
+            try:
+                n = recv_into(buf)
+            except BlockingIOError:
+                break
+            except OSError:
+                self.counters["rx_error"] += 1
+                break
+            try:
+                receive(port, buf, n, now)
+            except Exception:  # never let one frame stop the dataplane
+                self.counters["internal_error"] += 1
+                if self.counters["internal_error"] <= 3:
+                    traceback.print_exc()
 
     def stop(self, *_args) -> None:
         self.running = False

@@ -2,10 +2,13 @@
 
 One raw packet socket per interface, bound to it, with ``PACKET_VNET_HDR`` so
 that GSO super-frames and partial checksums pass through userspace whole (a
-10-byte virtio-net header precedes each frame, in both directions), and
-``PACKET_IGNORE_OUTGOING`` so a socket never reads back what was sent.  The
-socket is created with protocol 0 (it receives nothing) and only then bound
-with ETH_P_ALL, so it never sees another interface's frames.
+10-byte virtio-net header precedes each frame, in both directions).  With
+``receive`` (the ``sockets`` receive path, the default) it is bound with ETH_P_ALL
+after ``PACKET_IGNORE_OUTGOING`` (created with protocol 0, so it never sees another
+interface's frames); without, it only sends: bound with protocol 0, the kernel
+delivers it nothing (the process's receive ring, ``ring.RxRing``, has every link's
+frames) and reads each sent frame's protocol from its Ethernet header.  The
+constants here are shared with ``ring``.
 """
 
 from __future__ import annotations
@@ -22,24 +25,28 @@ BUFFER_BYTES = 4 * 1024 * 1024
 
 
 class PacketSocket:
-    """A non-blocking raw socket on one interface; ``send`` never blocks."""
+    """A non-blocking raw socket on one interface (receiving, or only sending);
+    ``send`` never blocks."""
 
-    def __init__(self, ifname: str) -> None:
+    def __init__(self, ifname: str, receive: bool = True) -> None:
         self.ifname = ifname
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         try:
             sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
-            sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFFER_BYTES)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, BUFFER_BYTES)
-            sock.bind((ifname, ETH_P_ALL))
+            if receive:
+                sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFFER_BYTES)
+            sock.bind((ifname, ETH_P_ALL if receive else 0))  # 0: nothing delivered
             sock.setblocking(False)
         except OSError:
             sock.close()
             raise
         self.sock = sock
+        self.send = sock.send
         self.recv_into = sock.recv_into
         self.fileno = sock.fileno
+        self.ifindex = socket.if_nametoindex(ifname)
 
     def dropped(self) -> int:
         """Frames the kernel dropped on this socket (its buffer was full) since last asked."""

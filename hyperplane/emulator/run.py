@@ -198,8 +198,9 @@ def _start(data: dict, name: str, entry: dict, what: str) -> int:
 def _start_dataplane(data: dict, topology: Topology) -> None:
     sock = state.control_socket()
     _start(data, "dataplane", supervision.spec(
-        names.PLANE_NS, procs.python_module("hyperplane.dataplane", "--control", sock,
-                                            *dataplane_table("dataplane", topology)),
+        names.PLANE_NS, procs.python_module(
+            "hyperplane.dataplane", "--control", sock, *dataplane_table("dataplane", topology),
+            "--fast-path", settings.dataplane(topology.settings)["fast_path"]),
         state.log("dataplane"), {"ping": sock}, after="resync"), "the Hyperplane dataplane")
 
 

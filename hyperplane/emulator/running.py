@@ -172,9 +172,10 @@ def status() -> dict:
         return {"up": False, "state_dir": str(state.state_dir())}
     data, topology = running.data, running.topology
     try:
-        stats = dataplane_request({"op": "stats"})["stats"]["global"]
+        full = dataplane_request({"op": "stats"})["stats"]
+        stats, fast_path = full["global"], (full.get("fast_path") or {}).get("mode")
     except (UnreachableError, OSError):
-        stats = None
+        stats, fast_path = None, None
     hosts = [{"name": h.name, "vpc": h.vpc_id, "subnet": h.subnet, "ip": h.ip,
               "namespace": host_netns(topology, h.name),
               "service": h.service.kind if h.service else None,
@@ -183,7 +184,8 @@ def status() -> dict:
     return {"up": True, "topology": data["source"], "state_dir": str(state.state_dir()),
             "dataplane": {**_process(pid_of(data, "dataplane"),
                                      (data.get("services") or {}).get("dataplane", {})),
-                          "sessions_active": stats["sessions_active"] if stats else None},
+                          "sessions_active": stats["sessions_active"] if stats else None,
+                          "fast_path": fast_path},
             "controller": _process(pid_of(data, "controller"),
                                    (data.get("services") or {}).get("controller", {})),
             "supervision": supervision_view(data),

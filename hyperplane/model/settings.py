@@ -5,6 +5,7 @@
         eni_connection_limit: 65000      # concurrent sessions per ENI
         port_range: [1024, 65535]        # ENI ports handed out by the NAT
         max_sessions: 1000000            # all ENIs together (table-full beyond)
+        fast_path: sockets               # sockets | python | compiled | auto (dataplane.fastpath)
         timeouts: {tcp_established: 350, tcp_transitory: 240, tcp_syn: 30,
                    udp: 120, udp_replied: 180, icmp: 60}   # seconds
 
@@ -56,7 +57,8 @@ class Timeouts:
 
 
 DEFAULTS = {"eni_connection_limit": 65000, "port_range": [1024, 65535],
-            "max_sessions": 1_000_000, "timeouts": {}}
+            "max_sessions": 1_000_000, "timeouts": {}, "fast_path": "sockets"}
+FAST_PATHS = ("sockets", "auto", "python", "compiled")
 TIMEOUT_KEYS = tuple(f.name for f in fields(Timeouts))
 NAT_GATEWAY_DEFAULTS = {"connections_per_destination": 55000, "idle_timeout": 350,
                         "port_range": [1024, 65535]}
@@ -99,6 +101,10 @@ def _check_dataplane_key(source: str, path: str, key: str, value: object) -> Non
                 and 1 <= value[0] <= value[1] <= 65535):
             raise TopologyError(source, path, "expected [LOW, HIGH] with 1 <= LOW <= HIGH "
                                 f"<= 65535, got {value!r}")
+    elif key == "fast_path":
+        if value not in FAST_PATHS:
+            raise TopologyError(source, path, f"expected one of {', '.join(FAST_PATHS)}, "
+                                f"got {value!r}")
     elif key == "timeouts":
         if not isinstance(value, dict):
             raise TopologyError(source, path, "expected a mapping of timeouts in seconds")

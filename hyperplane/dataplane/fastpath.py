@@ -1,0 +1,377 @@
+"""The optional compiled fast path: flows the pipeline decided, forwarded in C (side effects).
+
+``fastpath.c`` (built by ``fastbuild``) walks the receive ring itself.  A frame whose
+flow it knows and that changes no state (an ACK-only TCP segment of an ESTABLISHED
+session, UDP, an echo or echo reply; not a fragment, TTL above 1, small enough for
+the ENI's MTU) is rewritten, sent and counted there; every other frame stops the walk
+and is handed to ``Pipeline.receive`` exactly as the pure-Python loop would hand it,
+so Python stays the reference for everything (policy, new sessions, TCP states, ICMP
+errors, fragments, ARP) and the fallback when the module is not built.
+
+A flow is one direction of one session, made here (``_install``) after Python handled
+a frame of a session that the C side may then carry alone:
+
+* out (environment -> VPC): the session is held by the environment's primary ENI, TCP
+  is ESTABLISHED, the next hop's MAC is known;
+* in (VPC -> environment): the session has been replied to, TCP is ESTABLISHED.
+
+A flow names the session's record and the record's ``seq`` when it was made: any
+write of the record (a TCP state change, the first reply, a write-back, a delete)
+changes ``seq``, and C then hands the frame to Python, which remakes or forgets the
+flow (``_resync``).  C counts into the flow; ``harvest`` moves the counts into the
+sessions and counters (packets and bytes, the expiry, the last ACK and window), as
+Python would have counted them frame by frame.  The loop harvests before Python sees
+a frame, before every tick and before ``stats`` and ``conntrack`` answer, so the
+session table (written only by Python) ends byte for byte as the pure-Python run
+leaves it.  Any ARP frame and any configuration forget every flow (MACs and ports
+may have changed); flows of dead sessions are swept on ticks.
+
+``mode(setting)`` resolves ``settings.dataplane.fast_path``: ``sockets`` (the default:
+one receiving socket per link, no ring), ``python`` (the receive ring walked in
+Python), ``compiled`` (refused when the module is missing) or ``auto`` (compiled when
+built, else python).
+"""
+
+from __future__ import annotations
+
+import importlib
+import traceback
+from collections.abc import Callable
+
+from hyperplane.dataplane import packet as p
+from hyperplane.dataplane.conntrack import ESTABLISHED, INBOUND, Session
+from hyperplane.dataplane.ports import EniPort, EnvPort
+from hyperplane.dataplane.records import record_at
+from hyperplane.dataplane.ring import COUNTERS as RING_COUNTERS
+from hyperplane.dataplane.ring import RxRing
+from hyperplane.dataplane.tcpstate import ACK, FAST_MASK
+
+MODULE = "_hp_fastpath"
+MODES = ("sockets", "auto", "python", "compiled")
+FLOWS = 1 << 15          # flows (directions of sessions) the C side holds at most (4 MB)
+SWEEP = 512              # flows looked at for a dead session per tick
+IP, ETH_TYPE, TCP_FLAGS = p.IP, p.ETH_TYPE, p.TCP_FLAGS
+
+
+class FastPathError(Exception):
+    """``fast_path: compiled`` asked for, and the compiled module is not there."""
+
+
+def load():
+    """The compiled module (its ``ffi`` and ``lib``), or None when it is not built."""
+    try:
+        return importlib.import_module(MODULE)
+    except ImportError:
+        return None
+
+
+def mode(setting: str) -> str:
+    """Which receive path runs for the setting (``MODES``)."""
+    if setting not in MODES:
+        raise ValueError(f"fast_path must be one of {MODES}, not {setting!r}")
+    if setting in ("sockets", "python"):
+        return setting
+    if load() is not None:
+        return "compiled"
+    if setting == "compiled":
+        raise FastPathError("fast_path is 'compiled' but the compiled fast path is not "
+                            "built (make install with gcc and python3-dev, or "
+                            "python -m hyperplane.dataplane.fastbuild)")
+    return "python"
+
+
+def wire_ports(proto: int, port_a: int, port_b: int) -> int:
+    """The C key's ports word: the two ports (or the echo id and 0) as on the wire, read
+    as a little-endian 32-bit word."""
+    if proto == p.PROTO_ICMP:
+        return int.from_bytes(port_a.to_bytes(2, "big") + b"\0\0", "little")
+    return int.from_bytes(port_a.to_bytes(2, "big") + port_b.to_bytes(2, "big"), "little")
+
+
+class FastPath:
+    """The C side's flows over one ring, one pipeline and the loop's transmit sockets.
+
+    ``links(port)`` gives a port's (interface index, transmit socket descriptor) or None.
+    """
+
+    def __init__(self, ring: RxRing, pipeline, links: Callable, flows: int = FLOWS) -> None:
+        module = load()
+        if module is None:
+            raise FastPathError("the compiled fast path is not built")
+        ffi = self.ffi = module.ffi
+        self.lib = module.lib
+        self.ring, self.pipeline, self.links = ring, pipeline, links
+        self._flows = ffi.new("struct hp_flow[]", flows)
+        self._index = ffi.new("uint32_t[]", 2 * flows)
+        self._table = ffi.from_buffer(pipeline.store.mem)
+        self._ring = ffi.from_buffer(ring.map)
+        ctx = self.ctx = ffi.new("struct hp_ctx *")
+        ctx.flows, ctx.index, ctx.nflows, ctx.mask = self._flows, self._index, flows, \
+            2 * flows - 1
+        ctx.table, ctx.ring = self._table, self._ring
+        ctx.frames, ctx.frame_size, ctx.head = ring.frames, ring.frame_size, ring.head
+        ctx.sock = ring.sock.fileno()
+        self.free = list(range(flows - 1, -1, -1))
+        self.owner: dict[int, tuple[Session, int]] = {}   # flow -> (session, direction)
+        self.of_session: dict[int, list[int]] = {}        # id(session) -> [out, in] (-1)
+        self._done = ffi.new("int *")
+        self._harvested = ffi.new("uint32_t[]", 1024)
+        self._buf_owner: bytearray | None = None
+        self._cbuf = None
+        self._sweep_at = 0
+        self.reported = dict.fromkeys(("tx_full", "tx_error", "rx_error", "rx_truncated"), 0)
+
+    # -- the walk -----------------------------------------------------------------------
+    def drain(self, by_index: dict, receive, now: float, budget: int, buf: bytearray,
+              counters: dict[str, int]) -> int:
+        """As ``RxRing.drain``: the C side forwards what it can, Python the rest."""
+        if buf is not self._buf_owner:
+            self._buf_owner, self._cbuf = buf, self.ffi.from_buffer(buf)
+        lib, ctx, done = self.lib, self.ctx, self._done
+        mv, size = self.ring.mv, self.ring.frame_size
+        total = 0
+        while total < budget:
+            stopped = lib.hp_run(ctx, budget - total, now, self._cbuf, len(buf), done)
+            total += done[0]
+            if ctx.dirty_head:
+                self.harvest()
+            if not stopped:
+                break
+            length = ctx.p_len
+            if ctx.p_copied:
+                frame = buf
+            else:
+                start = ctx.p_off
+                frame = mv[start:start - start % size + size]
+            port = by_index.get(ctx.p_ifindex)
+            if port is None:
+                self.ring.counters["rx_unknown_link"] += 1
+                continue
+            key = self._key_of(port, frame, length)
+            hit = ctx.p_flow
+            try:
+                receive(port, frame, length, now)
+            except Exception:  # never let one frame stop the dataplane
+                counters["internal_error"] += 1
+                if counters["internal_error"] <= 3:
+                    traceback.print_exc()
+            if hit >= 0:
+                self._resync(hit)
+            if key is not None:
+                self._install(port, key)
+            elif frame[ETH_TYPE:ETH_TYPE + 2] == b"\x08\x06":
+                self.forget_all()  # an ARP frame may have taught a new MAC
+        self.ring.head = ctx.head
+        self._report(counters)
+        return total
+
+    def _report(self, counters: dict[str, int]) -> None:
+        ctx, seen = self.ctx, self.reported
+        pl = self.pipeline.counters
+        for name, now_value, where in (("tx_full", ctx.tx_full, pl),
+                                       ("tx_error", ctx.tx_error, pl),
+                                       ("rx_error", ctx.rx_error, counters),
+                                       ("rx_truncated", ctx.rx_truncated, self.ring.counters)):
+            if now_value != seen[name]:
+                where[name] += now_value - seen[name]
+                seen[name] = now_value
+
+    @staticmethod
+    def _key_of(port, frame, length: int) -> tuple | None:
+        """The session key of a frame that a flow might carry later (the pipeline's key,
+        read before the pipeline rewrites the frame), or None."""
+        if length < IP + 28 or frame[ETH_TYPE] != 0x08 or frame[ETH_TYPE + 1] != 0:
+            return None
+        ihl = (frame[IP] & 0x0F) << 2
+        proto = frame[IP + 9]
+        l4 = IP + ihl
+        if frame[IP + 6] & 0x3F or frame[IP + 7] or l4 + 8 > length:
+            return None
+        inbound = isinstance(port, EniPort)
+        if proto == p.PROTO_TCP:
+            if l4 + 20 > length or frame[l4 + TCP_FLAGS] & FAST_MASK != ACK:
+                return None
+            word = int.from_bytes(frame[l4:l4 + 4], "big")
+        elif proto == p.PROTO_UDP:
+            word = int.from_bytes(frame[l4:l4 + 4], "big")
+        elif proto == p.PROTO_ICMP and frame[l4] == (0 if inbound else 8):
+            word = int.from_bytes(frame[l4 + 4:l4 + 6], "big") << 16
+        else:
+            return None
+        return (proto | INBOUND if inbound else proto, bytes(frame[IP + 12:IP + 20]), word)
+
+    # -- flows --------------------------------------------------------------------------
+    def _install(self, port, key: tuple) -> None:
+        """Flows for the session of ``key`` (both directions where each qualifies)."""
+        if isinstance(port, EniPort):
+            s = port.table.sessions.get(key)
+        else:
+            eni = port.eni
+            s = eni.table.sessions.get(key) if eni is not None else None
+        if s is None or s.dead:
+            return
+        have = self.of_session.get(id(s))
+        for direction in (0, 1):
+            if have is None or have[direction] < 0:
+                self._add(s, direction)
+
+    def _eligible(self, s: Session, direction: int):
+        """(link index, its socket, the Ethernet addresses, the ENI) of the flow that may
+        carry ``s`` in ``direction``, or None."""
+        if s.dead or not s.cached or (s.proto == p.PROTO_TCP and s.state != ESTABLISHED):
+            return None
+        env = s.env
+        eni = getattr(env, "eni", None)
+        if not isinstance(env, EnvPort) or eni is None or s.table is not eni.table:
+            return None
+        if direction == 0:
+            mac = eni.arp.get(s.nexthop)
+            src, dst = self.links(env), self.links(eni)
+            if mac is None or src is None or dst is None:
+                return None
+            return src[0], dst[1], mac + eni.mac_bytes, eni
+        if not s.replied:
+            return None
+        src, dst = self.links(eni), self.links(env)
+        if src is None or dst is None:
+            return None
+        return src[0], dst[1], env.eth_in, eni
+
+    def _add(self, s: Session, direction: int) -> None:
+        found = self._eligible(s, direction)
+        if found is None or not self.free:
+            return
+        ifindex, fd, eth, eni = found
+        n = self.free.pop()
+        f = self._flows[n]
+        f.ifindex, f.proto, f.dir, f.fd = ifindex, s.proto, direction, fd
+        eni_ip = s.in_key[1][4:8]
+        if direction == 0:
+            f.addrs = s.env_ip + s.remote_ip
+            f.ports = wire_ports(s.proto, s.env_port, s.remote_port)
+            f.new_addr, f.new_port = eni.ip_bytes, s.out_l4
+            f.d_ip, f.d_full, f.d_part, f.mtu = s.ip_out, s.full_out, s.part_out, eni.mtu
+        else:
+            f.addrs = s.remote_ip + eni_ip
+            f.ports = wire_ports(s.proto, s.eni_port, 0) if s.proto == p.PROTO_ICMP \
+                else wire_ports(s.proto, s.remote_port, s.eni_port)
+            f.new_addr, f.new_port = s.env_ip, s.in_l4
+            f.d_ip, f.d_full, f.d_part, f.mtu = s.ip_in, s.full_in, s.part_in, 0
+        f.eth = eth
+        f.rec_off = record_at(s.rec)
+        f.seq = int.from_bytes(self.pipeline.store.mem[f.rec_off:f.rec_off + 2], "little")
+        f.expires, f.timeout = s.expires, s.timeout
+        f.pkts = f.bytes = f.acked = f.dirty = 0
+        f.pair = -1
+        if self.lib.hp_insert(self.ctx, n) < 0:  # a stale flow holds the key: not now
+            self.free.append(n)
+            return
+        pair = self.of_session.setdefault(id(s), [-1, -1])
+        pair[direction] = n
+        other = pair[1 - direction]
+        if other >= 0:
+            f.pair = other
+            self._flows[other].pair = n
+        self.owner[n] = (s, direction)
+
+    def _remove(self, n: int) -> None:
+        s, direction = self.owner.pop(n)
+        self.lib.hp_remove(self.ctx, n)
+        pair = self.of_session.get(id(s))
+        if pair is not None:
+            pair[direction] = -1
+            other = pair[1 - direction]
+            if other >= 0:
+                self._flows[other].pair = -1
+            else:
+                del self.of_session[id(s)]
+        self.free.append(n)
+
+    def _resync(self, n: int) -> None:
+        """After Python handled a frame of flow ``n``'s session: both its flows remade
+        from the session as it is now, or forgotten."""
+        owner = self.owner.get(n)
+        if owner is None:
+            return
+        s = owner[0]
+        for m in list(self.of_session.get(id(s), ())):
+            if m >= 0:
+                self._remove(m)
+        if not s.dead:
+            for direction in (0, 1):
+                self._add(s, direction)
+
+    def forget_all(self) -> None:
+        """Every flow forgotten (after a configuration, an ARP frame)."""
+        self.harvest()
+        for n in list(self.owner):
+            self._remove(n)
+
+    def retire(self) -> None:
+        """Before the Python walk takes over: counts harvested, flows forgotten, the slot
+        of the last frame handed to Python given back, the ring's head where C left it."""
+        self.forget_all()
+        ctx = self.ctx
+        if ctx.pending:
+            off = ctx.head * self.ring.frame_size
+            self.ring.mv[off:off + 4] = bytes(4)
+            ctx.head = ctx.head + 1 if ctx.head + 1 < ctx.frames else 0
+            ctx.pending = 0
+        self.ring.head = ctx.head
+
+    def harvest(self) -> None:
+        """The C side's counts into the sessions and counters, as Python counts them."""
+        lib, ctx, out, flows = self.lib, self.ctx, self._harvested, self._flows
+        counters = self.pipeline.counters
+        moved: list[int] = []
+        while True:
+            count = lib.hp_harvest(ctx, out, 1024)
+            for i in range(count):
+                n = out[i]
+                f = flows[n]
+                pkts, nbytes = f.pkts, f.bytes
+                f.pkts = f.bytes = 0
+                s, direction = self.owner[n]
+                eni = s.env.eni
+                if not s.cached:  # evicted meanwhile: the counts go to the object now
+                    moved.append(n)  # cached (as the Python path would have found it)
+                    s = s.table.current(s)
+                if f.expires > s.expires:
+                    s.expires = f.expires
+                counters["forwarded"] += pkts
+                c = eni.counters
+                if direction == 0:
+                    s.pkts_out += pkts
+                    s.bytes_out += nbytes
+                    c["tx_packets"] += pkts
+                    c["tx_bytes"] += nbytes
+                    if f.acked:
+                        s.ack_out, s.win_out, f.acked = f.ack, f.win, 0
+                else:
+                    s.pkts_in += pkts
+                    s.bytes_in += nbytes
+                    c["rx_packets"] += pkts
+                    c["rx_bytes"] += nbytes
+                    if f.acked:
+                        s.ack_in, s.win_in, f.acked = f.ack, f.win, 0
+            if count < 1024:
+                break
+        for n in moved:  # made again from the object now cached by its next frame
+            if n in self.owner:
+                self._remove(n)
+
+    def tick(self) -> None:
+        """Harvest, and forget a bounded number of flows whose session died."""
+        self.harvest()
+        flows = list(self.owner)[self._sweep_at:self._sweep_at + SWEEP]
+        self._sweep_at = self._sweep_at + SWEEP if len(flows) == SWEEP else 0
+        for n in flows:
+            owner = self.owner.get(n)
+            if owner is not None and owner[0].dead:
+                self._remove(n)
+
+    def stats(self) -> dict:
+        return {"flows": len(self.owner), "capacity": len(self.owner) + len(self.free)}
+
+
+__all__ = ["FastPath", "FastPathError", "MODES", "RING_COUNTERS", "load", "mode"]

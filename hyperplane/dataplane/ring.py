@@ -1,0 +1,193 @@
+"""The receive ring: one TPACKET_V2 ``PACKET_RX_RING`` for every link of a process (I/O).
+
+One ``AF_PACKET`` socket listens on every link of the namespace (protocol ETH_P_ALL,
+bound to no interface); the kernel writes each frame into the next slot of a ring
+shared with this process by ``mmap``, and the process reads the frames in place: no
+``recv`` system call, no copy into Python.  TPACKET_V2, not V3: V3 wakes the reader
+only when a block retires (a timer of at least 1 ms), which would ruin latency.
+
+A slot (``FRAME_SIZE`` bytes) holds, from its start: the ``tpacket2_hdr`` (status, the
+frame's length, the length kept, the MAC header's offset...), the ``sockaddr_ll`` (at
+``SLL``: the interface index names the port the frame came from), then the frame.
+``PACKET_VNET_HDR`` (set before the ring: the kernel refuses it after) puts the
+10-byte virtio-net header just before the MAC header, so ``[mac - 10, ...)`` is laid
+out exactly as ``packet``'s receive buffer and the pipeline runs on a ``memoryview``
+of the slot unchanged.  Frames larger than a slot (GSO super-frames of a TCP bulk
+transfer) are not cut: with ``PACKET_COPY_THRESH`` the kernel queues them whole on
+the socket's ordinary receive queue and marks their slot ``TP_STATUS_COPY``; the walk
+reads them with ``recv_into`` when it meets that slot, so frames stay in order.  A
+slot marked truncated without the copy (the receive queue was full) is dropped and
+counted ``rx_truncated``.
+
+The socket filter (``bpf.links_filter``) accepts only the interface indexes of this
+process's ports (the NAT gateway process shares the namespace, and ``lo`` is there
+too); until the first ``set_links`` it accepts nothing.  Past ``bpf.MAX_RANGES``
+ranges of indexes it accepts everything and the walk drops frames of unknown links
+(``rx_unknown_link``).  Frames are sent elsewhere (``sockets.PacketSocket``, one per
+link): a TX ring on veth would hold each slot until the receiver frees the skb.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import socket
+import struct
+import traceback
+from collections.abc import Callable, Iterable
+
+from hyperplane.dataplane import bpf
+from hyperplane.dataplane.packet import VNET_LEN
+from hyperplane.dataplane.sockets import (
+    BUFFER_BYTES,
+    ETH_P_ALL,
+    PACKET_IGNORE_OUTGOING,
+    PACKET_STATISTICS,
+    PACKET_VNET_HDR,
+    SOL_PACKET,
+)
+
+PACKET_RX_RING = 5
+PACKET_COPY_THRESH = 7
+PACKET_VERSION = 10
+TPACKET_V2 = 1
+SO_ATTACH_FILTER = 26
+TP_STATUS_USER = 0x1
+TP_STATUS_COPY = 0x2
+FRAME_SIZE = 2048        # a 1,500-byte link's frame with its headers fits (76 + 1,514)
+FRAMES = 4096            # 8 MiB of slots
+BLOCK_SIZE = 1 << 16     # 32 slots a block
+HDR = struct.Struct("<IIH")  # tp_len, tp_snaplen, tp_mac (after the 4-byte tp_status)
+IFINDEX = struct.Struct("<i").unpack_from
+SLL = 32                 # TPACKET_ALIGN(sizeof(struct tpacket2_hdr))
+SLL_IFINDEX = SLL + 4
+RELEASE = bytes(4)       # tp_status = TP_STATUS_KERNEL: the slot back to the kernel
+COUNTERS = ("rx_truncated", "rx_unknown_link")
+REJECT_ALL = [(bpf.RET_K, 0, 0, 0)]
+ACCEPT_ALL = [(bpf.RET_K, 0, 0, bpf.ACCEPT)]
+
+Receive = Callable[[object, memoryview | bytearray, int, float], None]
+
+
+def attach_filter(sock: socket.socket, prog: list[bpf.Insn]) -> None:
+    """Attach (or atomically replace) the classic BPF socket filter ``prog``."""
+    code = ctypes.create_string_buffer(bpf.assemble(prog), len(prog) * bpf.INSN.size)
+    fprog = struct.pack("HL", len(prog), ctypes.addressof(code))  # struct sock_fprog
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)  # the kernel copies it
+
+
+class RxRing:
+    """The receive ring of one process: ``drain`` walks it, ``set_links`` filters it."""
+
+    def __init__(self, frames: int = FRAMES, frame_size: int = FRAME_SIZE,
+                 block_size: int = BLOCK_SIZE) -> None:
+        self.frames, self.frame_size = frames, frame_size
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        try:
+            attach_filter(sock, REJECT_ALL)  # before anything else: no frame until set_links
+            sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
+            sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)  # before the ring (EBUSY after)
+            sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+            sock.setsockopt(SOL_PACKET, PACKET_COPY_THRESH, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFFER_BYTES)
+            sock.setsockopt(SOL_PACKET, PACKET_RX_RING, struct.pack(
+                "IIII", block_size, frames * frame_size // block_size, frame_size, frames))
+            self.map = mmap.mmap(sock.fileno(), frames * frame_size, mmap.MAP_SHARED,
+                                 mmap.PROT_READ | mmap.PROT_WRITE)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+        self.fileno = sock.fileno
+        self.mv = memoryview(self.map)
+        self.head = 0
+        self.links: tuple[int, ...] | None = None
+        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self._discard_queue()  # frames queued before the filter, in no slot's order
+
+    @classmethod
+    def over(cls, memory: mmap.mmap, frames: int, frame_size: int,
+             sock: socket.socket) -> RxRing:
+        """A ring over ``memory`` laid out as TPACKET_V2 slots, ``sock`` holding the frames
+        of ``TP_STATUS_COPY`` slots: the walk without a packet socket (for tests)."""
+        ring = cls.__new__(cls)
+        ring.frames, ring.frame_size, ring.map, ring.sock = frames, frame_size, memory, sock
+        ring.fileno = sock.fileno
+        ring.mv, ring.head, ring.links = memoryview(memory), 0, None
+        ring.counters = dict.fromkeys(COUNTERS, 0)
+        return ring
+
+    def _discard_queue(self) -> None:
+        buf = bytearray(256)
+        while True:
+            try:
+                self.sock.recv_into(buf)
+            except BlockingIOError:
+                return
+
+    def set_links(self, ifindexes: Iterable[int]) -> None:
+        """Receive the frames of these interfaces only (no change: no system call)."""
+        wanted = tuple(sorted(set(ifindexes)))
+        if wanted == self.links:
+            return
+        prog = bpf.links_filter(wanted)
+        attach_filter(self.sock, ACCEPT_ALL if prog is None else prog)
+        self.links = wanted
+
+    def drain(self, by_index: dict, receive: Receive, now: float, budget: int,
+              buf: bytearray, counters: dict[str, int]) -> int:
+        """Hand up to ``budget`` ready frames to ``receive(port, frame, length, now)``,
+        the port being ``by_index[ifindex]``; each slot goes back to the kernel after
+        its frame.  Returns how many slots were read."""
+        mv, size, frames, head = self.mv, self.frame_size, self.frames, self.head
+        mine = self.counters
+        done = 0
+        while done < budget:
+            off = head * size
+            status = mv[off]  # the low byte of tp_status (little-endian)
+            if not status & TP_STATUS_USER:
+                break
+            length, snaplen, mac = HDR.unpack_from(mv, off + 4)
+            port = by_index.get(IFINDEX(mv, off + SLL_IFINDEX)[0])
+            frame: memoryview | bytearray | None = None
+            if status & TP_STATUS_COPY:  # the whole frame waits on the receive queue
+                try:
+                    length = self.sock.recv_into(buf)
+                    frame = buf
+                except OSError:
+                    counters["rx_error"] += 1
+            elif snaplen < length:
+                mine["rx_truncated"] += 1
+            else:
+                frame = mv[off + mac - VNET_LEN:off + size]
+                length = snaplen + VNET_LEN
+            if frame is not None:
+                if port is None:
+                    mine["rx_unknown_link"] += 1
+                else:
+                    try:
+                        receive(port, frame, length, now)
+                    except Exception:  # never let one frame stop the dataplane
+                        counters["internal_error"] += 1
+                        if counters["internal_error"] <= 3:
+                            traceback.print_exc()
+            mv[off:off + 4] = RELEASE
+            head = head + 1 if head + 1 < frames else 0
+            done += 1
+        self.head = head
+        return done
+
+    def dropped(self) -> int:
+        """Frames the kernel dropped (the ring was full) since last asked."""
+        _packets, drops = struct.unpack("II", self.sock.getsockopt(SOL_PACKET,
+                                                                  PACKET_STATISTICS, 8))
+        return drops
+
+    def close(self) -> None:
+        try:
+            self.mv.release()
+            self.map.close()
+        except BufferError:  # a view of a slot still held somewhere: the process ends anyway
+            pass
+        self.sock.close()
