@@ -3,7 +3,9 @@
 The ratio of a workload is always (hyperplane) / (kernel-nat), measured in
 the same run; for workloads where lower is better (latency, memory) a ratio
 above 1 means Hyperplane is worse.  ``evaluate`` adds the ratios and checks
-each of the project's targets; the writers only format.
+each of the project's targets; the writers only format.  When the run measured the
+dataplane's two walks (``hyperplane``, its own, and ``hyperplane-python``), a workload
+has a row for each, and every row names its walk (``[compiled]``, ``[python]``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 from html import escape
 from pathlib import Path
 
-HP, KN, RT = "hyperplane", "kernel-nat", "routing"
+HP, KN, RT, HPY = "hyperplane", "kernel-nat", "routing", "hyperplane-python"
 
 # key -> (description, kind, threshold): kind "ratio>=" compares (a)/(b), "abs<=" compares (a)
 TARGETS = {
@@ -30,8 +32,19 @@ LABELS = {
 }
 
 
+def _verdict(key: str, a: float, ratio: float | None) -> dict | None:
+    if key not in TARGETS:
+        return None
+    text, kind, threshold = TARGETS[key]
+    value = ratio if kind == "ratio>=" else a
+    met = value is not None and (value >= threshold if kind == "ratio>=" else
+                                 value <= threshold)
+    return {"text": text, "threshold": threshold, "kind": kind, "met": met}
+
+
 def evaluate(results: dict) -> dict:
-    """Add ratios and target verdicts to ``results`` (returns it)."""
+    """Add ratios and target verdicts to ``results`` (returns it); ``..._python`` for the
+    pure-Python walk's path when the run has it."""
     for key, w in results["workloads"].items():
         paths = w["paths"]
         a = paths[HP]["median"]
@@ -39,12 +52,15 @@ def evaluate(results: dict) -> dict:
         c = paths.get(RT, {}).get("median")
         w["ratio"] = a / b if b else None
         w["ratio_vs_routing"] = a / c if c else None
-        if key in TARGETS:
-            text, kind, threshold = TARGETS[key]
-            value = w["ratio"] if kind == "ratio>=" else a
-            met = value is not None and (value >= threshold if kind == "ratio>=" else
-                                         value <= threshold)
-            w["target"] = {"text": text, "threshold": threshold, "kind": kind, "met": met}
+        verdict = _verdict(key, a, w["ratio"])
+        if verdict:
+            w["target"] = verdict
+        if HPY in paths:
+            a = paths[HPY]["median"]
+            w["ratio_python"] = a / b if b else None
+            verdict = _verdict(key, a, w["ratio_python"])
+            if verdict:
+                w["target_python"] = verdict
     envs = results["extra"].get("environments")
     if envs:
         uss = (envs.get("uss_per_env_bytes") or {}).get("median",
@@ -77,19 +93,33 @@ def _spread(summary: dict) -> str:
     return f"±{(summary['max'] - summary['min']) / 2 / med * 100:.0f}%"
 
 
+def walks(results: dict) -> list[tuple[str, str | None, str, str]]:
+    """(path, its walk, the ratio's key, the verdict's key) for each Hyperplane path."""
+    modes = results["extra"].get("fast_path") or {}
+    out = [(HP, modes.get(HP), "ratio", "target")]
+    if HPY in modes:
+        out.append((HPY, modes[HPY], "ratio_python", "target_python"))
+    return out
+
+
 def rows(results: dict) -> list[list[str]]:
     table = []
     for key, w in results["workloads"].items():
         p = w["paths"]
-        verdict = w.get("target", {})
-        table.append([
-            LABELS.get(key, key) + ("" if w["higher_is_better"] else " (lower is better)"),
-            f"{_fmt(p[HP]['median'], w['unit'])} {_spread(p[HP])}",
-            f"{_fmt(p[KN]['median'], w['unit'])} {_spread(p[KN])}" if KN in p else "-",
-            f"{_fmt(p[RT]['median'], w['unit'])} {_spread(p[RT])}" if RT in p else "-",
-            _fmt(w["ratio"]) + "x" if w["ratio"] else "-",
-            ("met" if verdict.get("met") else "NOT met") if verdict else "",
-        ])
+        for path, mode, ratio_key, target_key in walks(results):
+            if path not in p:
+                continue
+            verdict = w.get(target_key, {})
+            ratio = w.get(ratio_key)
+            table.append([
+                LABELS.get(key, key) + ("" if w["higher_is_better"] else " (lower is better)")
+                + (f" [{mode}]" if mode else ""),
+                f"{_fmt(p[path]['median'], w['unit'])} {_spread(p[path])}",
+                f"{_fmt(p[KN]['median'], w['unit'])} {_spread(p[KN])}" if KN in p else "-",
+                f"{_fmt(p[RT]['median'], w['unit'])} {_spread(p[RT])}" if RT in p else "-",
+                _fmt(ratio) + "x" if ratio else "-",
+                ("met" if verdict.get("met") else "NOT met") if verdict else "",
+            ])
     return table
 
 
@@ -158,8 +188,9 @@ def markdown(results: dict) -> str:
 
 def svg_chart(results: dict) -> str:
     """A horizontal bar chart of (a)/(b) per workload, with each target marked."""
-    items = [(LABELS.get(k, k), w["ratio"], w.get("target")) for k, w in
-             results["workloads"].items() if w.get("ratio")]
+    items = [(LABELS.get(k, k) + (f" [{mode}]" if mode else ""), w[ratio_key], w.get(target_key))
+             for k, w in results["workloads"].items()
+             for _path, mode, ratio_key, target_key in walks(results) if w.get(ratio_key)]
     scale_max = max([2.0] + [r for _, r, _ in items])
     width, left, bar_h, gap = 720, 230, 22, 12
     height = 60 + len(items) * (bar_h + gap)

@@ -4,6 +4,9 @@ Paths, all in namespaces of ours:
     hyperplane   an execution environment -> userspace Hyperplane -> ENI -> VPC router -> server
     kernel-nat   client -> kernel forwarding + nftables masquerade (conntrack) -> router -> server
     routing      the same namespaces without NAT rules: plain kernel routing, the machine's limit
+    hyperplane-python   when the dataplane runs its compiled fast path: the same path with
+                 the dataplane switched to its pure-Python walk (``fast_path`` op) for
+                 each of its measurements, so both walks are measured in the same run
 
 Within each round the order of the paths rotates, so slow drifts of a noisy
 machine spread over all of them.  Every figure is the median over rounds
@@ -32,6 +35,7 @@ from hyperplane.kernel import netlink, procs, state
 from hyperplane.model import names, timing
 
 HERE = FsPath(__file__).resolve().parent
+PYTHON_PATH = "hyperplane-python"
 LEGACY_SAMPLES = 10  # legacy cold starts wait for their ENI: a second each with `fast`
 
 
@@ -89,6 +93,7 @@ class Bench:
         self.results: dict = {"workloads": {}, "extra": {}}
         self.paths: list[Path] = []
         self.locks: list = []
+        self.mode: str | None = None  # the dataplane's walk now (``fast_path``)
 
     # -- set-up and tear-down ----------------------------------------------------------
     def setup(self) -> None:
@@ -98,15 +103,23 @@ class Bench:
         env, lock, _cold = requests.acquire_env("bench")
         self.locks.append(lock)
         server_ns = host_netns(topology, "srv")
-        hyperplane = Path("hyperplane", env.netns, server_ns, "10.0.1.10")
+        self.mode = requests.dataplane_request({"op": "stats"})["stats"]["fast_path"]["mode"]
+        hyperplane = Path("hyperplane", env.netns, server_ns, "10.0.1.10",
+                          fast_path=self.mode)
         reference.build_reference()
         k_client, _k_nat, _k_router, k_server = reference.chain(reference.NAT_CHAIN)
         p_client, _p_nat, _p_router, p_server = reference.chain(reference.ROUTING_CHAIN)
         kernel = Path("kernel-nat", k_client, k_server, reference.SERVER_IP)
         routing = Path("routing", p_client, p_server, reference.SERVER_IP)
         self.paths = [hyperplane, kernel, routing]
+        if self.mode == "compiled":  # and the pure-Python walk of the same dataplane
+            self.paths.append(Path(PYTHON_PATH, env.netns, server_ns, "10.0.1.10",
+                                   fast_path="python", alias=True))
+        self.results["extra"]["fast_path"] = {p.name: p.fast_path for p in self.paths
+                                              if p.fast_path}
         for path in self.paths:
-            workloads.start_servers(path)
+            if not path.alias:
+                workloads.start_servers(path)
         self.log(f"set-up done in {time.monotonic() - started:.1f} s")
 
     def teardown(self) -> None:
@@ -120,12 +133,20 @@ class Bench:
         workloads.remove_scratch()
 
     # -- measurements ----------------------------------------------------------------------
+    def walk(self, mode: str | None) -> None:
+        """The dataplane's walk switched to ``mode`` (the ``fast_path`` control op)."""
+        if mode is not None and mode != self.mode:
+            requests.dataplane_request({"op": "fast_path", "mode": mode})
+            self.mode = mode
+
     def interleaved(self, key: str, unit: str, measure, higher_is_better: bool = True) -> None:
         samples: dict[str, list[float]] = {p.name: [] for p in self.paths}
         for round_index in range(self.plan.rounds):
             shift = round_index % len(self.paths)
             for path in self.paths[shift:] + self.paths[:shift]:
+                self.walk(path.fast_path)
                 samples[path.name].append(measure(path))
+        self.walk(self.paths[0].fast_path)  # the other workloads: the dataplane's own walk
         self.results["workloads"][key] = {
             "unit": unit, "higher_is_better": higher_is_better,
             "paths": {name: summary(values) for name, values in samples.items()}}

@@ -39,6 +39,8 @@ class Path:
     server_ns: str
     server_ip: str
     servers: list[subprocess.Popen] = field(default_factory=list)
+    fast_path: str | None = None  # the dataplane's walk while measuring this path
+    alias: bool = False           # the same namespaces as another path (its servers too)
 
 
 def scratch() -> FsPath:

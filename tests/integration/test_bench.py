@@ -21,9 +21,11 @@ def test_tiny_benchmark_measures_every_path_and_cleans_up(tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HYPERPLANE_STATE_DIR", str(tmp_path / "state"))
     results = report.evaluate(runner.run(TINY, log=lambda _m: None))
+    walks = results["extra"]["fast_path"]  # the dataplane's own receive path (the default)
+    assert walks == {"hyperplane": "sockets"}
     for key in ("tcp_1_stream", "tcp_4_streams", "udp_64b", "ping_p50", "connections_per_s"):
         paths = results["workloads"][key]["paths"]
-        assert set(paths) == {"hyperplane", "kernel-nat", "routing"}
+        assert set(paths) == {"kernel-nat", "routing", *walks}
         assert all(p["median"] > 0 for p in paths.values())
         assert results["workloads"][key]["ratio"] > 0
     concurrent = results["extra"]["concurrent"]
@@ -35,6 +37,7 @@ def test_tiny_benchmark_measures_every_path_and_cleans_up(tmp_path: Path,
     assert len(legacy["samples"]) == 2 and legacy["profile"] == "fast"
     files = report.write(results, tmp_path / "out")
     assert "(a)/(b)" in files["markdown"].read_text()
+    assert all(row[0].endswith("[sockets]") for row in report.rows(results))
     assert files["svg"].read_text().startswith("<svg")
     assert concurrent["hyperplane_shm_growth"] > 0  # the sessions' pages are counted
     assert hp.our_namespaces() == [] and hp.our_processes() == []

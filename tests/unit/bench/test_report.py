@@ -43,3 +43,27 @@ def test_writers(tmp_path: Path) -> None:
     assert "0.8x" in text and "NOT met" in text
     assert files["svg"].read_text().count("<rect") == 3
     assert "| workload |" in files["markdown"].read_text()
+
+
+def test_both_walks_have_a_row_each_named_by_its_walk(tmp_path: Path) -> None:
+    r = results()
+    for w in r["workloads"].values():
+        w["paths"]["hyperplane-python"] = summary(w["paths"]["hyperplane"]["median"] / 2)
+    r["extra"]["fast_path"] = {"hyperplane": "compiled", "hyperplane-python": "python"}
+    r = report.evaluate(r)
+    tcp = r["workloads"]["tcp_1_stream"]
+    assert tcp["ratio"] == 0.8 and tcp["ratio_python"] == 0.4
+    assert tcp["target"]["met"] and not tcp["target_python"]["met"]
+    table = report.rows(r)
+    assert [row[0] for row in table[:2]] == ["TCP bulk, 1 stream [compiled]",
+                                             "TCP bulk, 1 stream [python]"]
+    assert len(table) == 6 and all(row[0].endswith(("[compiled]", "[python]")) for row in table)
+    files = report.write(r, tmp_path)
+    assert files["svg"].read_text().count("<rect") == 6
+    assert "[python]" in files["markdown"].read_text()
+
+
+def test_a_run_of_one_walk_names_it() -> None:
+    r = results()
+    r["extra"]["fast_path"] = {"hyperplane": "python"}
+    assert all(row[0].endswith("[python]") for row in report.rows(report.evaluate(r)))
