@@ -7,14 +7,17 @@ module is its one implementation: ``encode``/``decode`` (the codec), ``read_line
 (framing, bounded), ``request`` (a client call), ``serve`` (a server's side of one
 connection: read, answer, reply; a handler's exception becomes
 ``{"ok": false, "error": "Type: text"}`` and never stops the server) and ``hold``
-(a lease: a request whose connection stays open).
+(a lease: a request whose connection stays open).  ``lines`` is the client of the one
+request answered by several lines (a relayed response stream: each line as it comes,
+the reply last); ``relay`` its caller's side: the stream's lines (those with a ``chunk``
+or ``stream`` key) handed on, the reply returned.
 """
 
 from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from hyperplane.errors import UnreachableError
 
@@ -73,6 +76,43 @@ def request(path: str, message: dict, timeout: float = 10.0) -> dict:
     if not data:
         raise UnreachableError(f"no reply on {path}")
     return decode(data)
+
+
+def lines(path: str, message: dict, timeout: float = 10.0) -> Iterator[dict]:
+    """Send one request; each line of the answer as it arrives, until the server closes
+    (``timeout``: seconds any one line may take).  Closing the iterator closes the
+    connection."""
+    sock = connect(path, timeout)
+    try:
+        sock.sendall(encode(message))
+        with sock.makefile("rb") as reader:
+            while line := reader.readline(MAX_LINE + 1):
+                if not line.endswith(b"\n"):
+                    raise ValueError(f"a line longer than {MAX_LINE} bytes, or cut short")
+                yield decode(line)
+    finally:
+        sock.close()
+
+
+def is_streamed(line: dict) -> bool:
+    """A line of a relayed response stream, not the reply after it."""
+    return "chunk" in line or "stream" in line
+
+
+def relay(path: str, message: dict, timeout: float,
+          on_line: Callable[[dict], None] | None) -> dict:
+    """One request: its reply; with ``on_line``, the stream's lines before the reply go
+    there as they come (an ``OSError`` from it, a caller gone: the rest is drained)."""
+    if on_line is None:
+        return request(path, message, timeout=timeout)
+    for line in lines(path, message, timeout):
+        if not is_streamed(line):
+            return line
+        try:
+            on_line(line)
+        except OSError:
+            on_line = lambda _line: None  # noqa: E731
+    raise UnreachableError(f"no reply on {path}")
 
 
 def hold(path: str, message: dict) -> tuple[socket.socket, dict]:

@@ -23,9 +23,14 @@ Invocations, one at a time (others wait in a bounded queue):
     reply   : {"result": <JSON>, "duration_ms": ..., "init_duration_ms": ...}
            or {"errorMessage": "...", "errorType": "...", ..., "duration_ms": ...}
 
-With ``"stream": true`` a streamed response's chunks come first, each as its own line
-``{"chunk": "<base64>"}``, as the runtime sends them; the last line is the reply, whose
-``result`` is the whole body either way.  A payload over 6 MiB is refused with
+With ``"stream": true`` a streamed response is relayed as it comes: first the line
+``{"stream": {"content_type": "..."}}``, then each chunk as its own
+line ``{"chunk": "<base64>"}`` as the runtime sends it, and last the reply, without
+``result`` (the chunks were the body) but with ``streamed_bytes``; a response that is not
+streamed is the reply alone, as without ``"stream"``.  Bounded: once ``STREAM_WINDOW``
+bytes wait for a slow caller, the runtime's connection is no longer read until they have
+gone (the runtime's writes then block in its socket, as TCP does); the function's
+timeout still applies.  A payload over 6 MiB is refused with
 ``RequestEntityTooLargeException``.  Past the timeout the reply is ``Sandbox.Timedout``
 and the environment is reset, as AWS does: extensions get SHUTDOWN (``timeout``), a
 runtime process is killed, and the next invocation runs a new init; with the built-in
@@ -59,6 +64,7 @@ INIT_TIMEOUT = 10.0
 RUNTIME_SHUTDOWN = 0.5  # seconds a runtime process gets after SIGTERM
 LOG_TAIL = 4096  # bytes of an invocation's log that ``LogType: Tail`` returns
 MAX_WAITING = 64  # invocations queued behind the running one
+STREAM_WINDOW = 1 << 20  # bytes of a relayed stream waiting for the caller, at most
 EXIT_SETTLE = 0.02  # seconds for an outcome sent just before the runtime exited
 OPTIONS = {"socket": None, "code": None, "handler": None, "function": None, "memory": "128",
            "timeout": "3.0", "account": "000000000000", "runtime": "python3.12",
@@ -241,8 +247,9 @@ class Agent:
         mark = logs.size()
         self.current = (invocation, conn, {"mark": mark, "tail": request.get("log_tail")})
         if request.get("stream"):
-            invocation.on_chunk = lambda chunk: conn.send(jsonline.encode(
-                {"chunk": base64.b64encode(chunk).decode()}))
+            invocation.on_stream = lambda content_type: conn.send(jsonline.encode(
+                {"stream": {"content_type": content_type}}))
+            invocation.on_chunk = lambda chunk: relay(invocation, conn, chunk)
         logs.write(f"START RequestId: {invocation.request_id} Version: $LATEST\n")
         self.prepare(invocation)
         if invocation.outcome is not None:
@@ -405,6 +412,17 @@ class ControlConn:
             self.agent.request(bytes(self.buffer), self.conn)
         elif len(self.buffer) > jsonline.MAX_LINE:
             self.conn.close()
+
+
+def relay(invocation: Invocation, conn: Conn, chunk: bytes) -> None:
+    """One chunk of a streamed response to the caller; the runtime's connection paused
+    while more than ``STREAM_WINDOW`` bytes wait for the caller, resumed when they have
+    gone (or the caller has: the rest is then read and dropped)."""
+    conn.send(jsonline.encode({"chunk": base64.b64encode(chunk).decode()}))
+    if conn.closed or conn.pending <= STREAM_WINDOW or invocation.pause is None:
+        return
+    invocation.pause()
+    conn.on_drain = lambda: invocation.outcome is None and invocation.resume()
 
 
 def _init_timeout() -> dict:

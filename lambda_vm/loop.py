@@ -17,7 +17,9 @@ set (``select`` is otherwise restarted after a signal): no wake-up descriptor, n
 
 ``Conn`` is one non-blocking stream socket with a bounded outgoing buffer: ``send``
 writes what the kernel takes now and the rest when the socket is writable again, so a
-slow peer never blocks the loop.
+slow peer never blocks the loop.  ``pending`` is what waits for the peer; ``on_drain``
+(called once) says it has all gone, or that the connection closed: a producer that
+paused when ``pending`` grew (a relayed response stream) resumes then.
 
 Side effects: sockets, pidfds and signals' wake-up fd of the calling process.
 """
@@ -161,6 +163,7 @@ class Conn:
         self.loop, self.sock = loop, sock
         self.on_data, self.on_close = on_data, on_close
         self.out = bytearray()
+        self.on_drain: Callback | None = None
         self.closed = False
         self.close_when_sent = False
         sock.setblocking(False)
@@ -177,6 +180,16 @@ class Conn:
             self.close()
             return
         self.on_data(data)
+
+    @property
+    def pending(self) -> int:
+        """Bytes queued for the peer, not yet taken by the kernel."""
+        return len(self.out)
+
+    def _drained(self) -> None:
+        callback, self.on_drain = self.on_drain, None
+        if callback is not None:
+            callback()
 
     def pause(self) -> None:
         """Read nothing more until ``resume`` (the peer waits in the kernel's buffer)."""
@@ -222,6 +235,8 @@ class Conn:
             self.loop.writer(self.sock, None)
             if self.close_when_sent:
                 self.close()
+            else:
+                self._drained()
 
     def finish(self) -> None:
         """Close once everything queued has been sent."""
@@ -236,5 +251,7 @@ class Conn:
         self.closed = True
         self.loop.forget(self.sock)
         self.sock.close()
+        self.out.clear()
+        self._drained()
         if self.on_close is not None:
             self.on_close()

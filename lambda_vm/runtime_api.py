@@ -20,9 +20,14 @@ implementation, the runtime interface emulator): the function's runtime long-pol
     POST .../init/error               202; every invocation gets this error
 
 Response streaming: ``Lambda-Runtime-Function-Response-Mode: streaming`` with a chunked
-body.  Each chunk goes to the invocation's ``on_chunk`` as it arrives (the agent writes
-it to a caller that asked for a stream), and the whole body, up to 20 MiB, is the
-result.  An error after the stream began comes in the trailers
+body.  When the invocation relays (its ``on_chunk`` is set: a caller that asked for a
+stream), ``on_stream(content_type)`` says the stream began, each chunk goes to
+``on_chunk`` as it arrives and none is kept: the outcome has no ``result``, only
+``response_mode``, ``content_type`` and ``streamed_bytes``.  The relay may ``pause`` the
+runtime's connection (its bytes then wait in the runtime's socket: TCP's own flow
+control) and ``resume`` it; settling the invocation always resumes it.  Otherwise the
+whole body, up to 20 MiB, is the result.  An error after the stream began comes in the
+trailers
 ``Lambda-Runtime-Function-Error-Type`` and ``Lambda-Runtime-Function-Error-Body``
 (base64 of the error's JSON).
 
@@ -74,7 +79,10 @@ class Invocation:
     event: object = None           # the decoded event (the built-in runtime takes it)
     client_context: str | None = None  # JSON text
     identity: str | None = None        # JSON text
-    on_chunk: Callable[[bytes], None] | None = None
+    on_chunk: Callable[[bytes], None] | None = None   # relays a streamed response
+    on_stream: Callable[[str], None] | None = None    # its content type, when it begins
+    pause: Callable[[], None] | None = None    # the runtime's streaming connection
+    resume: Callable[[], None] | None = None
     started: float = field(default_factory=time.monotonic)
     deadline_ms: int = 0
     trace_id: str = field(default_factory=trace_id)
@@ -92,6 +100,8 @@ class Invocation:
         if self.outcome is not None:
             return False
         self.outcome = outcome
+        if self.resume is not None:  # a paused stream's connection is read again
+            self.resume()
         self.on_done(outcome)
         return True
 
@@ -241,13 +251,21 @@ class RuntimeApi:
         kept = bytearray()
         size = [0]
         content_type = exchange.header("content-type", "application/octet-stream")
+        relay = invocation.on_chunk is not None
+        if relay:
+            conn = exchange.connection.conn
+            invocation.pause, invocation.resume = conn.pause, conn.resume
+            if invocation.on_stream is not None:
+                invocation.on_stream(content_type)
 
         def data(chunk: bytes) -> None:
             size[0] += len(chunk)
-            if size[0] <= MAX_STREAMED:
+            if size[0] > MAX_STREAMED or invocation.outcome is not None:
+                return
+            if relay:
+                invocation.on_chunk(chunk)
+            else:
                 kept.extend(chunk)
-                if invocation.on_chunk is not None and invocation.outcome is None:
-                    invocation.on_chunk(chunk)
 
         def end(trailers: dict[str, str]) -> None:
             if size[0] > MAX_STREAMED:
@@ -261,8 +279,12 @@ class RuntimeApi:
                     raw = b""
                 invocation.finish(error_body(raw, error_type, error_type))
                 return
-            invocation.finish({"result": json_or_text(bytes(kept)),
-                               "response_mode": "streaming", "content_type": content_type})
+            outcome = {"response_mode": "streaming", "content_type": content_type}
+            if relay:
+                outcome["streamed_bytes"] = size[0]
+            else:
+                outcome["result"] = json_or_text(bytes(kept))
+            invocation.finish(outcome)
         exchange.on_body, exchange.on_end = data, end
         self._truncation(exchange, invocation)
 

@@ -8,6 +8,7 @@ emulator itself exits with code 1.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import sys
@@ -207,20 +208,32 @@ def eni_list(as_json: bool) -> None:
 @click.option("--payload", default="{}", help="the event, as JSON")
 @click.option("--json", "as_json", is_flag=True,
               help="print the whole reply: result, cold, durations, environment, ENI")
-def invoke(function: str, payload: str, as_json: bool) -> None:
-    """Run FUNCTION's handler in an execution environment and print its JSON result."""
+@click.option("--stream/--no-stream", default=True,
+              help="print a streamed response's bytes as they arrive (the default); "
+                   "--no-stream waits for the whole body and prints it as JSON")
+def invoke(function: str, payload: str, as_json: bool, stream: bool) -> None:
+    """Run FUNCTION's handler in an execution environment and print its JSON result
+    (a streamed response: its bytes, as the function sends them)."""
     try:
         event = json.loads(payload)
     except ValueError as exc:
         raise UsageError(f"--payload is not valid JSON: {exc}") from None
+    streamed = [False]
     try:
-        reply = requests.invoke(function, event)
+        if as_json or not stream:
+            reply = requests.invoke(function, event)
+        else:
+            reply = _print_stream(function, event, streamed)
     except ApiError as exc:  # the Lambda API refused: e.g. not ready, throttled
         click.echo(json.dumps(exc.error, indent=2 if as_json else None))
         click.echo(f"hyperplane: {exc}", err=True)
         sys.exit(1)
     failed = "errorType" in reply
-    if as_json:
+    if streamed[0]:  # the body is out; an error after it began goes to stderr
+        if failed:
+            click.echo(f"hyperplane: {reply['errorType']}: {reply.get('errorMessage', '')}",
+                       err=True)
+    elif as_json:
         click.echo(json.dumps(reply, indent=2))
     elif failed:
         click.echo(json.dumps({k: reply[k] for k in ("errorMessage", "errorType")}))
@@ -228,6 +241,19 @@ def invoke(function: str, payload: str, as_json: bool) -> None:
         click.echo(json.dumps(reply["result"]))
     if failed:
         sys.exit(1)
+
+
+def _print_stream(function: str, event: object, streamed: list[bool]) -> dict:
+    """Invoke with the stream relayed: each chunk to stdout as it arrives; the reply."""
+    out = sys.stdout.buffer
+    for line in requests.invoke_stream({"op": "invoke", "name": function, "payload": event}):
+        if "reply" in line:
+            return line["reply"]
+        streamed[0] = True
+        if "chunk" in line:
+            out.write(base64.b64decode(line["chunk"]))
+            out.flush()
+    return {}
 
 
 @main.command("exec", context_settings={"ignore_unknown_options": True,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 
 from hyperplane.controller import ec2, sgchange
 from hyperplane.controller.functions import (
@@ -182,9 +183,13 @@ def _view(ctl: Controller, fn: FunctionRecord) -> dict:
     return view
 
 
-def op_invoke(ctl: Controller, request: dict) -> dict:
+def op_invoke(ctl: Controller, request: dict,
+              on_line: Callable[[dict], None] | None = None) -> dict:
     """``mode``: RequestResponse (the default), Event (202 at once, run meanwhile) or
-    DryRun (204, nothing run); ``log_tail``: the last 4 KB of the invocation's log."""
+    DryRun (204, nothing run); ``log_tail``: the last 4 KB of the invocation's log;
+    ``client_context``: the JSON the runtime gets as ``Lambda-Runtime-Client-Context``.
+    With ``on_line`` (``"stream": true``, see ``daemon``) a streamed response's lines
+    are relayed there as the agent sends them."""
     mode = request.get("mode") or "RequestResponse"
     name = request["name"]
     with ctl.lock:
@@ -197,7 +202,8 @@ def op_invoke(ctl: Controller, request: dict) -> dict:
         threading.Thread(target=ctl.invoke_quietly, args=(name, request.get("payload")),
                          daemon=True).start()
         return {"status": 202}
-    return ctl.invoke(name, request.get("payload"), bool(request.get("log_tail")))
+    return ctl.invoke(name, request.get("payload"), bool(request.get("log_tail")),
+                      request.get("client_context"), on_line)
 
 
 def op_scale(ctl: Controller, request: dict) -> dict:

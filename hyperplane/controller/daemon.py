@@ -8,6 +8,11 @@ connection in its own thread (``api.OPS`` names the requests).  A ticker thread
 moves the model forward on the emulated clock every ``TICK`` seconds and hands
 the dataplane its whole configuration again every few seconds (constant work).
 
+An ``invoke`` with ``"stream": true`` is answered by several lines: a streamed
+response's ``{"stream": {"content_type"}}`` and ``{"chunk": "<base64>"}`` lines as the
+agent relays them, each written and flushed at once (a slow reader blocks this thread,
+whose agent then pauses the runtime: see ``lambda_vm.agent``), then the usual reply.
+
 ``lease`` is the one request that outlives its reply: the environment stays
 held until the client closes the connection (``hyperplane exec --function``
 passes the connection to the command it runs, so the environment is held while
@@ -26,6 +31,7 @@ import socketserver
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 
 from hyperplane import jsonline
 from hyperplane.controller.api import OPS
@@ -39,7 +45,8 @@ PARALLEL = ("invoke", "scale", "accounts", "function.get", "function.list", "acc
 log = logging.getLogger("hyperplane.controller")
 
 
-def handle(ctl: Controller, request: dict) -> dict:
+def handle(ctl: Controller, request: dict,
+           on_line: Callable[[dict], None] | None = None) -> dict:
     op = request.get("op")
     if op == "ping":
         return {"ok": True, "pid": os.getpid()}
@@ -48,6 +55,8 @@ def handle(ctl: Controller, request: dict) -> dict:
         return {"ok": False, "usage": f"unknown request {op!r}"}
     request = aliased(ctl, request)
     try:
+        if on_line is not None and op == "invoke":
+            return {"ok": True, "result": handler(ctl, request, on_line)}
         if op in PARALLEL:  # they pass through the worker only to take an environment
             return {"ok": True, "result": handler(ctl, request)}
         return {"ok": True, "result": ctl.serial(handler, ctl, request)}
@@ -82,6 +91,13 @@ class Handler(socketserver.StreamRequestHandler):
             return
         if request.get("op") == "lease":
             self._lease(ctl, aliased(ctl, request))
+            return
+        if request.get("op") == "invoke" and request.get("stream"):
+            reply = handle(ctl, request, self._reply)
+            try:
+                self._reply(reply)
+            except OSError:
+                pass  # the caller went away; the invocation was over anyway
             return
         self._reply(handle(ctl, request))
 

@@ -396,14 +396,19 @@ class Controller:
         except Exception:  # noqa: BLE001 - nobody waits for it; AWS would retry twice
             pass
 
-    def invoke(self, name: str, payload: object, log_tail: bool = False) -> dict:
+    def invoke(self, name: str, payload: object, log_tail: bool = False,
+               client_context: str | None = None,
+               on_line: Callable[[dict], None] | None = None) -> dict:
+        """The agent's reply; with ``on_line``, a streamed response's lines (``stream``,
+        ``chunk``) go there as they come (a caller that went away: they are drained)."""
         env, cold, fn = self.acquire(name)
+        message = {"payload": payload, "request_id": str(uuid.uuid4()), "log_tail": log_tail,
+                   "client_context": client_context, "stream": on_line is not None}
         try:
             procs.wait_until(lambda: os.path.exists(state.env_socket(env.index)),
                              READY_TIMEOUT, 0.002)
-            reply = jsonline.request(state.env_socket(env.index),
-                                     {"payload": payload, "request_id": str(uuid.uuid4()),
-                                      "log_tail": log_tail}, timeout=fn.timeout + 10)
+            reply = jsonline.relay(state.env_socket(env.index), message, fn.timeout + 10,
+                                   on_line)
         except (UnreachableError, OSError) as exc:
             raise RuntimeError(f"environment {env.id} of {name} did not answer ({exc}); "
                                f"see {state.log(env.id)}") from None

@@ -5,7 +5,8 @@ one ``jsonline`` request.  ``controller_request`` returns the controller's resul
 raises what it answered (an AWS-named ``ApiError``, a ``UsageError``, or a
 ``RuntimeError`` for a failure of its own).  ``acquire_env`` holds an environment
 through a lease connection until ``release``; ``invoke`` runs a function's handler
-through the controller, ``invoke_env`` on an environment the caller holds.
+through the controller, ``invoke_env`` on an environment the caller holds;
+``invoke_stream`` relays a streamed response's lines as they come.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import fcntl
 import os
 import socket
 import uuid
+from collections.abc import Iterator
 
 from hyperplane import jsonline
 from hyperplane.errors import ApiError, UnreachableError, UsageError
@@ -28,15 +30,8 @@ def nothing_up() -> UsageError:
                       "`hyperplane up FILE`")
 
 
-def controller_request(message: dict, timeout: float = 60.0) -> dict:
-    """One request to the controller: its result, or the error it answered with raised."""
-    try:
-        reply = jsonline.request(state.controller_socket(), message, timeout=timeout)
-    except UnreachableError:
-        if not state.exists():
-            raise nothing_up() from None
-        raise RuntimeError("the controller does not answer; `hyperplane controller start` "
-                           f"starts it again (its log: {state.log('controller')})") from None
+def _answer(reply: dict) -> dict:
+    """The controller's result, or the error it answered with raised."""
     if reply.get("ok"):
         return reply["result"]
     if "error" in reply and isinstance(reply["error"], dict):
@@ -45,6 +40,39 @@ def controller_request(message: dict, timeout: float = 60.0) -> dict:
         raise UsageError(reply["usage"])
     raise RuntimeError(f"the controller failed: {reply.get('failure') or reply.get('error')}; "
                        f"see {state.log('controller')}")
+
+
+def _unreachable() -> Exception:
+    if not state.exists():
+        return nothing_up()
+    return RuntimeError("the controller does not answer; `hyperplane controller start` "
+                        f"starts it again (its log: {state.log('controller')})")
+
+
+def controller_request(message: dict, timeout: float = 60.0) -> dict:
+    """One request to the controller: its result, or the error it answered with raised."""
+    try:
+        reply = jsonline.request(state.controller_socket(), message, timeout=timeout)
+    except UnreachableError:
+        raise _unreachable() from None
+    return _answer(reply)
+
+
+def invoke_stream(message: dict, timeout: float = 1000.0) -> Iterator[dict]:
+    """An ``invoke`` request with ``"stream": true``: a streamed response's lines
+    (``{"stream": {"content_type"}}``, ``{"chunk": "<base64>"}``) as they arrive, then
+    ``{"reply": <the controller's result>}``; an error answered is raised."""
+    try:
+        for line in jsonline.lines(state.controller_socket(), {**message, "stream": True},
+                                   timeout):
+            if jsonline.is_streamed(line):
+                yield line
+            else:
+                yield {"reply": _answer(line)}
+                return
+    except UnreachableError:
+        raise _unreachable() from None
+    raise RuntimeError(f"the controller gave no reply; see {state.log('controller')}")
 
 
 def dataplane_request(message: dict) -> dict:

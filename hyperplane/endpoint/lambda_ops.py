@@ -8,17 +8,30 @@ own extensions such as ``Networking`` stay out).  ``Code.ZipFile`` is unzipped i
 the state directory (``kernel.codestore``) before the controller sees the function.
 
     CreateFunction GetFunction GetFunctionConfiguration ListFunctions DeleteFunction
-    UpdateFunctionConfiguration UpdateFunctionCode Invoke PutFunctionConcurrency
-    GetFunctionConcurrency DeleteFunctionConcurrency GetAccountSettings
+    UpdateFunctionConfiguration UpdateFunctionCode Invoke InvokeWithResponseStream
+    PutFunctionConcurrency GetFunctionConcurrency DeleteFunctionConcurrency
+    GetAccountSettings
+
+``ClientContext`` (``X-Amz-Client-Context``: base64 of a JSON object, at most 3,583
+bytes) reaches the runtime decoded, as ``Lambda-Runtime-Client-Context``.
+``InvokeWithResponseStream`` relays the controller's stream (``requests.invoke_stream``)
+as events: each chunk of a streamed response a ``PayloadChunk`` as it arrives (a response
+that is not streamed: its JSON in one), then ``InvokeComplete``: ``ErrorCode`` (the
+error's type, e.g. ``Sandbox.Timedout``) and ``ErrorDetails`` (its message) when the
+function failed, ``LogResult`` (base64 of the log's last 4 KB) for ``LogType: Tail``.
+An error the API itself answers (not found, not ready, too large) is a plain HTTP error,
+before any event.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
-from hyperplane.emulator.requests import controller_request
+from hyperplane.emulator.requests import controller_request, invoke_stream
 from hyperplane.endpoint import models
 from hyperplane.endpoint.server import STATUS_KEY, Call
 from hyperplane.errors import ApiError
@@ -27,6 +40,7 @@ from hyperplane.kernel import codestore
 INVOKE_LIMIT = {"RequestResponse": 6 * 1024 * 1024, "Event": 256 * 1024,
                 "DryRun": 6 * 1024 * 1024}
 PAGE = 50  # ListFunctions: AWS's default MaxItems
+CLIENT_CONTEXT_LIMIT = 3583  # bytes of ClientContext's JSON
 
 
 def _members(shape_name: str) -> frozenset[str]:
@@ -153,9 +167,7 @@ def delete_function(call: Call) -> dict:
     return {"StatusCode": 204}
 
 
-def invoke(call: Call) -> dict:
-    p = call.params
-    mode = p.get("InvocationType") or "RequestResponse"
+def _payload(p: dict, mode: str) -> object:
     if mode not in INVOKE_LIMIT:
         raise ApiError("InvalidParameterValueException", f"Invalid InvocationType: {mode}")
     raw = p.get("Payload") or b"{}"
@@ -163,25 +175,91 @@ def invoke(call: Call) -> dict:
         raise ApiError("RequestTooLargeException", f"Request must be smaller than "
                        f"{INVOKE_LIMIT[mode]} bytes for the InvokeFunction operation", 413)
     try:
-        payload = json.loads(raw)
+        return json.loads(raw)
     except ValueError:
         raise ApiError("InvalidRequestContentException", "Could not parse request body into "
                        "json: Could not parse payload into json") from None
-    reply = _ask(call, {"op": "invoke", "name": function_name(p), "payload": payload,
-                        "mode": mode, "log_tail": p.get("LogType") == "Tail"}, timeout=1000)
+
+
+def client_context(p: dict) -> str | None:
+    """``ClientContext`` (base64 of a JSON object) as the JSON text the runtime gets."""
+    raw = p.get("ClientContext")
+    if not raw:
+        return None
+    try:
+        text = base64.b64decode(raw, validate=True).decode("utf-8")
+        valid = isinstance(json.loads(text), dict)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        valid = False
+    if not valid:
+        raise ApiError("InvalidRequestContentException",
+                       "Client context must be a valid Base64-encoded JSON object.")
+    if len(text.encode()) > CLIENT_CONTEXT_LIMIT:
+        raise ApiError("InvalidParameterValueException", "Client context must be at most "
+                       f"{CLIENT_CONTEXT_LIMIT} bytes of JSON")
+    return text
+
+
+def _invoke_request(p: dict, mode: str) -> dict:
+    return {"op": "invoke", "name": function_name(p), "payload": _payload(p, mode),
+            "mode": mode, "log_tail": p.get("LogType") == "Tail",
+            "client_context": client_context(p)}
+
+
+def invoke(call: Call) -> dict:
+    p = call.params
+    mode = p.get("InvocationType") or "RequestResponse"
+    reply = _ask(call, _invoke_request(p, mode), timeout=1000)
     if mode != "RequestResponse":
         return {"StatusCode": reply["status"]}
     out: dict = {"StatusCode": 200, "ExecutedVersion": "$LATEST"}
     if "errorType" in reply:
         out["FunctionError"] = "Unhandled"
-        error = {k: reply[k] for k in ("errorMessage", "errorType", "stackTrace", "trace")
-                 if k in reply}
-        out["Payload"] = json.dumps(error).encode()
+        out["Payload"] = json.dumps(_error(reply)).encode()
     else:
         out["Payload"] = json.dumps(reply.get("result")).encode()
     if p.get("LogType") == "Tail":
         out["LogResult"] = base64.b64encode(reply.get("log_tail", "").encode()).decode()
     return out
+
+
+def _error(reply: dict) -> dict:
+    return {k: reply[k] for k in ("errorMessage", "errorType", "stackTrace", "trace")
+            if k in reply}
+
+
+def invoke_with_response_stream(call: Call) -> dict:
+    p = call.params
+    mode = p.get("InvocationType") or "RequestResponse"
+    if mode not in ("RequestResponse", "DryRun"):
+        raise ApiError("InvalidParameterValueException", f"Invalid InvocationType: {mode}")
+    request = _invoke_request(p, mode)
+    if mode == "DryRun":
+        _ask(call, request)
+        return {"StatusCode": 204}
+    lines = invoke_stream({**request, "account": call.account, "region": call.region})
+    first = next(lines)  # an error the API answers is raised here, before any event
+    return {"StatusCode": 200, "ExecutedVersion": "$LATEST",
+            "EventStream": _events(itertools.chain([first], lines), p.get("LogType") == "Tail")}
+
+
+def _events(lines: Iterator[dict], tail: bool) -> Iterator[dict]:
+    """The controller's stream as InvokeWithResponseStream's events."""
+    for line in lines:
+        if "chunk" in line:
+            yield {"PayloadChunk": {"Payload": base64.b64decode(line["chunk"])}}
+        elif "reply" in line:
+            reply, complete = line["reply"], {}
+            if "errorType" in reply:
+                complete = {"ErrorCode": reply["errorType"],
+                            "ErrorDetails": reply.get("errorMessage", "")}
+            elif "result" in reply:  # a response that was not streamed: one chunk
+                yield {"PayloadChunk": {"Payload": json.dumps(reply["result"]).encode()}}
+            if tail:
+                complete["LogResult"] = base64.b64encode(
+                    reply.get("log_tail", "").encode()).decode()
+            yield {"InvokeComplete": complete}
+            return
 
 
 def put_function_concurrency(call: Call) -> dict:
@@ -218,6 +296,7 @@ HANDLERS: dict[tuple[str, str], Callable[[Call], dict]] = {
     ("lambda", "UpdateFunctionCode"): update_function_code,
     ("lambda", "DeleteFunction"): delete_function,
     ("lambda", "Invoke"): invoke,
+    ("lambda", "InvokeWithResponseStream"): invoke_with_response_stream,
     ("lambda", "PutFunctionConcurrency"): put_function_concurrency,
     ("lambda", "GetFunctionConcurrency"): get_function_concurrency,
     ("lambda", "DeleteFunctionConcurrency"): delete_function_concurrency,

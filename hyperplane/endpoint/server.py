@@ -39,7 +39,13 @@ protocol's error shape with that code, message and status.  A ``ProtocolError``
 exception a 500 (``ServiceException``, ``InternalError``, ``InternalFailure``)
 whose message names the request id only: the traceback goes to stderr.  Every
 answer carries ``x-amzn-RequestId`` (the XML ones also in the body) and
-``Content-Length``.
+``Content-Length``, but one: an operation whose output is an event stream
+(``InvokeWithResponseStream``) returns its ``eventstream`` member as an iterator of
+``{EventName: value}``; the head goes out at once (``Content-Type:
+application/vnd.amazon.eventstream``, ``Transfer-Encoding: chunked``) and each event as
+its own HTTP chunk the moment the iterator yields it (``eventstream``), so that boto3's
+``EventStream`` sees it as it comes.  A client that goes away closes the iterator; an
+iterator that fails ends the body without its last chunk (the client sees a broken stream).
 """
 
 from __future__ import annotations
@@ -51,14 +57,14 @@ import sys
 import threading
 import traceback
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
 from botocore.model import OperationModel, ServiceModel
 
-from hyperplane.endpoint import models, query, restjson, sigv4
+from hyperplane.endpoint import eventstream, models, query, restjson, sigv4
 from hyperplane.endpoint.wire import ProtocolError
 from hyperplane.errors import ApiError
 
@@ -107,6 +113,7 @@ class Reply:
     headers: dict[str, str]
     body: bytes
     close: bool = False
+    stream: Iterator[bytes] | None = None  # an event stream's messages, as they come
 
 
 class Endpoint(ThreadingHTTPServer):
@@ -222,13 +229,20 @@ class Endpoint(ThreadingHTTPServer):
 
     def _success(self, model: ServiceModel, op: OperationModel, output: dict,
                  request_id: str) -> Reply:
+        stream = None
         if model.protocol == "rest-json":
+            if op.has_event_stream_output and output.get(_stream_member(op)) is not None:
+                output = dict(output)
+                items = output.pop(_stream_member(op))
+                stream = eventstream.events(op.get_event_stream_output(), items)
             status, headers, body = restjson.serialize(op, output)
+            if stream is not None:
+                headers["Content-Type"] = eventstream.CONTENT_TYPE
         else:
             body = query.serialize(model, op, output, request_id)
             status = int(output.get(STATUS_KEY) or 200)
             headers = {"Content-Type": query.content_type(model)}
-        return Reply(status, {**headers, "x-amzn-RequestId": request_id}, body)
+        return Reply(status, {**headers, "x-amzn-RequestId": request_id}, body, stream=stream)
 
     def error_reply(self, model: ServiceModel, error: ApiError, request_id: str) -> Reply:
         """``error`` in ``model``'s protocol (an error that cannot be written: a 500)."""
@@ -238,6 +252,11 @@ class Endpoint(ThreadingHTTPServer):
             status, headers, body = _error_parts(model, _internal(model, request_id),
                                                  request_id)
         return Reply(status, {**headers, "x-amzn-RequestId": request_id}, body)
+
+
+def _stream_member(op: OperationModel) -> str:
+    """The output member that is the event stream (the output shape's payload)."""
+    return op.output_shape.serialization.get("payload", "")
 
 
 def _error_parts(model: ServiceModel, error: ApiError,
@@ -383,6 +402,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.rfile.readline(3)
 
     def _send(self, reply: Reply) -> None:
+        if reply.stream is not None:
+            self._send_stream(reply)
+            return
         try:
             self.send_response(reply.status)
             for name, value in reply.headers.items():
@@ -397,6 +419,33 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+
+
+    def _send_stream(self, reply: Reply) -> None:
+        """The head, then each message of ``reply.stream`` as one HTTP chunk, flushed."""
+        stream = reply.stream
+        try:
+            self.send_response(reply.status)
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.flush()
+            for frame in stream:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(frame), frame))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception:  # noqa: BLE001 - the head is out: the body can only stop short
+            sys.stderr.write(f"hyperplane endpoint: an event stream failed:\n"
+                             f"{traceback.format_exc()}")
+            self.close_connection = True
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
 
 
 def _bad_length(request: Request) -> ApiError:

@@ -74,3 +74,63 @@ def test_a_line_past_the_limit_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="longer than"):
         jsonline.read_line(b, limit=1000)
     b.close()
+
+
+def stream_once(path: Path, lines: list[bytes], gate: threading.Event) -> threading.Thread:
+    """A server answering one request with ``lines``, the second and later ones only
+    once ``gate`` is set (never set: the connection closes without them)."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def run() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            jsonline.read_line(conn)
+            conn.sendall(lines[0])
+            if not gate.wait(10):
+                return
+            for line in lines[1:]:
+                conn.sendall(line)
+        listener.close()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_relay_hands_on_each_streamed_line_as_it_comes(tmp_path: Path) -> None:
+    gate = threading.Event()
+    got: list[dict] = []
+    lines = [b'{"stream":{"content_type":"text/plain"}}\n', b'{"chunk":"YQ=="}\n',
+             b'{"chunk":"Yg=="}\n{"ok":true,"result":1}\n']
+
+    def on_line(line: dict) -> None:
+        got.append(line)
+        gate.set()  # the rest is sent only after the first line was handed on
+    stream_once(tmp_path / "s.sock", lines, gate)
+    reply = jsonline.relay(str(tmp_path / "s.sock"), {"op": "invoke"}, 10, on_line)
+    assert reply == {"ok": True, "result": 1}
+    assert got == [{"stream": {"content_type": "text/plain"}}, {"chunk": "YQ=="},
+                   {"chunk": "Yg=="}]
+
+
+def test_relay_drains_the_stream_when_the_caller_is_gone(tmp_path: Path) -> None:
+    gate = threading.Event()
+    gate.set()
+    calls = []
+
+    def gone(line: dict) -> None:
+        calls.append(line)
+        raise BrokenPipeError()
+    stream_once(tmp_path / "s.sock", [b'{"chunk":"YQ=="}\n', b'{"chunk":"Yg=="}\n',
+                                      b'{"ok":true}\n'], gate)
+    assert jsonline.relay(str(tmp_path / "s.sock"), {}, 10, gone) == {"ok": True}
+    assert calls == [{"chunk": "YQ=="}]  # tried once, then drained
+
+
+def test_relay_without_a_reply_is_unreachable(tmp_path: Path) -> None:
+    gate = threading.Event()
+    gate.set()
+    stream_once(tmp_path / "s.sock", [b'{"chunk":"YQ=="}\n'], gate)
+    with pytest.raises(UnreachableError):
+        jsonline.relay(str(tmp_path / "s.sock"), {}, 10, lambda _line: None)

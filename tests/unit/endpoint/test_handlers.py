@@ -101,6 +101,8 @@ CALLS = [
     ("lambda", "DeleteFunction", {"FunctionName": "orders"}),
     ("lambda", "Invoke", {"FunctionName": "orders", "Payload": b'{"a": 1}', "LogType": "Tail"}),
     ("lambda", "Invoke", {"FunctionName": "orders", "InvocationType": "Event"}),
+    ("lambda", "InvokeWithResponseStream", {"FunctionName": "orders",
+                                            "InvocationType": "DryRun"}),
     ("lambda", "PutFunctionConcurrency", {"FunctionName": "orders",
                                           "ReservedConcurrentExecutions": 3}),
     ("lambda", "GetFunctionConcurrency", {"FunctionName": "orders"}),
@@ -173,6 +175,20 @@ def test_invoke_answers_with_the_payload_the_status_and_the_log() -> None:
     assert base64.b64decode(out["LogResult"]) == b"START\nEND\n"
     assert call("lambda", "Invoke", {"FunctionName": "orders",
                                      "InvocationType": "DryRun"})["StatusCode"] == 202
+
+
+def test_invoke_passes_the_client_context_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked = []
+    monkeypatch.setattr(lambda_ops, "controller_request",
+                        lambda message, timeout=60.0: asked.append(message) or answer(message))
+    context = json.dumps({"custom": {"tenant": "t-1"}, "env": {"locale": "fr"}})
+    call("lambda", "Invoke", {"FunctionName": "orders",
+                              "ClientContext": base64.b64encode(context.encode()).decode()})
+    assert asked[-1]["client_context"] == context
+    for bad in ("not base64!", base64.b64encode(b"[1, 2]").decode()):
+        with pytest.raises(ApiError) as info:
+            call("lambda", "Invoke", {"FunctionName": "orders", "ClientContext": bad})
+        assert info.value.kind == "InvalidRequestContentException"
 
 
 def test_an_oversized_payload_is_refused_before_the_controller() -> None:

@@ -70,7 +70,24 @@ def invoke(call: Call) -> dict:
             "ExecutedVersion": "$LATEST", "LogResult": "U1RBUlQK"}
 
 
+GATES: dict[str, threading.Event] = {}
+
+
+def invoke_with_response_stream(call: Call) -> dict:
+    """A stream whose events after the first wait for the test's gate."""
+    gate = GATES.setdefault(call.params["FunctionName"], threading.Event())
+
+    def events() -> Iterator[dict]:
+        yield {"PayloadChunk": {"Payload": b"first"}}
+        if not gate.wait(10):
+            raise RuntimeError("the gate was never opened")
+        yield {"PayloadChunk": {"Payload": bytes(range(256))}}
+        yield {"InvokeComplete": {"ErrorCode": "Boom", "ErrorDetails": "late"}}
+    return {"StatusCode": 200, "ExecutedVersion": "$LATEST", "EventStream": events()}
+
+
 HANDLERS = {
+    ("lambda", "InvokeWithResponseStream"): invoke_with_response_stream,
     ("lambda", "GetFunction"): get_function,
     ("lambda", "CreateFunction"): create_function,
     ("lambda", "Invoke"): invoke,
@@ -405,3 +422,17 @@ def test_the_aws_cli_calls_the_endpoint(endpoint: Endpoint, tmp_path: Path) -> N
     assert json.loads(enis.stdout)["NetworkInterfaces"][0]["NetworkInterfaceId"] == "eni-9"
     missing = run("lambda", "get-function", "--function-name", "missing")
     assert missing.returncode != 0 and "ResourceNotFoundException" in missing.stderr
+
+
+def test_an_event_stream_reaches_boto3_event_by_event(endpoint: Endpoint) -> None:
+    lam = client(endpoint, "lambda")
+    for name in ("streamed", "again"):  # the second on the same kept-alive connection
+        answer = lam.invoke_with_response_stream(FunctionName=name, Payload=b"{}")
+        assert answer["ResponseStreamContentType"] == "application/vnd.amazon.eventstream"
+        assert answer["StatusCode"] == 200 and answer["ExecutedVersion"] == "$LATEST"
+        events = iter(answer["EventStream"])
+        assert next(events) == {"PayloadChunk": {"Payload": b"first"}}  # the gate is shut
+        GATES[name].set()
+        assert list(events) == [{"PayloadChunk": {"Payload": bytes(range(256))}},
+                                {"InvokeComplete": {"ErrorCode": "Boom",
+                                                    "ErrorDetails": "late"}}]
