@@ -20,9 +20,8 @@ import sys
 import click
 
 from hyperplane.cli.output import emit
-from hyperplane.emulator import requests, run, running
+from hyperplane.emulator import requests, run
 from hyperplane.errors import ApiError
-from hyperplane.kernel import procs
 
 
 def request(message: dict, as_json: bool = False, timeout: float = 60.0) -> dict:
@@ -193,11 +192,10 @@ def controller_start() -> None:
 
 @controller.command("stop")
 def controller_stop() -> None:
-    """Stop the controller; the dataplane and environments keep running."""
-    recorded = running.require()
-    pid = recorded.data["procs"].get("controller")
-    if pid and procs.alive(pid):
-        procs.stop(pid)
+    """Stop the controller (the supervisor leaves it stopped until `controller start`);
+    the dataplane and environments keep running."""
+    pid = run.stop_controller()
+    if pid:
         click.echo(f"controller stopped (pid {pid})")
     else:
         click.echo("the controller is not running")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from hyperplane.emulator import flowlogs, machine, stacks
 from hyperplane.emulator.requests import controller_request
-from hyperplane.emulator.running import load_source, status
+from hyperplane.emulator.running import load_source, pid_of, status
 from hyperplane.errors import UsageError
 from hyperplane.fabric import desired
 from hyperplane.fabric.objects import plan
@@ -121,6 +121,7 @@ def start_controller(data: dict | None = None) -> int:
     pid = supervision.spawn(entry)
     data["procs"]["controller"] = pid
     supervision.wait_ready(entry, pid, "the controller", controller_timeout(data))
+    _pause("controller", False)
     return pid
 
 
@@ -129,6 +130,26 @@ def controller_timeout(data: dict) -> float:
     (their ENIs, every host's firewall again) before it listens, longer with more hosts."""
     hosts = sum(len(v.get("hosts") or []) for v in data.get("document", {}).get("vpcs", []))
     return READY_TIMEOUT + hosts * 0.06
+
+
+def stop_controller() -> int | None:
+    """Stop the controller and keep it stopped (the supervisor leaves a paused process
+    alone) until ``controller start``; its pid, None if it was not running."""
+    data = state.load()
+    if data is None:
+        raise UsageError("nothing is up; start with `hyperplane up FILE`")
+    _pause("controller", True)
+    pid = pid_of(data, "controller")
+    if pid and procs.alive(pid) and procs.is_ours(pid):
+        procs.stop(pid)
+        return pid
+    return None
+
+
+def _pause(name: str, paused: bool) -> None:
+    names = set(state.load_row("paused") or [])
+    if (name in names) != paused:
+        state.save_row("paused", sorted(names ^ {name}))
 
 
 def start_supervisor(data: dict) -> int:

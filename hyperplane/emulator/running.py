@@ -155,7 +155,13 @@ def _process(pid: int | None, record: dict | None = None) -> dict:
 def pid_of(data: dict, name: str) -> int | None:
     """A process's pid: the supervisor's (it restarted it), else the one recorded first."""
     record = (data.get("services") or {}).get(name)
-    return record["pid"] if record and record.get("pid") else data["procs"].get(name)
+    recorded = data["procs"].get(name)
+    if not (record and record.get("pid")):
+        return recorded
+    if (recorded and recorded != record["pid"] and not procs.alive(record["pid"])
+            and procs.alive(recorded)):
+        return recorded  # started again by hand (`controller start`) since
+    return record["pid"]
 
 
 def supervision_view(data: dict) -> dict:

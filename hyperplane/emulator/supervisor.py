@@ -10,7 +10,9 @@ re-attached its shared-memory session table, gets its configuration from the con
 (``resync``); the NAT gateways' process gets theirs.  A process that died
 ``MAX_DEATHS`` times within ``WINDOW`` seconds stays down, and says why.
 
-What it knows is the state's ``services`` row, which only it writes:
+A name in the state's ``paused`` row (``controller stop`` puts the controller there,
+``controller start`` takes it out) is left alone.  What it knows is the state's
+``services`` row, which only it writes:
 
     {name: {"pid": PID, "restarts": N, "deaths": [t, ...], "down": null | "reason",
             "last_restart": t}}
@@ -43,18 +45,31 @@ class Supervisor:
         self.services: dict[str, dict] = dict(state.load_row("services") or {})
 
     def pid_of(self, name: str, procs_row: dict) -> int | None:
+        """The process's pid: ours if we restarted it, unless someone else has started it
+        again since ours died (``controller start``: the procs row names a live process
+        of ours that is not the one we know), which is then supervised as if we had."""
         known = self.services.get(name)
-        return known["pid"] if known else procs_row.get(name)
+        recorded = procs_row.get(name)
+        if (known and recorded and recorded != known["pid"] and not procs.alive(known["pid"])
+                and procs.alive(recorded) and procs.is_ours(recorded)):
+            known.update(pid=recorded, down=None, deaths=[])
+            return recorded
+        return known["pid"] if known else recorded
 
     def once(self) -> None:
         specs = state.load_row("supervise") or {}
         procs_row = state.load_row("procs") or {}
+        paused = set(state.load_row("paused") or [])
         changed = False
         for name, entry in specs.items():
+            if name in paused:  # stopped on purpose (`controller stop`)
+                continue
+            known = (self.services.get(name) or {}).get("pid")
+            pid = self.pid_of(name, procs_row)
+            changed |= bool(known and pid != known)  # adopted: saved below
             record = self.services.get(name) or {}
             if record.get("down"):
                 continue
-            pid = self.pid_of(name, procs_row)
             if not pid or (procs.alive(pid) and procs.is_ours(pid)):
                 continue
             changed = True

@@ -72,6 +72,16 @@ def conntrack(state_dir: Path) -> list[dict]:
     return hp.run_json("conntrack", state_dir=state_dir)
 
 
+def conntrack_flushed(state_dir: Path) -> list[dict]:
+    """``conntrack`` once the dataplane has written its cached sessions' counters back
+    (every ``FLUSH_INTERVAL``; `conntrack` reads the shared table, as documented)."""
+    import time
+
+    from hyperplane.dataplane.tables import FLUSH_INTERVAL
+    time.sleep(FLUSH_INTERVAL + 0.3)
+    return conntrack(state_dir)
+
+
 def conntrack_now(state_dir: Path) -> list[dict]:
     """The same sessions as ``hyperplane conntrack --json``, asked on the dataplane's
     control socket directly: no process to start, so timing polls are fine-grained."""

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -402,10 +403,16 @@ def test_controller_kill_9_keeps_traffic_and_restart_recovers_everything(
             dataplane = hp.run_json("status", state_dir=state_dir)["dataplane"]["pid"]
             pid = controller(state_dir)["pid"]
             try:
-                os.kill(pid, signal.SIGKILL)
-                until(lambda: controller(state_dir)["alive"], lambda alive: not alive)
+                os.kill(pid, signal.SIGKILL)  # the supervisor starts it again
+                back = until(lambda: controller(state_dir),
+                             lambda c: c["alive"] and c["pid"] != pid)
+                assert back["restarts"] == 1 and back["down"] is None
                 [again] = held.ask("again")  # the same connection, through the dataplane
                 assert again == before_seen
+                stopped = hp.run("controller", "stop", state_dir=state_dir).stdout
+                assert f"pid {back['pid']}" in stopped
+                time.sleep(1)  # ten supervisor rounds: a stopped controller stays stopped
+                assert not controller(state_dir)["alive"]
                 down = hp.run("function", "list", state_dir=state_dir, check=False)
                 assert down.returncode == 1 and "hyperplane controller start" in down.stderr
                 assert hp.run("invoke", "kept", state_dir=state_dir, check=False).returncode == 1
@@ -421,9 +428,11 @@ def test_controller_kill_9_keeps_traffic_and_restart_recovers_everything(
             assert [{k: f[k] for k in keys} for f in hp.run_json(
                 "function", "list", state_dir=state_dir)["Functions"]] == [
                 {k: f[k] for k in keys} for f in listed]
-            reply = invoke(state_dir, "kept")
-            assert reply["cold"] is False and reply["environment"] == first["environment"]
-            assert reply["result"]["database_saw"] == first["result"]["database_saw"]
+            reply = invoke(state_dir, "kept")  # the lease still holds the first environment:
+            assert reply["cold"] is True and reply["environment"] != first["environment"]
+            assert hp.run_json("controller", "status", "--json", state_dir=state_dir)[
+                "orphan_leases"] == [int(first["environment"].removeprefix("env-"))]
+            assert reply["result"]["database_saw"] in {row["ip"] for row in rows}
             assert held.ask("again") == [before_seen]
 
 

@@ -75,12 +75,12 @@ def test_bulk_tcp_both_directions_byte_identical_offloads_on(
                      f"curl -sS --max-time 60 -o {down} -w '%{{local_ip}} %{{local_port}}' "
                      f"'http://{DB}:8080/bytes?n={size}'; echo; echo ==; cat /proc/net/snmp",
                      state_dir=state_dir).stdout
-        rows_down = pk.conntrack(state_dir)
+        rows_down = pk.conntrack_flushed(state_dir)
         result = hp.run(*pk.function(fn), "curl", "-sS", "--max-time", "60", "--data-binary",
                         f"@{upload}", "-H", "Content-Type: application/octet-stream", "-w",
                         "\n%{local_ip} %{local_port}", f"http://{DB}:8080/sha256",
                         state_dir=state_dir).stdout
-        rows_up = pk.conntrack(state_dir)
+        rows_up = pk.conntrack_flushed(state_dir)
     after = pk.stats(state_dir)
     db_after = pk.snmp(hp.run(*pk.host("db"), "cat", "/proc/net/snmp",
                               state_dir=state_dir).stdout)
@@ -310,7 +310,7 @@ def test_out_of_window_rst_is_dropped_and_the_connection_goes_on(
                                                 "tcp_rst_out_of_window") >= 1, 5, 0.1)
             assert client.ask("roundtrip") == {"ok": True}
             after = pk.stats(state_dir)
-            [now] = pk.sessions(pk.conntrack(state_dir), protocol="tcp", src=hello["ip"],
+            [now] = pk.sessions(pk.conntrack_flushed(state_dir), protocol="tcp", src=hello["ip"],
                                 sport=hello["sport"], dport=ECHO_TCP)
             client.finish()
         finally:

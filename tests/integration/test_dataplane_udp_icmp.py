@@ -54,7 +54,7 @@ def test_udp_mapping_keeps_one_eni_port_across_1000_packets(
     with pk.serving(state_dir, pk.host("db"), tmp_path, udp="7000:echo") as server:
         out = hp.run(*pk.function("near"), *pk.MODULE, "udp-burst", "--dst", DB, "--port",
                      "7000", "--sport", "47000", "--count", "1000", state_dir=state_dir).stdout
-        rows = pk.conntrack(state_dir)
+        rows = pk.conntrack_flushed(state_dir)
     after = pk.stats(state_dir)
     result = json.loads(out)
     assert result["echoed"] == 1000

@@ -83,3 +83,43 @@ def test_a_spec_without_a_pid_yet_is_left_alone(state_dir: Path) -> None:
     Supervisor().once()
     assert state.load_row("services") is None
     assert not Path(entry["ready"]["file"]).exists()
+
+
+def test_a_paused_process_stays_stopped_and_one_started_by_hand_is_adopted(
+        state_dir: Path) -> None:
+    """`controller stop` pauses (no restart); `controller start` records a new pid, which
+    the supervisor adopts (its record and `status`'s pid follow it) and supervises."""
+    from hyperplane.emulator.running import pid_of
+    entry = sleeper_spec(state_dir)
+    first = supervision.start(entry, "sleeper")
+    state.save({"source": "t", "procs": {"sleeper": first}, "supervise": {"sleeper": entry}})
+    supervisor = Supervisor()
+    started = [first]
+    try:
+        kill(first)
+        supervisor.once()  # restarted: the supervisor's pid
+        restarted = state.load_row("services")["sleeper"]["pid"]
+        started.append(restarted)
+        state.save_row("paused", ["sleeper"])
+        kill(restarted)
+        supervisor.once()
+        assert state.load_row("services")["sleeper"]["pid"] == restarted  # left stopped
+        by_hand = supervision.start(entry, "sleeper")
+        started.append(by_hand)
+        data = state.load()
+        data["procs"]["sleeper"] = by_hand
+        state.save(data)
+        state.save_row("paused", [])
+        assert pid_of(state.load(), "sleeper") == by_hand
+        supervisor.once()
+        record = state.load_row("services")["sleeper"]
+        assert record["pid"] == by_hand and record["restarts"] == 1 and record["down"] is None
+        kill(by_hand)
+        supervisor.once()  # and supervised again
+        record = state.load_row("services")["sleeper"]
+        started.append(record["pid"])
+        assert record["restarts"] == 2 and procs.alive(record["pid"])
+    finally:
+        for p in started:
+            if procs.alive(p):
+                os.kill(p, signal.SIGKILL)
