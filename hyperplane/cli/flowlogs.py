@@ -8,6 +8,7 @@ Registered with ``observe``'s commands; errors become one line and an exit code 
 from __future__ import annotations
 
 import json
+import signal
 import time
 from pathlib import Path
 
@@ -113,13 +114,21 @@ def flow_logs(ctx: click.Context, eni_id: str | None, vpc_id: str | None, follow
     if pending:
         _show_pending(printer)
         return
+    stopped: list[int] = []
+    if follow:  # SIGINT (Ctrl-C) or SIGTERM ends it with exit 0; set explicitly, as a
+        for signum in (signal.SIGINT, signal.SIGTERM):  # background process ignores SIGINT
+            signal.signal(signum, lambda number, _frame: stopped.append(number))
     printer.show_new()
-    try:
-        while follow:
-            time.sleep(FOLLOW_POLL)
+    if follow:
+        _follow(printer, stopped)
+
+
+def _follow(printer: Printer, stopped: list[int]) -> None:
+    """The records of each new file, until a signal lands in ``stopped``."""
+    while not stopped:
+        time.sleep(FOLLOW_POLL)
+        if not stopped:
             printer.show_new()
-    except KeyboardInterrupt:
-        pass
 
 
 def _show_pending(printer: Printer) -> None:

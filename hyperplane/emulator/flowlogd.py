@@ -18,7 +18,10 @@ defined (``kernel.flowfiles``), it:
    log's open window (``flowwindow.Window``, aligned on the emulated clock);
 4. writes every window that ended as one gzip file in the S3 layout (records, and a
    NODATA record for each covered interface without traffic), and the open windows to
-   ``flow-logs/pending.json``.
+   ``flow-logs/pending.json`` (with ``poll_seconds``, what the previous poll took).
+
+A poll that takes longer than ``POLL`` (many hosts: one ``nft`` per host) is followed
+by a sleep as long, so the collector takes at most half a CPU.
 
 A source that cannot be read is skipped for that poll (its last readings kept), never
 fatal.  A flow log that is deleted loses its open window.
@@ -58,6 +61,7 @@ class Collector:
         self.running = True
         self.topology_key = ""
         self.parsed: Running | None = None
+        self.last_poll = 0.0  # seconds the previous poll took
 
     # -- sources ----------------------------------------------------------------------------
     def _eni_readings(self, enis: set[str]) -> tuple[list[fw.Reading], set[str]]:
@@ -140,7 +144,8 @@ class Collector:
             window.add([r for r in increments if r.interface_id in mine
                         and d["traffic_type"] in ("ALL", r.action)], now)
             pending[d["id"]] = self._view(d, window, mine)
-        flowfiles.write_pending({"now": now, "flow_logs": pending})
+        flowfiles.write_pending({"now": now, "poll_seconds": round(self.last_poll, 4),
+                                 "flow_logs": pending})
 
     def _write(self, d: dict, closed: fw.Closed, mine: dict[str, dict]) -> None:
         fields = fl.parse_format(d["log_format"])
@@ -162,11 +167,13 @@ class Collector:
 
     def run(self) -> None:
         while self.running:
+            started = time.monotonic()
             try:
                 self.once()
             except Exception:  # noqa: BLE001 - a bad poll is logged, the next one tries again
                 log.exception("poll failed")
-            time.sleep(POLL)
+            self.last_poll = time.monotonic() - started
+            time.sleep(max(POLL, self.last_poll))  # a slow poll (many hosts): half the CPU
 
     def stop(self, *_args: object) -> None:
         self.running = False

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import signal
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -282,6 +284,27 @@ def test_an_idle_window_is_nodata(state_dir: Path, traffic: dict) -> None:
                                                  traffic["cache"]}
     for r in idle:
         assert r["end"] - r["start"] == 60 and r["srcaddr"] is None and r["action"] is None
+
+
+def test_follow_prints_the_records_of_each_new_file(state_dir: Path, traffic: dict) -> None:
+    shown = len(json_lines("--eni", traffic["cache"], state_dir=state_dir))
+    proc = hp.start_capture("flow-logs", "--follow", "--json", "--eni", traffic["cache"],
+                            state_dir=state_dir)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        assert hp.wait_for(lambda: len(lines) >= shown, 20)  # what was written before
+        hp.run("clock", "advance", "60s", state_dir=state_dir)
+        assert hp.wait_for(lambda: len(lines) > shown, 20), lines  # the new window's file
+        record = json.loads(lines[shown])
+        assert (record["interface_id"], record["log_status"]) == (traffic["cache"], "NODATA")
+        proc.send_signal(signal.SIGINT)  # as Ctrl-C: it stops quietly
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_enable_and_disable_check_their_input(state_dir: Path, flowlogs_up: dict) -> None:
