@@ -74,11 +74,13 @@ def conntrack(state_dir: Path) -> list[dict]:
 
 def conntrack_flushed(state_dir: Path) -> list[dict]:
     """``conntrack`` once the dataplane has written its cached sessions' counters back
-    (every ``FLUSH_INTERVAL``; `conntrack` reads the shared table, as documented)."""
+    (`conntrack` reads the shared table, as documented): a flush is due ``FLUSH_INTERVAL``
+    after the previous one and runs at the loop's next tick, which an idle loop takes up to
+    a second later, so two intervals after the traffic it has run."""
     import time
 
     from hyperplane.dataplane.tables import FLUSH_INTERVAL
-    time.sleep(FLUSH_INTERVAL + 0.3)
+    time.sleep(2 * FLUSH_INTERVAL + 0.3)
     return conntrack(state_dir)
 
 
