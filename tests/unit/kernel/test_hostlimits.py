@@ -17,6 +17,9 @@ REPO = Path(__file__).resolve().parents[3]
 def test_read_reports_each_limit_with_what_is_in_use() -> None:
     limits = hostlimits.read()
     for key in hostlimits.SYSCTLS:
+        if not hostlimits.sysctl_path(key).exists():  # the neighbour table's limits are
+            assert key not in limits, key  # shown in the first network namespace only
+            continue
         assert limits[key].value > 0, key
         assert limits[key].in_use >= 0
     assert limits["kernel.pid_max"].in_use > 0  # this process at least
