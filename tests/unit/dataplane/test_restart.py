@@ -42,7 +42,8 @@ from tests.unit.dataplane.frames import (
     udp_back,
     udp_out,
 )
-from tests.unit.dataplane.test_spill import SPILL_IP, eni_entry, env_entry
+from tests.unit.dataplane.test_spill import SPILL_IP
+from tests.unit.dataplane.test_spill_snapshot import eni_entry, env_entry
 
 ENV_ISN, REMOTE_ISN = 1000, 5000
 
