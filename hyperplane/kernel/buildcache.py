@@ -152,9 +152,24 @@ def _install(function_name: str, command: list[str], cwd: str, log: Path,
                 return
             failure = f"failed (exit status {result.returncode})"
     tool = "pip install -r" if manifest == "requirements.txt" else "npm install for"
-    last = _tail(log).splitlines()[-1:] or ["(no output)"]
     raise UsageError(f"function {function_name}: {tool} {manifest} {failure}: "
-                     f"{last[0].removeprefix('  | ')} (all of its output: {log})")
+                     f"{_reason(_tail(log))} (all of its output: {log})")
+
+
+_NPM_ERROR = ("npm ERR! ", "npm error ")  # npm 9, npm 10 and later
+_NPM_DETAIL = ("code ", "syscall ", "errno ", "path ", "A complete log", "/", "enoent This ")
+
+
+def _reason(tail: str) -> str:
+    """The line of an installer's output that says why it failed: npm's first error
+    line that is not a detail (its code, syscall, path, the debug log's name), else the
+    last line."""
+    lines = [line.removeprefix("  | ") for line in tail.splitlines()]
+    errors = [line.split(" ", 2)[-1].strip() for line in lines if line.startswith(_NPM_ERROR)]
+    told = [e for e in errors if e and e != "enoent" and not e.startswith(_NPM_DETAIL)]
+    if told:
+        return told[0]
+    return lines[-1] if lines else "(no output)"
 
 
 def _copy_code(code_dir: str, into: Path) -> None:
