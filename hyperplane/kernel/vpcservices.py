@@ -43,12 +43,14 @@ def apply_firewalls(topology: Topology, enis: list[Eni], fresh: bool = False) ->
     are none yet).
     """
     membership = secgroups.members(topology, enis)
-    for vpc in topology.vpcs:
-        resolver = ipam.resolver(vpc.cidr)
-        for host in vpc.hosts:
-            ns = host_netns(topology, host.name)
-            start = {} if fresh else nftables.counters(ns, hostfw.TABLE)
-            nftables.apply(ns, hostfw.render_host(topology, host, membership, resolver, start))
+    with nftables.batch():  # a context per host, freed together (``libnft.batch``)
+        for vpc in topology.vpcs:
+            resolver = ipam.resolver(vpc.cidr)
+            for host in vpc.hosts:
+                ns = host_netns(topology, host.name)
+                start = {} if fresh else nftables.counters(ns, hostfw.TABLE)
+                nftables.apply(ns, hostfw.render_host(topology, host, membership, resolver,
+                                                      start))
 
 
 def follow_membership(data: dict, topology: Topology, enis: list[Eni]) -> bool:

@@ -168,3 +168,24 @@ def test_a_save_after_the_database_was_removed_elsewhere_records_everything() ->
     loaded = state.load()
     assert loaded is not None and loaded["clock"] == {"offset": 30.0}
     assert len(loaded["functions"]) == 2 and len(loaded["envs"]) == 2
+
+
+def test_a_change_of_type_alone_is_written() -> None:
+    doc = document()
+    doc["document"]["flags"] = [1, 1, 0.0]
+    state.save(doc)
+    doc["document"]["flags"] = [True, 1.0, -0.0]  # equal in Python, not in JSON
+    state.save(doc)
+    assert '"flags": [true, 1.0, -0.0]' in rows("meta")["document"]
+
+
+def test_a_value_marshal_cannot_write_is_recorded_and_followed() -> None:
+    class Memory(int):  # a subclass of a built-in type: its JSON is the number's
+        pass
+    doc = document()
+    doc["functions"][0]["memory"] = Memory(128)
+    state.save(doc)
+    assert '"memory": 128' in rows("functions")["billing"]
+    doc["functions"][0]["memory"] = Memory(256)
+    state.save(doc)
+    assert '"memory": 256' in rows("functions")["billing"]
