@@ -106,6 +106,16 @@ def batch() -> Iterator[None]:
         lib = _load()
         if lib is not None:
             _free(lib, held)
+        _trim()
+
+
+def _trim() -> None:
+    """Give the heap the freed contexts leave back to the system (a context of a host's
+    firewall grows the heap by about 340 KB; a batch of them held 22 MB in the
+    controller afterwards): glibc's ``malloc_trim``, where there is one."""
+    trim = getattr(_LIBC, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 def _require() -> ctypes.CDLL:
