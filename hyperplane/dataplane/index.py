@@ -112,6 +112,23 @@ class KeyIndex(_Table):
     def add(self, h: int, ref: int) -> None:
         self._insert(((h & TAG) << 32) | (ref + 1))
 
+    def add_pair(self, h_out: int, h_in: int, rec: int) -> None:
+        """Both keys of record ``rec`` (``add`` twice, in one call: a new session's)."""
+        if 2 * (self.count + 2) > len(self.slots):
+            self._grow()
+        slots, mask = self.slots, self.mask
+        tag = h_out & TAG
+        i = tag & mask
+        while slots[i]:
+            i = (i + 1) & mask
+        slots[i] = (tag << 32) | ((rec << 1) + 1)
+        tag = h_in & TAG
+        i = tag & mask
+        while slots[i]:
+            i = (i + 1) & mask
+        slots[i] = (tag << 32) | ((rec << 1) + 2)
+        self.count += 2
+
     def remove(self, h: int, ref: int) -> bool:
         word = ((h & TAG) << 32) | (ref + 1)
         slots, mask = self.slots, self.mask

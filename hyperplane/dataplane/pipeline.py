@@ -34,10 +34,9 @@ Around that, Hyperplane behaves as a router hop; the pipeline inherits each part
   that outlives the process, or anonymous memory): the ENIs bound to their slots,
   sessions read back from records re-bound to the living ports, the store's upkeep.
 
-Sessions are written through when made, on TCP state changes and a first reply
-(``_track``, ``_refresh_on_reply``), the rest written back (``store``); a cache miss
-asks the store (``Table.find``) before it is a new flow.  A new flow when the table is
-full (capacity, ``max_sessions``) gets unreachable code 13, counted ``table_full``.
+Sessions are written through when made, on a first reply and a TCP timeout change
+(``_track``), the rest written back (``store``); a cache miss asks the store first.  A
+new flow when the table is full gets unreachable code 13, counted ``table_full``.
 
 Every drop is counted under a named reason (``DROP_REASONS``, snake_case) in
 ``Pipeline.counters`` and per ENI in ``EniPort.counters``; nothing raises out of
@@ -302,11 +301,12 @@ class Pipeline(Neighbour, ErrorPath, FragmentPath, TablePath, RejectLog):
 
     def _track(self, s: Session, buf: bytearray, l4: int, end: int, flags: int,
                inbound: bool, now: float) -> bool:
-        """``tcpstate.track``, and the record written when the state or ``replied`` moved."""
-        state, replied = s.state, s.replied
+        """``tcpstate.track``; written through when ``replied`` or the timeout moved (a
+        state keeping its timeout, FIN_WAIT or CLOSE_WAIT, is written back: ``store``)."""
+        timeout, replied = s.timeout, s.replied
         ok = tcpstate.track(s, buf, l4, end, flags, inbound, now, self.timeouts)
-        if s.state != state or s.replied != replied:
-            self.store.update(s)
+        if s.timeout != timeout or s.replied != replied:
+            self.store.update_state(s)
         return ok
 
     def to_vpc(self, eni: EniPort, nexthop: bytes, buf: bytearray, length: int, now: float,
@@ -492,7 +492,7 @@ class Pipeline(Neighbour, ErrorPath, FragmentPath, TablePath, RejectLog):
             if s.proto == p.PROTO_UDP:
                 s.timeout = self.timeouts.udp_replied
             s.expires = now + s.timeout
-            self.store.update(s)
+            self.store.update_state(s)
             return
         s.expires = now + s.timeout
 

@@ -100,6 +100,11 @@ IMM_IN_BODY = MUT.size  # where the immutable part starts in BODY
 SCAN_HEAD = struct.Struct("<HBxBB74x44sI")   # attach: seq, live, state, known, IMM, CRC
 SCAN_KEYS = struct.Struct("<80x" + "HBB8sI" * 2 + "16x")  # attach: both keys' fields
 SEQ = struct.Struct("<H")
+MASK32 = 0xFFFFFFFF
+STATE = struct.Struct("<BBBbbdf")  # at 3: flags .. timeout, what a state change writes
+STATE_END = 3 + STATE.size  # 20
+KNOWN_AT = 5
+RECORD_SHIFT = 7
 # positions in a tuple unpacked with REC
 (F_SEQ, F_LIVE, F_FLAGS, F_STATE, F_KNOWN, F_WSCALE_OUT, F_WSCALE_IN, F_EXPIRES, F_TIMEOUT,
  F_WIN_OUT, F_WIN_IN, F_ACK_OUT, F_ACK_IN, F_END_OUT, F_END_IN, F_FIN_OUT, F_FIN_IN,
@@ -107,6 +112,7 @@ SEQ = struct.Struct("<H")
  F_SLOT_IN, F_PROTO_IN, F_DIR_IN, F_ADDRS_IN, F_PORTS_IN, F_D_IP, F_D_IP_IN, F_FULL_OUT,
  F_FULL_IN, F_CREATED, F_CRC) = range(37)
 LIVE_AT, MUT_AT, EXPIRES_AT, OUT_KEY_AT, IN_KEY_AT, IMM_AT, CRC_AT = 2, 3, 8, 80, 96, 80, 124
+assert RECORD == 1 << RECORD_SHIFT and STATE_END == EXPIRES_AT + 12
 KNOWN_ACK_OUT, KNOWN_ACK_IN, KNOWN_END_OUT, KNOWN_END_IN, KNOWN_FIN_OUT, KNOWN_FIN_IN = \
     1, 2, 4, 8, 16, 32
 KNOWN_ACKS = KNOWN_ACK_OUT | KNOWN_ACK_IN
@@ -174,6 +180,17 @@ def read_header(mem, size: int, capacity: int | None = None) -> dict:
         raise TableError(f"corrupt header (high water mark {hwm}, {names} counter names)")
     return {"capacity": cap, "generation": generation, "dirty": dirty, "hand": hand,
             "hwm": hwm, "created": created, "names": names, "pid": pid}
+
+
+def mutable_fields(s) -> tuple:
+    """The mutable fields of a record (``MUT``) for the session ``s`` (a
+    ``conntrack.Session``); a TCP field still UNKNOWN has its ``known`` bit clear."""
+    ao, ai, eo, ei, fo, fi = s.ack_out, s.ack_in, s.end_out, s.end_in, s.fin_out, s.fin_in
+    known = ((ao >= 0) | (ai >= 0) << 1 | (eo >= 0) << 2 | (ei >= 0) << 3
+             | (fo >= 0) << 4 | (fi >= 0) << 5)
+    return (bool(s.replied), s.state, known, s.wscale_out, s.wscale_in, s.expires,
+            s.timeout, s.win_out, s.win_in, ao & MASK32, ai & MASK32, eo & MASK32, ei & MASK32,
+            fo & MASK32, fi & MASK32, s.pkts_out, s.bytes_out, s.pkts_in, s.bytes_in)
 
 
 # Fields are written as packed bytes copied in (``mem[a:b] = ...``), never with

@@ -23,9 +23,10 @@ can attach to (``records`` has the rules attach applies):
   records ahead), then every field in one copy (the mutable ones, the immutable part
   and its CRC), ``live`` = 1 last (``seq`` is left as it is: a record whose ``live`` is
   0 is free to readers and to an attach, and the delete before bumped ``seq``);
-* update (``update``; write-through on creation, TCP state and ``replied`` changes;
-  write-back of counters, expiry and ACK fields at eviction and every ``flush``):
-  ``seq`` odd, the mutable fields, ``seq`` even;
+* update: ``seq`` odd, the fields, ``seq`` even.  Written through (``update_state``:
+  ``replied``, state, window scales, expiry, timeout) when ``replied`` or the TCP
+  timeout moves (the pipeline's ``_track``); written back (``update``: every mutable
+  field, counters and ACK fields too) at eviction and every ``flush``;
 * delete: ``live`` = 0 first, ``seq`` + 2, then the derived structures.
 
 Expiry is a clock hand over the live records: ``reap(now, budget)`` looks at
@@ -55,6 +56,7 @@ CACHE = 2048
 HWM_STEP = 64  # records the high water mark is raised by, ahead of need
 MASK = 0xFFFFFFFF
 PORT = r.struct.Struct(">H").pack
+SEQ_PACK, SEQ_UNPACK, STATE_PACK = r.SEQ.pack, r.SEQ.unpack_from, r.STATE.pack
 EXPIRES = r.struct.Struct("<d")
 
 
@@ -212,21 +214,20 @@ class SessionStore:
         rec = self.used.find(b"\0", self.low)
         if rec < 0:
             raise TableFullError(f"all {self.capacity} records in use")
-        mem, off = self.mem, r.record_at(rec)
+        mem, off = self.mem, r.HEADER + (rec << r.RECORD_SHIFT)
         if rec >= self.hwm:  # raised ahead, a few records at a time (a bound, not a count)
             self.hwm = min(self.capacity, rec + HWM_STEP)
             r.set_u64(mem, r.HWM_AT, self.hwm)
         self.used[rec] = 1
         self.low = rec + 1
         slot, (p_out, addrs, ports), (p_in, addrs_in, ports_in) = table.slot, s.out_key, s.in_key
-        body = r.BODY.pack(*self._fields(s), slot, p_out & 0xFF, p_out >> 8, addrs, ports, slot,
+        body = r.BODY.pack(*r.mutable_fields(s), slot, p_out & 0xFF, p_out >> 8, addrs, ports, slot,
                            p_in & 0xFF, p_in >> 8, addrs_in, ports_in, *s.deltas, s.full_out,
                            s.full_in, int(time.time()))
         mem[off + r.MUT_AT:off + r.RECORD] = body + r.U32.pack(zlib.crc32(body[r.IMM_IN_BODY:]))
         mem[off + r.LIVE_AT] = 1  # last: until now the record is free, whatever it holds
-        add = self.index.add
-        add(hash((slot, p_out, addrs, ports)), rec << 1)  # records.key_hash, inline
-        add(hash((slot, p_in, addrs_in, ports_in)), (rec << 1) | 1)
+        self.index.add_pair(hash((slot, p_out, addrs, ports)),  # records.key_hash, inline
+                            hash((slot, p_in, addrs_in, ports_in)), rec)
         state = self.slots[slot]
         assert state is not None
         state.count += 1
@@ -236,30 +237,34 @@ class SessionStore:
         s.synced = s.pkts_out + s.pkts_in
         self._cache(s, table)
 
-    @staticmethod
-    def _fields(s: Session) -> tuple:
-        """The mutable fields of a record (``records.MUT``) for the session ``s``."""
-        ao, ai, eo, ei, fo, fi = s.ack_out, s.ack_in, s.end_out, s.end_in, s.fin_out, s.fin_in
-        known = ((ao >= 0) | (ai >= 0) << 1 | (eo >= 0) << 2 | (ei >= 0) << 3
-                 | (fo >= 0) << 4 | (fi >= 0) << 5)
-        return (bool(s.replied), s.state, known, s.wscale_out, s.wscale_in, s.expires,
-                s.timeout, s.win_out, s.win_in, ao & MASK, ai & MASK, eo & MASK, ei & MASK,
-                fo & MASK, fi & MASK, s.pkts_out, s.bytes_out, s.pkts_in, s.bytes_in)
-
-    def _pack(self, off: int, s: Session) -> None:
-        # packed, then copied in (never ``pack_into``: see ``records``)
-        self.mem[off + r.MUT_AT:off + r.IMM_AT] = r.MUT.pack(*self._fields(s))
-
     def update(self, s: Session) -> None:
-        """Write the mutable fields of the cached session ``s`` to its record."""
+        """Write the mutable fields of the cached session ``s`` to its record (inline: the
+        write-back of counters, expiry and ACK fields)."""
+        if s.cached:
+            self._write_back(s)
+
+    def _write_back(self, s: Session) -> None:
+        mem, off = self.mem, r.HEADER + (s.rec << r.RECORD_SHIFT)
+        seq = SEQ_UNPACK(mem, off)[0] | 1
+        mem[off:off + 2] = SEQ_PACK(seq)  # packed, then copied in (``records``: no pack_into)
+        mem[off + r.MUT_AT:off + r.IMM_AT] = r.MUT.pack(*r.mutable_fields(s))
+        mem[off:off + 2] = SEQ_PACK((seq + 1) & 0xFFFF)
+        s.synced = s.pkts_out + s.pkts_in
+
+    def update_state(self, s: Session) -> None:
+        """Write through what a TCP state change or a first reply moves: ``replied``, the
+        state, the window scales, expiry and timeout (``records.STATE``); the ACK and SYN
+        fields, windows and counters stay write-back (``update``), and the record's
+        ``known`` byte is kept, so it still describes the fields the record holds."""
         if not s.cached:
             return
-        mem, off = self.mem, r.record_at(s.rec)
-        seq = r.SEQ.unpack_from(mem, off)[0] | 1
-        r.set_seq(mem, off, seq)
-        self._pack(off, s)
-        r.set_seq(mem, off, seq + 1)
-        s.synced = s.pkts_out + s.pkts_in
+        mem, off = self.mem, r.HEADER + (s.rec << r.RECORD_SHIFT)
+        seq = SEQ_UNPACK(mem, off)[0] | 1
+        mem[off:off + 2] = SEQ_PACK(seq)
+        mem[off + r.MUT_AT:off + r.STATE_END] = STATE_PACK(
+            bool(s.replied), s.state, mem[off + r.KNOWN_AT], s.wscale_out, s.wscale_in,
+            s.expires, s.timeout)
+        mem[off:off + 2] = SEQ_PACK((seq + 1) & 0xFFFF)
 
     def delete(self, s: Session) -> None:
         """Free the session ``s`` (its record, keys, port reference)."""
@@ -365,14 +370,9 @@ class SessionStore:
             self.fifo = deque(x for x in fifo if x.cached)
 
     def _evict(self, s: Session) -> None:
-        rec = s.rec
-        if s.pkts_out + s.pkts_in != s.synced:  # written back (``update``, inline)
-            mem, off = self.mem, r.HEADER + rec * r.RECORD
-            seq = r.SEQ.unpack_from(mem, off)[0] | 1
-            r.set_seq(mem, off, seq)
-            self._pack(off, s)
-            r.set_seq(mem, off, seq + 1)
-        del self.cached[rec]
+        if s.pkts_out + s.pkts_in != s.synced:
+            self._write_back(s)
+        del self.cached[s.rec]
         sessions = s.table.sessions
         sessions.pop(s.out_key, None)
         sessions.pop(s.in_key, None)

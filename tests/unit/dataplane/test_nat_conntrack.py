@@ -383,3 +383,23 @@ def test_describe_has_no_state_for_udp(rig: Rig) -> None:
     send(rig.pipeline, rig.env, udp_out(), now=0.0)
     row = only_session(rig).describe(0.0)
     assert row["protocol"] == "udp" and row["state"] is None and not row["replied"]
+
+
+@given(st.binary(min_size=4, max_size=4), st.binary(min_size=4, max_size=4),
+       st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), st.sampled_from([1, 6, 17]))
+def test_a_sessions_checksum_changes_are_packet_deltas(env_ip: bytes, eni_ip: bytes,
+                                                       env_port: int, eni_port: int,
+                                                       proto: int) -> None:
+    """make_session's inline arithmetic gives what ``packet.delta``/``add`` give."""
+    s = make_session(proto, None, env_ip, env_port, b"\xc6\x33\x64\x07", 443, eni_ip,
+                     eni_port, b"\x0a\x00\x00\x01", 30.0, 0.0)
+    out_l4, in_l4 = eni_port.to_bytes(2, "big"), env_port.to_bytes(2, "big")
+    d_ip, d_ip_in = p.delta(env_ip, eni_ip), p.delta(eni_ip, env_ip)
+    assert (s.ip_out, s.ip_in) == (p.add(d_ip, p.TTL_DELTA), p.add(d_ip_in, p.TTL_DELTA))
+    if proto == p.PROTO_ICMP:
+        assert (s.full_out, s.part_out) == (p.delta(in_l4, out_l4), 0)
+        assert (s.full_in, s.part_in) == (p.delta(out_l4, in_l4), 0)
+    else:
+        assert (s.full_out, s.part_out) == (p.add(d_ip, p.delta(in_l4, out_l4)), d_ip)
+        assert (s.full_in, s.part_in) == (p.add(d_ip_in, p.delta(out_l4, in_l4)), d_ip_in)
+    assert s.deltas == (d_ip, d_ip_in)

@@ -154,6 +154,30 @@ def test_tcp_ack_fields_are_forgotten_on_attach_and_the_rest_kept(tmp_path: Path
     store.close()
 
 
+def test_a_state_write_through_keeps_the_write_back_fields_as_they_were(
+        tmp_path: Path) -> None:
+    """``update_state`` writes replied, state, scales, expiry and timeout at once; the
+    counters and ACK fields reach the record at the next write-back (``update``)."""
+    path = str(tmp_path / "t.sessions")
+    store = create_table(path, 10, EniPorts)
+    s = open_flow(bind(store), 0)
+    s.replied, s.state, s.wscale_in, s.expires, s.timeout = True, 7, 6, 55.5, 10.0  # LAST_ACK
+    s.pkts_out, s.ack_in, s.win_in = 9, 777, 50
+    store.update_state(s)
+    fields = records.REC.unpack_from(store.mem, records.record_at(s.rec))
+    assert (fields[records.F_FLAGS], fields[records.F_STATE], fields[records.F_WSCALE_IN],
+            fields[records.F_EXPIRES], fields[records.F_TIMEOUT]) == (1, 7, 6, 55.5, 10.0)
+    assert fields[records.F_SEQ] % 2 == 0
+    assert (fields[records.F_PKTS_OUT], fields[records.F_WIN_IN]) == (0, 0)  # write-back
+    assert fields[records.F_KNOWN] & records.KNOWN_ACK_IN == 0  # still says: not written
+    store.update(s)
+    fields = records.REC.unpack_from(store.mem, records.record_at(s.rec))
+    assert (fields[records.F_PKTS_OUT], fields[records.F_ACK_IN], fields[records.F_WIN_IN],
+            fields[records.F_STATE]) == (9, 777, 50, 7)
+    assert fields[records.F_KNOWN] & records.KNOWN_ACK_IN
+    store.close()
+
+
 def test_counters_continue(tmp_path: Path) -> None:
     path = str(tmp_path / "t.sessions")
     store = create_table(path, 10, EniPorts)
