@@ -21,6 +21,7 @@ makes: ``claim`` (a session found in the table when a dataplane attaches) and
 from __future__ import annotations
 
 import random
+from operator import itemgetter
 
 from hyperplane.dataplane import packet as p
 from hyperplane.dataplane.index import EndpointMap, zeros
@@ -204,13 +205,13 @@ class EniPorts(dict):
 
     def claim_keys(self, found: list[tuple]) -> list[bool]:
         """``store.Ports.claim_keys``: each record's claim in its protocol's allocator."""
+        protocols = set(map(itemgetter(1), found))
+        if len(protocols) == 1:
+            ports = self.get(protocols.pop())
+            return ports.claim_keys(found) if ports is not None else [False] * len(found)
         by_proto: dict[int, list[int]] = {}
         for i, keys in enumerate(found):
             by_proto.setdefault(keys[1], []).append(i)
-        if len(by_proto) == 1:
-            (proto, _), = by_proto.items()
-            ports = self.get(proto)
-            return ports.claim_keys(found) if ports is not None else [False] * len(found)
         claimed = [False] * len(found)
         for proto, places in by_proto.items():
             ports = self.get(proto)
