@@ -15,6 +15,7 @@ that has ``tests/unit/dataplane/frames.py``'s ``make_rig``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -36,9 +37,23 @@ def flows(rig: f.Rig, count: int) -> list[list[tuple]]:
     return out
 
 
-def once(count: int) -> float:
-    """CPU seconds per connection over ``count`` connections on a fresh pipeline."""
-    rig = f.make_rig()
+def once(count: int, table_dir: str | None = None) -> float:
+    """CPU seconds per connection over ``count`` connections on a fresh pipeline (its table
+    a file in ``table_dir`` when given, as the dataplane's, else anonymous memory)."""
+    store, path = None, None
+    if table_dir is not None:
+        from hyperplane.dataplane.pipeline import Pipeline
+        from hyperplane.dataplane.shm import create_table
+        path = os.path.join(table_dir, f"hp-bench{os.getpid()}-dataplane.sessions")
+        store = create_table(path, 1_000_000, Pipeline.new_ports)
+    try:
+        return _timed(f.make_rig(store), count)
+    finally:
+        if path is not None:
+            os.unlink(path)
+
+
+def _timed(rig: f.Rig, count: int) -> float:
     rig.eni.max_connections = count + 1
     planned = flows(rig, count)
     receive, now = rig.pipeline.receive, 100.0
@@ -57,8 +72,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=20000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--table", metavar="DIR", help="the sessions in a table file in DIR "
+                        "(as the dataplane keeps them: /dev/shm), not anonymous memory")
     args = parser.parse_args()
-    results = [once(args.connections) for _ in range(args.repeat)]
+    results = [once(args.connections, args.table) for _ in range(args.repeat)]
     print(f"{args.connections} connections: "
           + ", ".join(f"{r * 1e6:.1f}" for r in results) + " us CPU each")
     return 0
