@@ -135,8 +135,12 @@ class FastPath:
             total += done[0]
             if ctx.dirty_head:
                 self.harvest()
-            if not stopped:
-                break
+            if not stopped:  # the head slot is not ready: a hole (``ring``) is skipped
+                after = self.ring.skip_hole(ctx.head, now) if total < budget else None
+                if after is None:
+                    break
+                ctx.head = after
+                continue
             length = ctx.p_len
             if ctx.p_copied:
                 frame = buf

@@ -21,9 +21,9 @@ ports' interfaces): ``python`` walks it in Python (``RxRing.drain``, each frame 
 ``Pipeline.receive`` in place in its slot), ``compiled`` lets the compiled fast path
 (``fastpath.FastPath``) walk it, forwarding the frames of flows it carries and handing
 every other frame to the same ``Pipeline.receive``; ``auto`` is ``compiled`` when the
-module is built, else ``python``.  The ring is not the default yet: in ``hyperplane
-bench`` its Python walk sometimes stopped forwarding after the 64-byte UDP flood
-(docs/benchmarks.md).  The loop harvests the compiled side's counts before every tick and
+module is built, else ``python``.  The ring is not the default yet (its walk used to
+stop at a slot the kernel skipped: ``ring``'s holes; docs/benchmarks.md).  The loop
+harvests the compiled side's counts before every tick and
 before ``stats`` and ``conntrack`` answer, and it forgets its flows at every
 configuration.  The NAT gateway role always uses ``sockets``.  ``{"op": "fast_path",
 "mode": M}`` switches the walk of a running dataplane (the benchmark measures both).
@@ -69,7 +69,7 @@ BATCH = 64
 SPIN = 0.0002  # seconds of polling without sleep after traffic (adaptive, idle CPU stays 0)
 BUFFER = 65536 + 256
 IO_COUNTERS = ("rx_error", "internal_error", "rx_socket_dropped", "rx_truncated",
-               "rx_unknown_link")
+               "rx_unknown_link", "rx_ring_hole")
 
 
 class Dataplane:

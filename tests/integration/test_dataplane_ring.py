@@ -92,7 +92,7 @@ def test_frames_come_in_order_whole_from_slots_and_from_the_queue(veths: dict) -
     assert [f for _port, f, _vnet in got] == sent
     assert {port for port, _f, _vnet in got} == {"a"}
     assert all(vnet[p.VNET_GSO_TYPE] == 0 for _port, _f, vnet in got)
-    assert ring.counters == {"rx_truncated": 0, "rx_unknown_link": 0}
+    assert ring.counters == {"rx_truncated": 0, "rx_unknown_link": 0, "rx_ring_hole": 0}
 
 
 def test_the_ring_wraps_around_many_times(veths: dict) -> None:

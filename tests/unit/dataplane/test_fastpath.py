@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.l2 import ARP
 
-from hyperplane.dataplane import fastpath, portalloc, records
+from hyperplane.dataplane import fastpath, portalloc, records, ring
 from hyperplane.dataplane import packet as p
 from hyperplane.dataplane.ring import RxRing
 from tests.unit.dataplane.frames import (
@@ -276,3 +276,29 @@ def test_switching_to_the_python_walk_midway_changes_nothing(plan, switch_at: in
     finally:
         python.close()
         mixed.close()
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_both_walks_go_past_a_hole_in_the_ring(compiled: bool) -> None:
+    """A free slot before ready ones (the kernel moved past it) is skipped after the grace,
+    by the compiled walk as by the Python one, and the frames after it are carried."""
+    with mock.patch.object(portalloc, "random",
+                           SimpleNamespace(Random=lambda _seed=None: random.Random(7))):
+        side = Side(compiled)
+    try:
+        for link, frame in FLOW_FRAMES[:3]:
+            side.put(link, frame)
+        side.walk(1.0)
+        side.sent()  # the handshake's frames, collected
+        side.slot += 1  # the hole: a slot the kernel never handed over
+        for link, frame in FLOW_FRAMES[3:5]:
+            side.put(link, frame)
+        side.walk(1.5)
+        assert side.ring.counters["rx_ring_hole"] == 0
+        assert not any(side.sent().values())  # waiting at the free slot
+        side.walk(1.5 + ring.HOLE_GRACE)
+        assert side.ring.counters["rx_ring_hole"] == 1
+        assert side.ring.head == side.slot
+        assert sum(len(frames) for frames in side.sent().values()) == 2
+    finally:
+        side.close()
