@@ -41,6 +41,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from hyperplane.dataplane import packet
+from hyperplane.dataplane.packet import fold
 
 if TYPE_CHECKING:
     from hyperplane.dataplane.store import SessionStore
@@ -90,20 +91,15 @@ class Session:
         return self.in_key[1][4:8]
 
 
-def _fold(value: int) -> int:
-    value = (value & 0xFFFF) + (value >> 16)
-    return (value & 0xFFFF) + (value >> 16)
-
-
 def _sum32(address: bytes) -> int:
     """``packet.ones_sum`` of four bytes."""
     value = int.from_bytes(address, "big")
-    return _fold((value >> 16) + (value & 0xFFFF))
+    return fold((value >> 16) + (value & 0xFFFF))
 
 
 def _delta(old_sum: int, new_sum: int) -> int:
     """``packet.delta`` from the two sums (a 16-bit word is its own sum)."""
-    return _fold(_fold(new_sum + (old_sum ^ 0xFFFF)))
+    return fold(fold(new_sum + (old_sum ^ 0xFFFF)))
 
 
 def make_session(proto: int, env, env_ip: bytes, env_port: int, remote_ip: bytes,
@@ -126,14 +122,14 @@ def make_session(proto: int, env, env_ip: bytes, env_port: int, remote_ip: bytes
     d_ip = _delta(env_sum, eni_sum)
     d_ip_in = _delta(eni_sum, env_sum)
     d_port, d_port_in = _delta(env_port, eni_port), _delta(eni_port, env_port)
-    s.ip_out = _fold(d_ip + packet.TTL_DELTA)
-    s.ip_in = _fold(d_ip_in + packet.TTL_DELTA)
+    s.ip_out = fold(d_ip + packet.TTL_DELTA)
+    s.ip_in = fold(d_ip_in + packet.TTL_DELTA)
     if proto == packet.PROTO_ICMP:  # the ICMP checksum covers no pseudo-header
         s.full_out, s.part_out = d_port, 0
         s.full_in, s.part_in = d_port_in, 0
     else:
-        s.full_out, s.part_out = _fold(d_ip + d_port), d_ip
-        s.full_in = _fold(d_ip_in + d_port_in)
+        s.full_out, s.part_out = fold(d_ip + d_port), d_ip
+        s.full_in = fold(d_ip_in + d_port_in)
         s.part_in = d_ip_in
     s.deltas = (d_ip, d_ip_in)  # kept until the store writes the record
     s.rec, s.table, s.cached, s.synced = -1, None, False, 0

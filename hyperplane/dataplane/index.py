@@ -109,11 +109,8 @@ class KeyIndex(_Table):
     def _home(self, word: int) -> int:
         return (word >> 32) & self.mask
 
-    def add(self, h: int, ref: int) -> None:
-        self._insert(((h & TAG) << 32) | (ref + 1))
-
     def add_pair(self, h_out: int, h_in: int, rec: int) -> None:
-        """Both keys of record ``rec`` (``add`` twice, in one call: a new session's)."""
+        """Both keys of record ``rec`` (hashes ``h_out``, ``h_in``): a new session's."""
         if 2 * (self.count + 2) > len(self.slots):
             self._grow()
         slots, mask = self.slots, self.mask

@@ -25,7 +25,6 @@ port allocators; the lowest free record and the high water mark.  ``dropped`` an
 from __future__ import annotations
 
 import zlib
-from array import array
 from collections.abc import Callable
 from operator import itemgetter
 
@@ -65,9 +64,7 @@ def attach(mem, size: int, ports: Callable[[], Ports], cache_size: int = CACHE,
 def _rebuild(store: SessionStore, hwm: int, now: float) -> None:
     """Verify every live record below ``hwm`` (CRC, keys, a torn update's fields) and
     index it, or drop it; then claim the ports, slot by slot (a conflict drops too).
-
-    The index is filled in an ``array`` (its items are cheaper to reach than the
-    mapped index's) and copied in whole; the used map is the live bytes, translated."""
+    The used map is the live bytes, translated (a dropped record cleared after)."""
     mem, used = store.mem, store.used
     bound = frozenset(store.by_id.values())
     recs: list[int] = []
@@ -78,8 +75,7 @@ def _rebuild(store: SessionStore, hwm: int, now: float) -> None:
         lives = bytes(body[r.LIVE_AT::r.RECORD])
         used[:hwm] = lives.translate(LIVE_ONLY)
         index = store.index = KeyIndex(4 * lives.count(1))  # two keys each, half full
-        slots, mask, crc32, protocols = array("q", bytes(8 * len(index.slots))), index.mask, \
-            zlib.crc32, r.PROTOCOLS
+        slots, mask, crc32, protocols = index.slots, index.mask, zlib.crc32, r.PROTOCOLS
         stale = tuple(r.stale_tcp_fields(state) for state in range(256))
         heads, keyss = r.SCAN_HEAD.iter_unpack(body), r.SCAN_KEYS.iter_unpack(body)
         for rec, ((seq, live, state, known, imm, crc), keys) in enumerate(zip(
@@ -108,7 +104,6 @@ def _rebuild(store: SessionStore, hwm: int, now: float) -> None:
             slots[i] = (tag << 32) | ((rec << 1) + 2)
             recs.append(rec)
             found.append(keys)
-        index.slots[:] = memoryview(slots)
     finally:
         heads = keyss = None  # type: ignore[assignment]  (they hold the buffer)
         body.release()

@@ -54,7 +54,6 @@ from hyperplane.dataplane.packet import PROTO_ICMP, TTL_DELTA
 
 CACHE = 2048
 HWM_STEP = 64  # records the high water mark is raised by, ahead of need
-MASK = 0xFFFFFFFF
 PORT = r.struct.Struct(">H").pack
 SEQ_PACK, SEQ_UNPACK, STATE_PACK = r.SEQ.pack, r.SEQ.unpack_from, r.STATE.pack
 EXPIRES = r.struct.Struct("<d")
