@@ -158,6 +158,13 @@ def _supervision_lines(view: dict) -> list[str]:
     return lines
 
 
+def _worker_lines(workers: list[dict]) -> list[str]:
+    """A group's workers (``dataplane.workers``): one line each."""
+    return [f"  worker {w['index']}  pid {w['pid']}, ports {w['ports'][0]}-{w['ports'][1]}, "
+            f"restarts {w['restarts']}" + (f", DOWN: {w['down']}" if w.get("down") else "")
+            for w in workers]
+
+
 def _status_text(s: dict) -> str:
     if not s.get("up"):
         return "nothing is up"
@@ -167,6 +174,7 @@ def _status_text(s: dict) -> str:
              f"dataplane   pid {dp['pid']} {'running' if dp['alive'] else 'NOT RUNNING'}, "
              f"{dp['sessions_active']} sessions, restarts {dp.get('restarts', 0)}, "
              f"fast path {dp.get('fast_path') or '-'}",
+             *_worker_lines(dp.get("workers") or []),
              f"controller  pid {ctl['pid']} {'running' if ctl['alive'] else 'NOT RUNNING'}, "
              f"timing profile {s['timing']['profile']}, restarts {ctl.get('restarts', 0)}",
              *_supervision_lines(s.get("supervision") or {}),

@@ -5,7 +5,9 @@ environments' gateway on each environment's link and for the ENI's address
 on the ENI's link, resolves next hops on the ENI's link (frames wait for the
 answer, at most ``ARP_QUEUE`` per address), learns from replies and from
 requests for its address, retries every ``ARP_RETRY`` seconds and gives up
-(dropping what waited) after ``ARP_GIVE_UP``.  ``tick`` runs those timers and
+(dropping what waited) after ``ARP_GIVE_UP``.  In a group of workers every worker
+sees every ARP frame and learns from it; only the one with ``answers_arp`` answers
+requests.  ``tick`` runs those timers and
 the fragment tables' expiry; the dataplane calls it a few times a second
 while ``has_timers``.
 """
@@ -24,7 +26,11 @@ ARP_GIVE_UP = 3.0
 class Neighbour(Hop):
     """ARP handling and timers, mixed into ``pipeline.Pipeline`` (which owns the state)."""
 
+    answers_arp = True  # False: a worker other than the first (``loop.Worker``)
+
     def arp_from_env(self, env: EnvPort, buf: bytearray, length: int) -> None:
+        if not self.answers_arp:
+            return
         arp = p.parse_arp(buf, length)
         if arp is None or arp[0] != 1 or arp[3] != env.gateway_ip_bytes:
             self.drop("arp_ignored")
@@ -40,7 +46,7 @@ class Neighbour(Hop):
         op, smac, sip, tip = arp
         if tip == eni.ip_bytes:
             self.learn(eni, sip, smac)
-            if op == 1:
+            if op == 1 and self.answers_arp:
                 eni.tx(p.arp_frame(2, eni.mac_bytes, eni.ip_bytes, smac, sip))
         elif sip in eni.arp or sip in eni.pending:
             self.learn(eni, sip, smac)

@@ -23,8 +23,9 @@ as the kernel's ``struct sock_filter`` (code u16, jt u8, jf u8, k u32, native or
 
 The fanout program runs in the fanout hook, where a frame starts at its IPv4 header
 (offsets below are from it); the kernel takes its result modulo the number of members.
-Each worker owns one slice of every ENI's ports, ``port * N >> 16`` (worker ``i`` of
-``N`` allocates from ``[i * 65536 // N, (i + 1) * 65536 // N)``), so:
+Each worker owns one slice of every ENI's ports, ``port * N >> 16`` (``port_slice``:
+worker ``i`` of ``N`` allocates from ``[ceil(i * 65536 / N), ceil((i + 1) * 65536 / N))``),
+so:
 
 * from an environment (source in ``ENV_POOL``, 169.254.128.0/17): a hash of the source
   address and the inside port (the TCP/UDP source port, the echo identifier, for an
@@ -141,10 +142,15 @@ def _link(body: list) -> list[Insn]:
             for pc, (code, jt, jf, k) in enumerate(prog)]
 
 
+def port_slice(index: int, workers: int) -> tuple[int, int]:
+    """The ports (low, high, both inclusive) the fanout program steers to worker ``index``."""
+    return -(-index * 65536 // workers), -(-(index + 1) * 65536 // workers) - 1
+
+
 def steer(packet: bytes, workers: int) -> int:
     """The worker (0 .. workers - 1) the fanout program sends an IPv4 ``packet`` to; a
     packet too short for a load the program makes goes to worker 0 (as in the kernel)."""
-    if len(packet) < 20:
+    if len(packet) < 16:
         return 0
     src = int.from_bytes(packet[12:16], "big")
     x = 4 * (packet[0] & 0xF)

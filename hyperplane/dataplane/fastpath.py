@@ -311,6 +311,10 @@ class FastPath:
         for n in list(self.owner):
             self._remove(n)
 
+    def follow_ring(self) -> None:
+        """The walk goes on where the ring's (``RxRing.relocate``) now is."""
+        self.ctx.head = self.ring.head
+
     def retire(self) -> None:
         """Before the Python walk takes over: counts harvested, flows forgotten, the slot
         of the last frame handed to Python given back, the ring's head where C left it."""

@@ -57,15 +57,33 @@ import traceback
 from hyperplane import jsonline
 from hyperplane.dataplane import ctfilter
 from hyperplane.dataplane.acl import RuleSet
+from hyperplane.dataplane.bpf import port_slice
 from hyperplane.dataplane.config import Existing, Plan, Snapshot, plan
 from hyperplane.dataplane.fastpath import FastPath, mode
 from hyperplane.dataplane.pipeline import EniPort, EnvPort, Pipeline
 from hyperplane.dataplane.ring import RxRing
 from hyperplane.dataplane.shm import open_table
-from hyperplane.dataplane.sockets import PacketSocket
+from hyperplane.dataplane.sockets import ArpSocket, PacketSocket
 from hyperplane.dataplane.store import CACHE
 
 BATCH = 64
+
+
+class Worker:
+    """One worker of a group (``workers``): its index of ``count``, its fanout member's
+    ring socket, and the slice of every ENI's ports it allocates from (``bpf.fanout``)."""
+
+    def __init__(self, index: int, count: int, ring: socket.socket) -> None:
+        self.index, self.count, self.ring = index, count, ring
+        self.low, self.high = port_slice(index, count)
+
+    def ports(self, port_range: tuple[int, int]) -> tuple[int, int]:
+        """An ENI's port range narrowed to this worker's slice (empty: ``(high + 1, high)``,
+        every allocation then fails as ``out_of_ports``)."""
+        low, high = max(port_range[0], self.low), min(port_range[1], self.high)
+        return (low, high) if low <= high else (high + 1, high)
+
+
 SPIN = 0.0002  # seconds of polling without sleep after traffic (adaptive, idle CPU stays 0)
 BUFFER = 65536 + 256
 IO_COUNTERS = ("rx_error", "internal_error", "rx_socket_dropped", "rx_truncated",
@@ -77,10 +95,13 @@ class Dataplane:
 
     def __init__(self, control_path: str, table: str | None = None,
                  capacity: int | None = None, cache_size: int = CACHE,
-                 fast_path: str = "python") -> None:
+                 fast_path: str = "python", worker: Worker | None = None) -> None:
         make = self.pipeline_class
         # the ring and the compiled side: the Lambda pipeline only (not the NAT gateways)
         self.fast_path = mode(fast_path) if make is Pipeline else "sockets"
+        if worker is not None and self.fast_path == "sockets":
+            self.fast_path = "python"  # a worker reads its fanout member's ring
+        self.worker = worker
         store = open_table(table, make.new_ports, capacity, cache_size) if table else None
         self.table_path = table
         self.pipeline = make(store=store, cache_size=cache_size)
@@ -89,12 +110,18 @@ class Dataplane:
         self.sockets: dict[str, PacketSocket] = {}
         self.by_index: dict[int, EniPort | EnvPort] = {}
         self.by_fd: dict[int, tuple] = {}  # the ``sockets`` path: fd -> (port, recv_into)
-        self.ring = RxRing() if self.fast_path != "sockets" else None
+        self.ring = None if self.fast_path == "sockets" else RxRing() if worker is None \
+            else RxRing(sock=worker.ring)
+        self.arp = ArpSocket() if worker is not None else None
+        if worker is not None:
+            self.pipeline.answers_arp = worker.index == 0
         self.fast = FastPath(self.ring, self.pipeline, self._link) \
             if self.ring is not None and self.fast_path == "compiled" else None
         self.epoll = select.epoll()
         if self.ring is not None:
             self.epoll.register(self.ring.fileno(), select.EPOLLIN)
+        if self.arp is not None:
+            self.epoll.register(self.arp.fileno(), select.EPOLLIN)
         self.running = True
         if os.path.exists(control_path):
             os.unlink(control_path)
@@ -198,9 +225,10 @@ class Dataplane:
         pl = self.pipeline
         pl.timeouts = snapshot.timeouts
         pl.max_sessions = snapshot.max_sessions
+        narrow = self.worker.ports if self.worker is not None else lambda r: r
         self.swap_ports(diff.close_enis, diff.open_enis, lambda e: EniPort(
-            e.id, e.ifname, e.ip, e.mac, e.cidr, e.gateway, e.connection_limit, e.port_range,
-            e.mtu))
+            e.id, e.ifname, e.ip, e.mac, e.cidr, e.gateway, e.connection_limit,
+            narrow(e.port_range), e.mtu))
         now = time.monotonic()
         for e in diff.enis:
             eni = pl.enis[e.id]
@@ -296,6 +324,7 @@ class Dataplane:
         server_fd = self.server.fileno()
         ring = self.ring
         ring_fd = ring.fileno() if ring is not None else -1
+        arp_fd = self.arp.fileno() if self.arp is not None else -1
         drain = self.fast.drain if self.fast is not None else ring.drain if ring else None
         by_fd = self.by_fd
         fast = self.fast
@@ -320,7 +349,11 @@ class Dataplane:
                 spin_until = now + SPIN
             for fd, _mask in events:
                 if fd == ring_fd:
+                    if ring.lost and not self.relocate():
+                        continue
                     drain(by_index, receive, now, BATCH, buf, counters)
+                elif fd == arp_fd:
+                    self._drain_arp(receive, buf, now)
                 elif fd == server_fd:
                     self.handle_control()
                     self.sync_links()
@@ -349,6 +382,37 @@ class Dataplane:
             except OSError:
                 self.counters["rx_error"] += 1
                 break
+            try:
+                receive(port, buf, n, now)
+            except Exception:  # never let one frame stop the dataplane
+                self.counters["internal_error"] += 1
+                if self.counters["internal_error"] <= 3:
+                    traceback.print_exc()
+
+    def relocate(self) -> bool:
+        """A ring adopted from a dead worker: the walk placed at its oldest ready frame."""
+        if not self.ring.relocate():
+            return False
+        if self.fast is not None:
+            self.fast.follow_ring()
+        return True
+
+    def _drain_arp(self, receive, buf: bytearray, now: float) -> None:  # noqa: ANN001
+        """A worker's ARP frames (every worker sees every one: ``sockets.ArpSocket``)."""
+        for _ in range(BATCH):
+            try:
+                n, ifname = self.arp.recv_into(buf)
+            except BlockingIOError:
+                return
+            except OSError:
+                self.counters["rx_error"] += 1
+                return
+            sock = self.sockets.get(ifname)
+            port = self.by_index.get(sock.ifindex) if sock is not None else None
+            if port is None:
+                continue  # another process's link (the NAT gateways share the namespace)
+            if self.fast is not None:
+                self.fast.forget_all()  # an ARP frame may teach a new MAC
             try:
                 receive(port, buf, n, now)
             except Exception:  # never let one frame stop the dataplane

@@ -85,22 +85,73 @@ def attach_filter(sock: socket.socket, prog: list[bpf.Insn]) -> None:
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)  # the kernel copies it
 
 
+PACKET_FANOUT = 18
+PACKET_FANOUT_DATA = 22
+PACKET_FANOUT_CBPF = 6
+PACKET_FANOUT_FLAG_IGNORE_OUTGOING = 0x4000
+PACKET_FANOUT_FLAG_DEFRAG = 0x8000
+ETH_P_IP = 0x0800
+TP_SEC = struct.Struct("<II")  # tp_sec, tp_nsec: at 16 in the tpacket2_hdr
+
+
+def ring_socket(protocol: int = ETH_P_ALL, frames: int = FRAMES,
+                frame_size: int = FRAME_SIZE, block_size: int = BLOCK_SIZE) -> socket.socket:
+    """A packet socket of ``protocol`` on every link with its receive ring set up (not
+    mapped), its filter rejecting everything until ``RxRing.set_links``."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(protocol))
+    try:
+        attach_filter(sock, REJECT_ALL)  # before anything else: no frame until set_links
+        sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
+        sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)  # before the ring (EBUSY after)
+        sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+        sock.setsockopt(SOL_PACKET, PACKET_COPY_THRESH, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFFER_BYTES)
+        sock.setsockopt(SOL_PACKET, PACKET_RX_RING, struct.pack(
+            "IIII", block_size, frames * frame_size // block_size, frame_size, frames))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def fanout_sockets(workers: int, group: int) -> list[socket.socket]:
+    """``workers`` ring sockets (IPv4 frames only: ARP goes to every worker's own
+    socket) joined in this order to fanout group ``group`` (``PACKET_FANOUT_CBPF``,
+    fragments reassembled before steering, our own sent frames not seen), steered by
+    ``bpf.fanout``: member ``i`` receives worker ``i``'s frames."""
+    socks: list[socket.socket] = []
+    flags = PACKET_FANOUT_CBPF | PACKET_FANOUT_FLAG_DEFRAG | PACKET_FANOUT_FLAG_IGNORE_OUTGOING
+    try:
+        for _ in range(workers):
+            sock = ring_socket(ETH_P_IP)
+            socks.append(sock)
+            sock.setsockopt(SOL_PACKET, PACKET_FANOUT,
+                            struct.pack("I", (group & 0xFFFF) | flags << 16))
+        prog = bpf.fanout(workers)
+        code = ctypes.create_string_buffer(bpf.assemble(prog), len(prog) * bpf.INSN.size)
+        socks[0].setsockopt(SOL_PACKET, PACKET_FANOUT_DATA,
+                            struct.pack("HL", len(prog), ctypes.addressof(code)))
+    except OSError:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
 class RxRing:
-    """The receive ring of one process: ``drain`` walks it, ``set_links`` filters it."""
+    """The receive ring of one process: ``drain`` walks it, ``set_links`` filters it.
+
+    ``sock``: a ``ring_socket`` made elsewhere (a worker's, held by its group across the
+    worker's restarts): its slots may hold frames queued while no process read them, and
+    the kernel's position is unknown, so the walk starts *lost* (``relocate``)."""
 
     def __init__(self, frames: int = FRAMES, frame_size: int = FRAME_SIZE,
-                 block_size: int = BLOCK_SIZE) -> None:
+                 block_size: int = BLOCK_SIZE, sock: socket.socket | None = None) -> None:
         self.frames, self.frame_size = frames, frame_size
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        adopted = sock is not None
+        sock = sock if sock is not None else ring_socket(ETH_P_ALL, frames, frame_size,
+                                                         block_size)
         try:
-            attach_filter(sock, REJECT_ALL)  # before anything else: no frame until set_links
-            sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
-            sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)  # before the ring (EBUSY after)
-            sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-            sock.setsockopt(SOL_PACKET, PACKET_COPY_THRESH, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFFER_BYTES)
-            sock.setsockopt(SOL_PACKET, PACKET_RX_RING, struct.pack(
-                "IIII", block_size, frames * frame_size // block_size, frame_size, frames))
             self.map = mmap.mmap(sock.fileno(), frames * frame_size, mmap.MAP_SHARED,
                                  mmap.PROT_READ | mmap.PROT_WRITE)
             sock.setblocking(False)
@@ -111,10 +162,25 @@ class RxRing:
         self.fileno = sock.fileno
         self.mv = memoryview(self.map)
         self.head = 0
+        self.lost = adopted
         self.links: tuple[int, ...] | None = None
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self.suspect: tuple[int, float] | None = None  # (a free slot before a ready one, since)
-        self._discard_queue()  # frames queued before the filter, in no slot's order
+        if not adopted:
+            self._discard_queue()  # frames queued before the filter, in no slot's order
+
+    def relocate(self) -> bool:
+        """Find the walk's place in a ring another process walked: the oldest ready slot
+        (by the kernel's timestamps); False while no slot is ready (asked again at the
+        next wake-up: the first frame lands where the kernel is)."""
+        size = self.frame_size
+        ready = [i for i, status in enumerate(self.mv[::size].tobytes()[:self.frames])
+                 if status & TP_STATUS_USER]
+        if not ready:
+            return False
+        self.head = min(ready, key=lambda i: TP_SEC.unpack_from(self.mv, i * size + 16))
+        self.lost = False
+        return True
 
     @classmethod
     def over(cls, memory: mmap.mmap, frames: int, frame_size: int,
@@ -125,6 +191,7 @@ class RxRing:
         ring.frames, ring.frame_size, ring.map, ring.sock = frames, frame_size, memory, sock
         ring.fileno = sock.fileno
         ring.mv, ring.head, ring.links, ring.suspect = memoryview(memory), 0, None, None
+        ring.lost = False
         ring.counters = dict.fromkeys(COUNTERS, 0)
         return ring
 

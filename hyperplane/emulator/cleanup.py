@@ -51,7 +51,7 @@ def cleanup() -> dict:
     return {"processes": sorted(set(recorded) | set(stray)), "namespaces": removed}
 
 
-TABLE_NAME = re.compile(r"hp-[0-9a-f]{10}-[a-z]+\.sessions")
+TABLE_NAME = re.compile(r"hp-[0-9a-f]{10}-[a-z]+(-w[0-9]+)?\.sessions")
 
 
 def orphan_tables() -> list[Path]:

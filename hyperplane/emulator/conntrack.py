@@ -34,10 +34,14 @@ def listing(flt: Filter, nat: bool = False, ask: bool = False) -> list[dict]:
     return [row for row in running.sessions(None, nat, ask) if flt.matches(row)]
 
 
-def _read(path: str) -> dict:
+def _read(paths: list[str]) -> dict:
     now = time.monotonic()
-    ids, found = shm.read_records(path, now)
-    return ctevents.sample(ids, found, now)
+    sample: dict = {}
+    for path in paths:  # a group of workers: one table each (their ids are disjoint keys)
+        ids, found = shm.read_records(path, now)
+        sample.update({(path, key): row for key, row in
+                       ctevents.sample(ids, found, now).items()})
+    return sample
 
 
 def follow(flt: Filter, nat: bool = False, interval: float = INTERVAL,
@@ -45,9 +49,10 @@ def follow(flt: Filter, nat: bool = False, interval: float = INTERVAL,
            ready: Callable[[], None] = lambda: None) -> Iterator[tuple[str, dict]]:
     """Events of the sessions ``flt`` matches, as ``(event, row)``, from now on."""
     running.require()
-    path = state.shm_path(_role(nat))
+    paths = state.shm_tables(_role(nat))
+    path = paths[0]
     try:
-        before = _read(path)
+        before = _read(paths)
     except FileNotFoundError:
         raise UsageError(f"no {_role(nat)} session table ({path}): "
                          + ("the topology has no NAT gateway" if nat else
@@ -56,7 +61,7 @@ def follow(flt: Filter, nat: bool = False, interval: float = INTERVAL,
     while not stop():
         time.sleep(interval)
         try:
-            after = _read(path)
+            after = _read(paths)
         except FileNotFoundError:  # `down` removed the table: every session is gone
             after = {}
         for event, row in ctevents.diff(before, after):

@@ -69,7 +69,8 @@ class Collector:
             return [], set()
         readings: list[fw.Reading] = []
         try:
-            for row in shm.read_sessions(state.shm_path("dataplane")):
+            for row in (r for path in state.shm_tables("dataplane")
+                        for r in shm.read_sessions(path)):
                 if row.get("eni") in enis:
                     readings += fw.session_readings(row)
         except (OSError, ValueError):

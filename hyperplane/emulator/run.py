@@ -221,8 +221,15 @@ def _start_dataplane(data: dict, topology: Topology) -> None:
     _start(data, "dataplane", supervision.spec(
         names.PLANE_NS, procs.python_module(
             "hyperplane.dataplane", "--control", sock, *dataplane_table("dataplane", topology),
-            "--fast-path", settings.dataplane(topology.settings)["fast_path"]),
+            "--fast-path", settings.dataplane(topology.settings)["fast_path"],
+            "--workers", str(dataplane_workers(topology))),
         state.log("dataplane"), {"ping": sock}, after="resync"), "the Hyperplane dataplane")
+
+
+def dataplane_workers(topology: Topology) -> int:
+    """``settings.dataplane.workers``: ``auto`` is one a core (at most ``MAX_WORKERS``)."""
+    workers = settings.dataplane(topology.settings)["workers"]
+    return min(os.cpu_count() or 1, settings.MAX_WORKERS) if workers == "auto" else workers
 
 
 def dataplane_table(role: str, topology: Topology) -> list[str]:

@@ -180,8 +180,9 @@ def status() -> dict:
     try:
         full = dataplane_request({"op": "stats"})["stats"]
         stats, fast_path = full["global"], (full.get("fast_path") or {}).get("mode")
+        workers = full.get("workers") or []
     except (UnreachableError, OSError):
-        stats, fast_path = None, None
+        stats, fast_path, workers = None, None, []
     hosts = [{"name": h.name, "vpc": h.vpc_id, "subnet": h.subnet, "ip": h.ip,
               "namespace": host_netns(topology, h.name),
               "service": h.service.kind if h.service else None,
@@ -191,7 +192,7 @@ def status() -> dict:
             "dataplane": {**_process(pid_of(data, "dataplane"),
                                      (data.get("services") or {}).get("dataplane", {})),
                           "sessions_active": stats["sessions_active"] if stats else None,
-                          "fast_path": fast_path},
+                          "fast_path": fast_path, "workers": workers},
             "controller": _process(pid_of(data, "controller"),
                                    (data.get("services") or {}).get("controller", {})),
             "supervision": supervision_view(data),
@@ -227,7 +228,7 @@ def sessions(eni_id: str | None = None, nat: bool = False, ask: bool = False) ->
                              "(without --ask)")
         return dataplane_request({"op": "conntrack", "eni": eni_id})["sessions"]
     try:
-        rows = shm.read_sessions(state.shm_path(role))
+        rows = [row for path in state.shm_tables(role) for row in shm.read_sessions(path)]
     except FileNotFoundError:
         raise UsageError(f"no {role} session table ({state.shm_path(role)}): "
                          + ("the topology has no NAT gateway" if nat else

@@ -240,6 +240,13 @@ def shm_path(role: str) -> str:
     return str(SHM_DIR / f"hp-{instance_id()}-{role}.sessions")
 
 
+def shm_tables(role: str) -> list[str]:
+    """The session tables of ``role``'s process: its workers' (``dataplane.workers``)
+    when it runs a group of them, else its one (which may not exist)."""
+    workers = sorted(SHM_DIR.glob(f"hp-{instance_id()}-{role}-w*.sessions"))
+    return [str(p) for p in workers] or [shm_path(role)]
+
+
 def shm_files() -> list[Path]:
     """Our shared-memory files (this state directory's only)."""
     return sorted(SHM_DIR.glob(f"hp-{instance_id()}-*"))

@@ -6,6 +6,7 @@
         port_range: [1024, 65535]        # ENI ports handed out by the NAT
         max_sessions: 1000000            # all ENIs together (table-full beyond)
         fast_path: sockets               # sockets | python | compiled | auto (dataplane.fastpath)
+        workers: 1                       # worker processes (dataplane.workers), or auto: one a core
         timeouts: {tcp_established: 350, tcp_transitory: 240, tcp_syn: 30,
                    udp: 120, udp_replied: 180, icmp: 60}   # seconds
 
@@ -57,7 +58,8 @@ class Timeouts:
 
 
 DEFAULTS = {"eni_connection_limit": 65000, "port_range": [1024, 65535],
-            "max_sessions": 1_000_000, "timeouts": {}, "fast_path": "sockets"}
+            "max_sessions": 1_000_000, "timeouts": {}, "fast_path": "sockets", "workers": 1}
+MAX_WORKERS = 16
 FAST_PATHS = ("sockets", "auto", "python", "compiled")
 TIMEOUT_KEYS = tuple(f.name for f in fields(Timeouts))
 NAT_GATEWAY_DEFAULTS = {"connections_per_destination": 55000, "idle_timeout": 350,
@@ -105,6 +107,10 @@ def _check_dataplane_key(source: str, path: str, key: str, value: object) -> Non
         if value not in FAST_PATHS:
             raise TopologyError(source, path, f"expected one of {', '.join(FAST_PATHS)}, "
                                 f"got {value!r}")
+    elif key == "workers":
+        if value != "auto" and not (_positive_int(value) and value <= MAX_WORKERS):
+            raise TopologyError(source, path, f"expected auto or an integer from 1 to "
+                                f"{MAX_WORKERS}, got {value!r}")
     elif key == "timeouts":
         if not isinstance(value, dict):
             raise TopologyError(source, path, "expected a mapping of timeouts in seconds")
