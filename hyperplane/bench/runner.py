@@ -20,7 +20,7 @@ import shutil
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 
 import yaml
@@ -50,6 +50,7 @@ class Plan:
     environments: int
     invoke_seconds: float
     cold_starts: int
+    dataplane: dict = field(default_factory=dict)  # settings.dataplane overrides (--workers)
 
     @classmethod
     def quick(cls) -> Plan:
@@ -76,9 +77,11 @@ def check_ready() -> None:
             raise UsageError(f"{tool} is missing: run `make install`")
 
 
-def topology_file() -> str:
-    """The benchmark topology with its code directory made absolute."""
+def topology_file(dataplane: dict | None = None) -> str:
+    """The benchmark topology with its code directory made absolute, and ``dataplane``
+    settings (``bench --workers``, ``--fast-path``) over its own."""
     document = yaml.safe_load((HERE / "topology.yaml").read_text())
+    document["settings"]["dataplane"].update(dataplane or {})
     for function in document["functions"]:
         function["code"] = str(HERE)
     out = workloads.scratch() / "bench-topology.yaml"
@@ -98,7 +101,7 @@ class Bench:
     # -- set-up and tear-down ----------------------------------------------------------
     def setup(self) -> None:
         started = time.monotonic()
-        up(topology_file())
+        up(topology_file(self.plan.dataplane))
         topology = running.require().topology
         env, lock, _cold = requests.acquire_env("bench")
         self.locks.append(lock)
@@ -117,6 +120,8 @@ class Bench:
                                    fast_path="python", alias=True))
         self.results["extra"]["fast_path"] = {p.name: p.fast_path for p in self.paths
                                               if p.fast_path}
+        self.results["extra"]["workers"] = len(requests.dataplane_request(
+            {"op": "stats"})["stats"].get("workers") or [None])
         for path in self.paths:
             if not path.alias:
                 workloads.start_servers(path)

@@ -23,14 +23,22 @@ from hyperplane.errors import UsageError
 @click.option("--workload", "workload", metavar="NAME[,NAME...]",
               help="only these workloads (tcp_1_stream, tcp_4_streams, udp_64b, ping, "
                    "concurrent, connections, environments, cold_starts, api_invokes)")
-def bench(quick: bool, as_json: bool, out_dir: str | None, workload: str | None) -> None:
+@click.option("--workers", metavar="N|auto", default=None,
+              help="the dataplane's worker processes (settings.dataplane.workers; default 1)")
+@click.option("--fast-path", "fast_path", default=None,
+              type=click.Choice(["sockets", "python", "compiled", "auto"]),
+              help="the dataplane's receive path (settings.dataplane.fast_path)")
+def bench(quick: bool, as_json: bool, out_dir: str | None, workload: str | None,
+          workers: str | None, fast_path: str | None) -> None:
     """Measure Hyperplane side by side with the kernel's NAT, as ratios, against targets."""
+    import dataclasses
     import time
     from pathlib import Path
 
     from hyperplane.bench import report, runner
 
     plan = runner.Plan.quick() if quick else runner.Plan.full()
+    plan = dataclasses.replace(plan, dataplane=_dataplane_options(workers, fast_path))
     log = (lambda _msg: None) if as_json else (lambda msg: click.echo(msg, err=True))
     results = report.evaluate(runner.run(plan, log, runner.chosen(workload)))
     directory = Path(out_dir or Path("bench") / "results" / time.strftime("%Y%m%d-%H%M%S"))
@@ -40,6 +48,17 @@ def bench(quick: bool, as_json: bool, out_dir: str | None, workload: str | None)
     else:
         click.echo(report.table_text(results))
         click.echo(f"\nwritten: {', '.join(str(f) for f in files.values())}")
+
+
+def _dataplane_options(workers: str | None, fast_path: str | None) -> dict:
+    out: dict = {}
+    if workers is not None:
+        if workers != "auto" and not (workers.isdigit() and 1 <= int(workers) <= 16):
+            raise UsageError(f"--workers: expected auto or 1 to 16, got {workers!r}")
+        out["workers"] = workers if workers == "auto" else int(workers)
+    if fast_path is not None:
+        out["fast_path"] = fast_path
+    return out
 
 
 @click.command()

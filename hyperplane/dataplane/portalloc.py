@@ -3,7 +3,9 @@
 RFC 4787 / 5382 behaviour as in VPP's NAT44-ED: an inside endpoint (address, port)
 keeps one ENI port for every destination while any of its sessions lives
 (endpoint-independent mapping); one ENI port never serves two inside endpoints at
-once; the original port is kept when free, otherwise random ports of the same class
+once; the original port is kept when free, otherwise the original folded into the
+range (``low + (port - low) % size``: outside the range, as in a worker's slice, a
+client's walk through its ports stays a walk), then random ports of the same class
 (<1024 or >=1024) are tried a bounded number of times before the allocation fails
 (counted by the caller as ``out-of-ports``).  ICMP echo identifiers are allocated
 the same way in their own space.
@@ -177,6 +179,12 @@ class PortAllocator:
             return wanted
         if self.count >= self.high - self.low + 1:
             return None
+        # the inside port folded into the range: a client walking its ports walks these
+        # too, so a server does not meet a port it still holds in TIME_WAIT (a worker's
+        # slice of the range holds half the ports an environment picks from)
+        folded = low + (wanted - low) % (high - low + 1)
+        if not owners[folded]:
+            return folded
         for _ in range(ATTEMPTS):
             port = self.rng.randint(low, high)
             if not owners[port]:

@@ -25,12 +25,21 @@ def test_defaults_fill_what_is_not_given() -> None:
     ({"dataplane": {"timeouts": {"tcp": 5}}}, "settings.dataplane.timeouts.tcp",
      "unknown timeout"),
     ({"dataplane": {"speed": 1}}, "settings.dataplane.speed", "unknown dataplane setting"),
+    ({"dataplane": {"workers": 0}}, "settings.dataplane.workers", "expected auto or"),
+    ({"dataplane": {"workers": 17}}, "settings.dataplane.workers", "1 to 16"),
+    ({"dataplane": {"workers": "many"}}, "settings.dataplane.workers", "expected auto or"),
 ])
 def test_bad_settings_name_field_and_reason(given: dict, path: str, reason: str) -> None:
     with pytest.raises(TopologyError) as err:
         settings.check(given, "t.yaml")
     assert err.value.path == path and reason in err.value.reason
     assert str(err.value).startswith("t.yaml: " + path)
+
+
+def test_workers_default_to_one_and_take_auto() -> None:
+    assert settings.dataplane({})["workers"] == 1
+    settings.check({"dataplane": {"workers": "auto"}}, "t.yaml")
+    settings.check({"dataplane": {"workers": 2}}, "t.yaml")
 
 
 def test_null_dataplane_section_is_accepted() -> None:
