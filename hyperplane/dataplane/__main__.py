@@ -57,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     worker = None
     if args.worker is not None:
         index, count = (int(v) for v in args.worker.split("/"))
-        worker = Worker(index, count, socket.socket(fileno=args.ring_fd))
+        peers = tuple(worker_table(args.table, i) for i in range(count) if i != index) \
+            if args.table else ()
+        worker = Worker(index, count, socket.socket(fileno=args.ring_fd), peers)
         args.table = worker_table(args.table, index) if args.table else None
     try:
         dp = kind(args.control, args.table, args.capacity, args.cache, args.fast_path,

@@ -62,20 +62,37 @@ from hyperplane.dataplane.config import Existing, Plan, Snapshot, plan
 from hyperplane.dataplane.fastpath import FastPath, mode
 from hyperplane.dataplane.pipeline import EniPort, EnvPort, Pipeline
 from hyperplane.dataplane.ring import RxRing
-from hyperplane.dataplane.shm import open_table
+from hyperplane.dataplane.shm import open_table, read_slot_counter
 from hyperplane.dataplane.sockets import ArpSocket, PacketSocket
 from hyperplane.dataplane.store import CACHE
 
 BATCH = 64
+PEERS_INTERVAL = 1.0
 
 
 class Worker:
     """One worker of a group (``workers``): its index of ``count``, its fanout member's
-    ring socket, and the slice of every ENI's ports it allocates from (``bpf.fanout``)."""
+    ring socket, the slice of every ENI's ports it allocates from (``bpf.fanout``), and
+    its peers' table files: every ``PEERS_INTERVAL`` it reads the sessions each peer
+    holds per ENI (as they last flushed them), so an ENI's connection limit counts the
+    sessions of every worker."""
 
-    def __init__(self, index: int, count: int, ring: socket.socket) -> None:
-        self.index, self.count, self.ring = index, count, ring
+    def __init__(self, index: int, count: int, ring: socket.socket,
+                 peers: tuple[str, ...] = ()) -> None:
+        self.index, self.count, self.ring, self.peers = index, count, ring, peers
         self.low, self.high = port_slice(index, count)
+        self.next_read = 0.0
+
+    def elsewhere(self, now: float) -> dict[str, int] | None:
+        """Sessions per ENI id the peers hold, when it is time to read them again."""
+        if now < self.next_read:
+            return None
+        self.next_read = now + PEERS_INTERVAL
+        held: dict[str, int] = {}
+        for path in self.peers:
+            for eni, count in read_slot_counter(path, "sessions_active").items():
+                held[eni] = held.get(eni, 0) + count
+        return held
 
     def ports(self, port_range: tuple[int, int]) -> tuple[int, int]:
         """An ENI's port range narrowed to this worker's slice (empty: ``(high + 1, high)``,
@@ -366,6 +383,7 @@ class Dataplane:
                 if fast is not None:
                     fast.tick()
                 pl.tick(now)
+                self.count_peers(now)
 
     def _drain_socket(self, fd: int, by_fd: dict, receive, buf: bytearray,
                       now: float) -> None:
@@ -388,6 +406,13 @@ class Dataplane:
                 self.counters["internal_error"] += 1
                 if self.counters["internal_error"] <= 3:
                     traceback.print_exc()
+
+    def count_peers(self, now: float) -> None:
+        """A worker's ENIs learn the sessions the other workers hold (``Worker``)."""
+        held = self.worker.elsewhere(now) if self.worker is not None else None
+        if held is not None:
+            for eni in self.pipeline.enis.values():
+                eni.elsewhere = held.get(eni.id, 0)
 
     def relocate(self) -> bool:
         """A ring adopted from a dead worker: the walk placed at its oldest ready frame."""

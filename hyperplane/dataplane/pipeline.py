@@ -383,9 +383,9 @@ class Pipeline(Neighbour, ErrorPath, FragmentPath, TablePath, RejectLog):
             self.refuse(refused, eni, buf, length, proto, remote_port)
             return None
         self.reap(now)
-        if len(eni.table) >= eni.connection_limit:
+        if len(eni.table) + eni.elsewhere >= eni.connection_limit:
             self.reap(now, REAP_AT_LIMIT)  # the hand also passes the other ENIs' records
-        if len(eni.table) < eni.connection_limit:
+        if len(eni.table) + eni.elsewhere < eni.connection_limit:
             return eni
         spill = self._spill_carrier(env, now) if env.spill else None
         if spill is None:
@@ -401,7 +401,7 @@ class Pipeline(Neighbour, ErrorPath, FragmentPath, TablePath, RejectLog):
     def _spill_carrier(self, env: EnvPort, now: float) -> EniPort | None:
         """The first spill ENI below its connection limit (after reaping), or None."""
         for eni in env.spill:
-            if len(eni.table) < eni.connection_limit:
+            if len(eni.table) + eni.elsewhere < eni.connection_limit:
                 return eni
         return None
 

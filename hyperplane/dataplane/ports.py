@@ -64,6 +64,7 @@ class EniPort:
         self.counters: dict[str, int] = dict.fromkeys(
             ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes"), 0)
         self.egress: RuleSet | None = None  # set by each configuration push
+        self.elsewhere = 0  # sessions the other workers of a group hold (``loop.Worker``)
         self.tx: Tx = _discard
 
     def nexthop(self, dst: bytes) -> bytes:

@@ -16,6 +16,8 @@ the file read-only and copies all records at once; a record whose ``seq`` was od
 or is not the same after the copy, or whose CRC fails, is copied again alone between
 two reads of its ``seq`` (retrying while the writer is mid-update), so a busy
 dataplane is neither asked nor disturbed, and no torn record is shown.
+``read_slot_counter`` reads one counter of each ENI the same way (a worker of a group
+learns the sessions its peers hold per ENI: ``loop.Worker``).
 """
 
 from __future__ import annotations
@@ -158,6 +160,30 @@ def read_records(path: str, now: float | None = None) -> tuple[dict[int, str], l
                 continue
             found.append((rec, fields))
         return ids, found
+    finally:
+        mem.close()
+
+
+def read_slot_counter(path: str, name: str) -> dict[str, int]:
+    """Counter ``name`` of every ENI bound in a table file (as its writer last flushed
+    them), by ENI id; {} when the file or the counter is not there."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return {}
+    try:
+        if os.fstat(fd).st_size < r.HEADER:
+            return {}
+        mem = mmap.mmap(fd, r.HEADER, access=mmap.ACCESS_READ)
+    finally:
+        os.close(fd)
+    try:
+        names = r.counter_names(mem)
+        if name not in names:
+            return {}
+        at = 8 * names.index(name)
+        return {eni: r.get_u64(mem, r.counters_at(slot) + at) for slot in range(r.SLOTS)
+                if (eni := r.slot_entry(mem, slot)) is not None}
     finally:
         mem.close()
 

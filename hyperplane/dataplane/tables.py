@@ -124,7 +124,7 @@ class TablePath(Hop):
         eni.ports = state.ports
         eni.ports.set_range(eni.port_range)
         for name, value in self.store.read_counters(eni.table.slot).items():
-            if name != "sessions_created":
+            if name not in ("sessions_created", "sessions_active"):
                 eni.counters[name] = value
 
     def unbind(self, eni: EniPort) -> None:
@@ -160,8 +160,9 @@ class TablePath(Hop):
         store.write_counters(None, self.counters)
         for eni in self.enis.values():
             if eni.table.store is store:
-                store.write_counters(eni.table.slot,
-                                     dict(eni.counters, sessions_created=eni.table.created))
+                store.write_counters(eni.table.slot, dict(
+                    eni.counters, sessions_created=eni.table.created,
+                    sessions_active=len(eni.table)))
 
     def close_tables(self) -> None:
         """A clean stop: everything written, the table marked clean, unmapped."""

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import socket
 
-from hyperplane.dataplane import bpf
+from hyperplane.dataplane import bpf, shm
 from hyperplane.dataplane.loop import Worker
+from hyperplane.dataplane.portalloc import EniPorts
 from hyperplane.dataplane.workers import merge, worker_table
+from tests.unit.dataplane.frames import make_rig, send_and_expect, syn
+from tests.unit.dataplane.test_nat_conntrack import assert_refused_with_code_13
 
 
 def test_replies_merge_counters_summed_lists_joined() -> None:
@@ -58,3 +61,29 @@ def test_a_worker_allocates_only_ports_the_program_steers_to_it() -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_a_connection_limit_counts_the_sessions_of_every_worker(tmp_path) -> None:
+    """Worker 1 holds two sessions of the ENI; worker 0, limit 3, admits one more only."""
+    peer_path, own_path = str(tmp_path / "w1.sessions"), str(tmp_path / "w0.sessions")
+    peer = make_rig(store=shm.create_table(peer_path, 64, EniPorts), connection_limit=3)
+    for port in (50000, 50002):
+        send_and_expect(peer.pipeline, peer.env, syn(port), peer.eni_out)
+    peer.pipeline.flush()  # as its tick does every second
+    assert shm.read_slot_counter(peer_path, "sessions_active") == {"eni-1": 2}
+    a, b = socket.socketpair()
+    try:
+        worker = Worker(0, 2, a, (peer_path, str(tmp_path / "absent.sessions")))
+        assert worker.elsewhere(0.0) == {"eni-1": 2}
+        assert worker.elsewhere(0.5) is None  # read again only after PEERS_INTERVAL
+    finally:
+        a.close()
+        b.close()
+    own = make_rig(store=shm.create_table(own_path, 64, EniPorts), connection_limit=3)
+    own.eni.elsewhere = 2
+    send_and_expect(own.pipeline, own.env, syn(41000), own.eni_out)
+    assert_refused_with_code_13(own, syn(41002), "eni_connection_limit")
+    own.eni.elsewhere = 0  # the peer's sessions ended
+    send_and_expect(own.pipeline, own.env, syn(41004), own.eni_out)
+    for rig in (peer, own):
+        rig.pipeline.close_tables()
