@@ -15,10 +15,10 @@ TOOLS := ip:iproute2 ping:iputils-ping curl:curl iperf3:iperf3 nft:nftables \
 # the servers a template's databases and caches become are only run by `up`, inside our
 # namespaces: installing them must not start Debian's own services (policy-rc.d says no)
 
-.PHONY: install system-deps fast-path demo test test-unit test-integration lint fuzz bench bench-quick test-container docs-graph clean help
+.PHONY: install system-deps fast-path demo test test-packets test-unit test-integration lint fuzz bench bench-quick test-container docs-graph clean help
 
 help:
-	@echo "make install | demo | test | test-unit | test-integration | test-container | lint | fuzz | bench | bench-quick | docs-graph | clean"
+	@echo "make install | demo | test | test-unit | test-integration | test-packets | test-container | lint | fuzz | bench | bench-quick | docs-graph | clean"
 
 install: system-deps $(STAMP) fast-path
 
@@ -73,6 +73,20 @@ demo: install
 
 test: install
 	$(BIN)/pytest -q -p no:cacheprovider tests/unit tests/integration $(PYTEST_ARGS)
+
+# The packet-level integration tests once per receive path (settings.dataplane.fast_path
+# set by HYPERPLANE_FAST_PATH over every topology's): the ring walked in pure Python, then
+# compiled when the compiled fast path is built (`make test` runs them on each file's own).
+PACKET_TESTS := tests/integration/test_dataplane_tcp.py tests/integration/test_dataplane_udp_icmp.py \
+	tests/integration/test_dataplane_limits.py tests/integration/test_egress.py \
+	tests/integration/test_workers.py
+test-packets: install
+	HYPERPLANE_FAST_PATH=python $(BIN)/pytest -q -p no:cacheprovider $(PACKET_TESTS) $(PYTEST_ARGS)
+	@if $(BIN)/python -c "from hyperplane.dataplane import fastpath; fastpath.mode('compiled')" \
+	    2>/dev/null; then \
+	  echo "HYPERPLANE_FAST_PATH=compiled"; \
+	  HYPERPLANE_FAST_PATH=compiled $(BIN)/pytest -q -p no:cacheprovider $(PACKET_TESTS) $(PYTEST_ARGS); \
+	else echo "test-packets: the compiled fast path is not built: its run skipped"; fi
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)

@@ -22,7 +22,7 @@ from pathlib import Path
 from hyperplane.emulator import flowlogs, machine, stacks
 from hyperplane.emulator.requests import controller_request
 from hyperplane.emulator.running import load_source, pid_of, status
-from hyperplane.errors import UsageError
+from hyperplane.errors import TopologyError, UsageError
 from hyperplane.fabric import desired
 from hyperplane.fabric.objects import plan
 from hyperplane.kernel import build, flowfiles, netlink, procs, state, supervision, vpcservices
@@ -72,6 +72,7 @@ def up(path: str, wait: bool = True, api_port: int | None = None, api: bool = Tr
             shutil.rmtree(state.path("stacks"), ignore_errors=True)
             raise
         topology = loaded.topology
+        dataplane_overrides()  # a bad value: refused before anything is built
         port = api_port or settings.api_port(topology.settings)
         if api:
             check_port(port)
@@ -221,14 +222,42 @@ def _start_dataplane(data: dict, topology: Topology) -> None:
     _start(data, "dataplane", supervision.spec(
         names.PLANE_NS, procs.python_module(
             "hyperplane.dataplane", "--control", sock, *dataplane_table("dataplane", topology),
-            "--fast-path", settings.dataplane(topology.settings)["fast_path"],
+            "--fast-path", dataplane_setting(topology, "fast_path"),
             "--workers", str(dataplane_workers(topology))),
         state.log("dataplane"), {"ping": sock}, after="resync"), "the Hyperplane dataplane")
 
 
+OVERRIDES = {"HYPERPLANE_FAST_PATH": "fast_path", "HYPERPLANE_WORKERS": "workers"}
+
+
+def dataplane_overrides() -> dict:
+    """``settings.dataplane`` keys the environment sets over the file's (CI runs the
+    packet tests once per receive path this way): ``HYPERPLANE_FAST_PATH``,
+    ``HYPERPLANE_WORKERS``; a bad value is a ``UsageError`` naming the variable."""
+    out: dict = {}
+    for variable, key in OVERRIDES.items():
+        value = os.environ.get(variable)
+        if not value:
+            continue
+        if key == "workers" and value.isdigit():
+            value = int(value)
+        try:
+            settings.check({"dataplane": {key: value}}, variable)
+        except TopologyError as exc:
+            raise UsageError(f"{variable}: {exc.reason}") from None
+        out[key] = value
+    return out
+
+
+def dataplane_setting(topology: Topology, key: str):  # noqa: ANN201 - a setting's value
+    """``settings.dataplane.KEY`` as the environment (``dataplane_overrides``) or the
+    topology sets it."""
+    return {**settings.dataplane(topology.settings), **dataplane_overrides()}[key]
+
+
 def dataplane_workers(topology: Topology) -> int:
     """``settings.dataplane.workers``: ``auto`` is one a core (at most ``MAX_WORKERS``)."""
-    workers = settings.dataplane(topology.settings)["workers"]
+    workers = dataplane_setting(topology, "workers")
     return min(os.cpu_count() or 1, settings.MAX_WORKERS) if workers == "auto" else workers
 
 

@@ -34,3 +34,14 @@ def test_can_create_a_network_namespace() -> None:
         assert "hp-probe" in netns.listnetns()
     finally:
         netns.remove("hp-probe")
+
+
+def test_has_no_compiler_so_the_dataplane_runs_pure_python() -> None:
+    # the image has no gcc: the whole suite here runs without the compiled fast path
+    import shutil
+
+    from hyperplane.dataplane import fastpath
+    assert not any(shutil.which(cc) for cc in ("cc", "gcc", "clang")), "a C compiler is here"
+    assert fastpath.mode("auto") == "python"
+    with pytest.raises(fastpath.FastPathError):
+        fastpath.mode("compiled")

@@ -129,6 +129,9 @@ def start_sink(state_dir: Path, tmp: Path) -> tuple:
 
 
 def test_two_workers_share_the_flows(workers: dict, state_dir: Path) -> None:
+    # the topology's walk, or the one `make test-packets` sets for every packet test
+    walk = hp.run_json("status", state_dir=state_dir)["dataplane"]["fast_path"]
+    assert walk == os.environ.get("HYPERPLANE_FAST_PATH", "python")
     rows = group_workers(state_dir)
     assert [w["index"] for w in rows] == [0, 1]
     assert rows[0]["ports"] == [0, 32767] and rows[1]["ports"] == [32768, 65535]
