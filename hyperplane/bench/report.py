@@ -95,7 +95,10 @@ def _spread(summary: dict) -> str:
 
 def walks(results: dict) -> list[tuple[str, str | None, str, str]]:
     """(path, its walk, the ratio's key, the verdict's key) for each Hyperplane path."""
-    modes = results["extra"].get("fast_path") or {}
+    modes = dict(results["extra"].get("fast_path") or {})
+    workers = results["extra"].get("workers") or 1
+    if workers > 1:  # a group of workers (settings.dataplane.workers): said in every row
+        modes = {path: f"{mode}, {workers} workers" for path, mode in modes.items()}
     out = [(HP, modes.get(HP), "ratio", "target")]
     if HPY in modes:
         out.append((HPY, modes[HPY], "ratio_python", "target_python"))

@@ -85,3 +85,23 @@ def test_an_empty_ring_has_no_hole() -> None:
         assert walk.got == [b"last"] and walk.ring.head == 0
     finally:
         walk.close()
+
+
+def stamp(mem: mmap.mmap, slot: int, sec: int, nsec: int) -> None:
+    mem[slot * SIZE + 16:slot * SIZE + 24] = struct.pack("<II", sec, nsec)
+
+
+def test_a_ring_adopted_from_a_dead_worker_is_walked_from_its_oldest_frame() -> None:
+    walk = Walk()
+    try:
+        walk.ring.lost = True  # as a restarted worker's ring starts
+        assert not walk.ring.relocate() and walk.ring.lost  # nothing ready: still lost
+        for slot, (payload, sec, nsec) in {3: (b"first", 10, 5), 0: (b"second", 10, 9),
+                                           1: (b"third", 11, 0)}.items():
+            fill(walk.mem, slot, payload)
+            stamp(walk.mem, slot, sec, nsec)
+        assert walk.ring.relocate() and not walk.ring.lost and walk.ring.head == 3
+        assert walk.drain(1.0) == 3
+        assert walk.got == [b"first", b"second", b"third"]
+    finally:
+        walk.close()
