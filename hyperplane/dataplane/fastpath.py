@@ -50,6 +50,7 @@ MODULE = "_hp_fastpath"
 MODES = ("sockets", "auto", "python", "compiled")
 FLOWS = 1 << 15          # flows (directions of sessions) the C side holds at most (4 MB)
 SWEEP = 512              # flows looked at for a dead session per tick
+FLOW_AFTER = 8           # packets a session carries (both ways) before it gets flows
 IP, ETH_TYPE, TCP_FLAGS = p.IP, p.ETH_TYPE, p.TCP_FLAGS
 
 
@@ -120,6 +121,7 @@ class FastPath:
         self._cbuf = None
         self._sweep_at = 0
         self.reported = dict.fromkeys(("tx_full", "tx_error", "rx_error", "rx_truncated"), 0)
+        self.flow_after = FLOW_AFTER
 
     # -- the walk -----------------------------------------------------------------------
     def drain(self, by_index: dict, receive, now: float, budget: int, buf: bytearray,
@@ -136,7 +138,8 @@ class FastPath:
             if ctx.dirty_head:
                 self.harvest()
             if not stopped:  # the head slot is not ready: a hole (``ring``) is skipped
-                after = self.ring.skip_hole(ctx.head, now) if total < budget else None
+                after = self.ring.skip_hole(ctx.head, now, total == 0) \
+                    if total < budget else None
                 if after is None:
                     break
                 ctx.head = after
@@ -206,13 +209,15 @@ class FastPath:
 
     # -- flows --------------------------------------------------------------------------
     def _install(self, port, key: tuple) -> None:
-        """Flows for the session of ``key`` (both directions where each qualifies)."""
+        """Flows for the session of ``key`` (both directions where each qualifies), once
+        it has carried ``flow_after`` packets: a short connection (a request, an answer,
+        the close) would pay for flows it never uses."""
         if isinstance(port, EniPort):
             s = port.table.sessions.get(key)
         else:
             eni = port.eni
             s = eni.table.sessions.get(key) if eni is not None else None
-        if s is None or s.dead:
+        if s is None or s.dead or s.pkts_out + s.pkts_in < self.flow_after:
             return
         have = self.of_session.get(id(s))
         for direction in (0, 1):

@@ -23,9 +23,12 @@ A free slot before ready ones is a *hole*: the kernel (Linux 6.18, seen in
 ``hyperplane bench`` after the 64-byte UDP flood that follows the TCP bulk workloads)
 sometimes moves past a slot without handing it over, and a walk that waits at it stops
 for good (the kernel fills the slots after it; only a whole lap later would it write the
-hole).  A frame still being copied in by another CPU also leaves a free slot before
-ready ones, for microseconds: so a free slot is skipped (``skip_hole``, counted
-``rx_ring_hole``) only when the next slot has been ready for ``HOLE_GRACE``.
+hole; a frame whose virtio-net header the kernel cannot make leaves one too, and a hole
+may be several slots long).  A frame still being copied in by another CPU also leaves a
+free slot before ready ones, for microseconds: so the walk skips to the next ready slot
+(``skip_hole``, counted ``rx_ring_hole``) only once a slot after its head has been ready
+for ``HOLE_GRACE``: the next slot, or any, when the walk was woken for frames and found
+none at its head.
 
 The socket filter (``bpf.links_filter``) accepts only the interface indexes of this
 process's ports (the NAT gateway process shares the namespace, and ``lo`` is there
@@ -72,6 +75,7 @@ SLL_IFINDEX = SLL + 4
 RELEASE = bytes(4)       # tp_status = TP_STATUS_KERNEL: the slot back to the kernel
 COUNTERS = ("rx_truncated", "rx_unknown_link", "rx_ring_hole")
 HOLE_GRACE = 0.01        # seconds a free slot may wait before a ready one (see above)
+READY = bytes(value & TP_STATUS_USER for value in range(256))  # a status byte -> ready
 REJECT_ALL = [(bpf.RET_K, 0, 0, 0)]
 ACCEPT_ALL = [(bpf.RET_K, 0, 0, bpf.ACCEPT)]
 
@@ -179,6 +183,7 @@ class RxRing:
         if not ready:
             return False
         self.head = min(ready, key=lambda i: TP_SEC.unpack_from(self.mv, i * size + 16))
+        self.suspect = None
         self.lost = False
         return True
 
@@ -224,7 +229,7 @@ class RxRing:
             off = head * size
             status = mv[off]  # the low byte of tp_status (little-endian)
             if not status & TP_STATUS_USER:
-                after = self.skip_hole(head, now)
+                after = self.skip_hole(head, now, done == 0)
                 if after is None:
                     break
                 head = after
@@ -259,11 +264,15 @@ class RxRing:
         self.head = head
         return done
 
-    def skip_hole(self, head: int, now: float) -> int | None:
-        """The slot after ``head`` if the free slot ``head`` is a hole (the next slot has
-        been ready for ``HOLE_GRACE``), counted; else None (and the wait noted)."""
+    def skip_hole(self, head: int, now: float, woken: bool = False) -> int | None:
+        """The next ready slot if the free slot ``head`` is a hole (a slot after it has
+        been ready for ``HOLE_GRACE``), counted; else None (and the wait noted).  The slot
+        after ``head`` is looked at; the whole ring only when ``woken`` (the walk was
+        woken for frames and found none at its head: a hole may be several slots long)."""
         after = head + 1 if head + 1 < self.frames else 0
-        if not self.mv[after * self.frame_size] & TP_STATUS_USER:
+        ready = after if self.mv[after * self.frame_size] & TP_STATUS_USER else \
+            self.next_ready(head) if woken else None
+        if ready is None:
             self.suspect = None
             return None
         if self.suspect is None or self.suspect[0] != head:
@@ -273,7 +282,15 @@ class RxRing:
             return None
         self.suspect = None
         self.counters["rx_ring_hole"] += 1
-        return after
+        return ready
+
+    def next_ready(self, head: int) -> int | None:
+        """The first ready slot after ``head`` (going round), or None."""
+        ready = self.mv[::self.frame_size].tobytes()[:self.frames].translate(READY)
+        found = ready.find(1, head + 1)
+        if found < 0:
+            found = ready.find(1, 0, head)
+        return found if found >= 0 else None
 
     def dropped(self) -> int:
         """Frames the kernel dropped (the ring was full) since last asked."""

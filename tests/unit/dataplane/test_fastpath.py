@@ -113,6 +113,8 @@ class Side:
         self.fast = fastpath.FastPath(self.ring, self.rig.pipeline,
                                       lambda port: links.get(id(port)), flows=256) \
             if compiled else None
+        if self.fast is not None:
+            self.fast.flow_after = 0  # flows from the first eligible frame: C does the most
 
     @staticmethod
     def _tx(sock: socket.socket, counters: dict):
@@ -246,6 +248,25 @@ def test_the_compiled_side_carries_an_established_flow() -> None:
         (s,) = side.rig.eni.table.live(1.5)
         assert (s.pkts_out, s.pkts_in) == (3, 3) and s.expires == 1.5 + s.timeout
         assert len(side.sent()["eni"]) == 3
+    finally:
+        side.close()
+
+
+def test_a_session_gets_flows_only_once_it_has_carried_flow_after_packets() -> None:
+    """A short connection never pays for flows; a longer one gets them (``FLOW_AFTER``)."""
+    with mock.patch.object(portalloc, "random",
+                           SimpleNamespace(Random=lambda _seed=None: random.Random(7))):
+        side = Side(True)
+    try:
+        side.fast.flow_after = 5
+        for link, frame in FLOW_FRAMES[:4]:  # the handshake, one data segment
+            side.put(link, frame)
+        side.walk(1.0)
+        assert side.fast.stats()["flows"] == 0
+        for link, frame in FLOW_FRAMES[4:6]:  # more: the session passes five packets
+            side.put(link, frame)
+        side.walk(1.5)
+        assert side.fast.stats()["flows"] == 2
     finally:
         side.close()
 

@@ -105,3 +105,28 @@ def test_a_ring_adopted_from_a_dead_worker_is_walked_from_its_oldest_frame() -> 
         assert walk.got == [b"first", b"second", b"third"]
     finally:
         walk.close()
+
+
+def test_a_hole_of_several_slots_is_skipped_when_the_walk_finds_nothing_at_its_head() -> None:
+    walk = Walk()
+    try:
+        fill(walk.mem, 3, b"after")          # slots 0, 1 and 2: a three-slot hole
+        assert walk.drain(1.0) == 0           # woken, nothing at the head: the hole noted
+        assert walk.drain(1.0 + ring.HOLE_GRACE / 2) == 0
+        assert walk.drain(1.0 + ring.HOLE_GRACE) == 1
+        assert walk.got == [b"after"] and walk.ring.head == 0  # past slot 3, round to 0
+        assert walk.ring.counters["rx_ring_hole"] == 1
+    finally:
+        walk.close()
+
+
+def test_an_emptied_ring_is_not_a_hole() -> None:
+    walk = Walk()
+    try:
+        fill(walk.mem, 0, b"one")
+        for now in (1.0, 2.0, 3.0):  # consumed, then nothing: never a hole, never a scan
+            walk.drain(now)
+        assert walk.got == [b"one"] and walk.ring.counters["rx_ring_hole"] == 0
+        assert walk.ring.suspect is None and walk.ring.head == 1
+    finally:
+        walk.close()
