@@ -28,6 +28,11 @@ before ``stats`` and ``conntrack`` answer, and it forgets its flows at every
 configuration.  The NAT gateway role always uses ``sockets``.  ``{"op": "fast_path",
 "mode": M}`` switches the walk of a running dataplane (the benchmark measures both).
 
+A worker of a group (``workers``; ``Worker``) reads its fanout member's ring (given by
+the group: ``RxRing(sock=...)``, found again after a restart by ``relocate``), reads
+every ARP frame on its own ``sockets.ArpSocket`` (only worker 0 answers), narrows every
+ENI's port range to its slice, and learns its peers' session counts per ENI on ticks.
+
 Control protocol: ``jsonline`` (one request line, one reply line, per connection).
 
     {"op": "ping"}                      -> {"ok": true, "pid": ...}
