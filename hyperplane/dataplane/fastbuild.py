@@ -52,7 +52,6 @@ void hp_remove(struct hp_ctx *c, uint32_t n);
 int hp_run(struct hp_ctx *c, int budget, double now, uint8_t *buf, uint32_t buf_len,
            int *done);
 int hp_harvest(struct hp_ctx *c, uint32_t *out, int max);
-void hp_index_fill(int64_t *slots, uint64_t mask, const int64_t *words, size_t n);
 """
 
 

@@ -294,15 +294,3 @@ int hp_harvest(struct hp_ctx *c, uint32_t *out, int max) {
     }
     return n;
 }
-
-/* The session index filled at an attach (index.fill, the pure-Python reference): each
-   word at its home place (tag & mask) or the next free one, in the order given. */
-void hp_index_fill(int64_t *slots, uint64_t mask, const int64_t *words, size_t n) {
-    for (size_t k = 0; k < n; k++) {
-        int64_t w = words[k];
-        uint64_t i = ((uint64_t)w >> 32) & mask;
-        while (slots[i])
-            i = (i + 1) & mask;
-        slots[i] = w;
-    }
-}

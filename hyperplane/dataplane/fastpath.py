@@ -66,21 +66,6 @@ def load():
         return None
 
 
-def index_fill(setting: str):  # noqa: ANN201 - a fill like index.fill, or None
-    """The compiled ``index.fill`` for an attach, when the setting (``MODES``) may use
-    the compiled module and it is built; else None (the pure-Python fill)."""
-    module = load() if setting in ("compiled", "auto") else None
-    if module is None or not hasattr(module.lib, "hp_index_fill"):  # none, or built before it
-        return None
-    ffi, lib = module.ffi, module.lib
-
-    def fill(slots: memoryview, mask: int, words) -> None:  # noqa: ANN001 - array('q')
-        if len(words):
-            lib.hp_index_fill(ffi.from_buffer("int64_t[]", slots), mask,
-                              ffi.from_buffer("int64_t[]", words), len(words))
-    return fill
-
-
 def mode(setting: str) -> str:
     """Which receive path runs for the setting (``MODES``)."""
     if setting not in MODES:

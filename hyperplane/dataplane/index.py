@@ -41,17 +41,6 @@ def zeros(typecode: str, count: int) -> memoryview:
     return memoryview(memory).cast(typecode)
 
 
-def fill(slots: memoryview, mask: int, words) -> None:  # noqa: ANN001 - array('q')
-    """Each word of ``words`` (``KeyIndex``'s, home ``tag & mask``) at its home place or
-    the next free one, in order: an attach's bulk insert (``fastpath.index_fill`` does
-    the same in C)."""
-    for word in words:
-        i = (word >> 32) & mask
-        while slots[i]:
-            i = (i + 1) & mask
-        slots[i] = word
-
-
 class _Table:
     __slots__ = ("slots", "mask", "count")
     typecode = "q"

@@ -17,8 +17,7 @@ high water mark is judged by the rules ``records`` states:
 * its port must not conflict with another record's (``Ports.claim_keys``), else dropped.
 
 What is derived is rebuilt in one pass over the records (``struct.iter_unpack``), the
-index's words collected and placed after it (``index.fill``, or the same in C when
-built: ``fastpath.index_fill``): the used map, the index of both keys, per slot the count and the
+index filled in place: the used map, the index of both keys, per slot the count and the
 port allocators; the lowest free record and the high water mark.  ``dropped`` and
 ``repaired`` say what was done; ``attached`` how many sessions were found.
 """
@@ -26,29 +25,23 @@ port allocators; the lowest free record and the high water mark.  ``dropped`` an
 from __future__ import annotations
 
 import zlib
-from array import array
 from collections.abc import Callable
 from operator import itemgetter
 
 from hyperplane.dataplane import records as r
 from hyperplane.dataplane.conntrack import INBOUND
 from hyperplane.dataplane.index import TAG, KeyIndex
-from hyperplane.dataplane.index import fill as index_fill
 from hyperplane.dataplane.packet import PROTO_TCP
 from hyperplane.dataplane.store import CACHE, Ports, SessionStore, Slot
 
-Fill = Callable[[memoryview, int, array], None]
 LIVE_ONLY = bytes(int(value == 1) for value in range(256))  # a live byte -> the used map
 
 
 def attach(mem, size: int, ports: Callable[[], Ports], cache_size: int = CACHE,
-           capacity: int | None = None, now: float = 0.0,
-           fill: Fill | None = None) -> SessionStore:
+           capacity: int | None = None, now: float = 0.0) -> SessionStore:
     """The store of an existing table: header checked, every live record verified
     (or repaired, or dropped), everything derived rebuilt; generation + 1, dirty.
-    ``now``: the clock (``CLOCK_MONOTONIC``) a repaired record's expiry starts from;
-    ``fill``: how the index's words are placed (default ``index.fill``; the compiled
-    ``fastpath.index_fill`` gives the same places)."""
+    ``now``: the clock (``CLOCK_MONOTONIC``) a repaired record's expiry starts from."""
     head = r.read_header(mem, size, capacity)
     store = SessionStore(mem, head["capacity"], ports, cache_size)
     store.generation = head["generation"] + 1
@@ -63,12 +56,12 @@ def attach(mem, size: int, ports: Callable[[], Ports], cache_size: int = CACHE,
             state = store.slots[slot] = Slot(eni_id, ports())
             state.created = store.read_counters(slot).get("sessions_created", 0)
             store.by_id[eni_id] = slot
-    _rebuild(store, head["hwm"], now, fill)
+    _rebuild(store, head["hwm"], now)
     store.hand = min(head["hand"], store.hwm)
     return store
 
 
-def _rebuild(store: SessionStore, hwm: int, now: float, fill: Fill | None) -> None:
+def _rebuild(store: SessionStore, hwm: int, now: float) -> None:
     """Verify every live record below ``hwm`` (CRC, keys, a torn update's fields) and
     index it, or drop it; then claim the ports, slot by slot (a conflict drops too).
     The used map is the live bytes, translated (a dropped record cleared after)."""
@@ -82,8 +75,7 @@ def _rebuild(store: SessionStore, hwm: int, now: float, fill: Fill | None) -> No
         lives = bytes(body[r.LIVE_AT::r.RECORD])
         used[:hwm] = lives.translate(LIVE_ONLY)
         index = store.index = KeyIndex(4 * lives.count(1))  # two keys each, half full
-        words = array("q")
-        add, crc32, protocols = words.append, zlib.crc32, r.PROTOCOLS
+        slots, mask, crc32, protocols = index.slots, index.mask, zlib.crc32, r.PROTOCOLS
         stale = tuple(r.stale_tcp_fields(state) for state in range(256))
         heads, keyss = r.SCAN_HEAD.iter_unpack(body), r.SCAN_KEYS.iter_unpack(body)
         for rec, ((seq, live, state, known, imm, crc), keys) in enumerate(zip(
@@ -100,17 +92,22 @@ def _rebuild(store: SessionStore, hwm: int, now: float, fill: Fill | None) -> No
                 _mend(store, rec, seq, state, known, proto, now)
             elif proto == PROTO_TCP and known & stale[state]:  # records.stale_tcp_fields
                 mem[r.HEADER + rec * r.RECORD + r.KNOWN_AT] = known & ~stale[state]
-            # records.key_hash, inline; the index's words (index.KeyIndex), both keys
-            add(((hash((slot, proto, addrs, ports)) & TAG) << 32) | ((rec << 1) + 1))
-            add(((hash((slot, proto | INBOUND, addrs_in, ports_in)) & TAG) << 32)
-                | ((rec << 1) + 2))
+            tag = hash((slot, proto, addrs, ports)) & TAG  # records.key_hash, inline
+            i = tag & mask
+            while slots[i]:
+                i = (i + 1) & mask
+            slots[i] = (tag << 32) | ((rec << 1) + 1)
+            tag = hash((slot, proto | INBOUND, addrs_in, ports_in)) & TAG
+            i = tag & mask
+            while slots[i]:
+                i = (i + 1) & mask
+            slots[i] = (tag << 32) | ((rec << 1) + 2)
             recs.append(rec)
             found.append(keys)
     finally:
         heads = keyss = None  # type: ignore[assignment]  (they hold the buffer)
         body.release()
         view.release()
-    (fill or index_fill)(index.slots, index.mask, words)
     index.count = 2 * len(recs)
     for slot, (slot_recs, slot_found) in _by_slot(recs, found).items():
         _claim(store, slot, slot_recs, slot_found)

@@ -73,7 +73,7 @@ def create_table(path: str, capacity: int, ports: Callable[[], Ports],
 
 
 def attach_table(path: str, ports: Callable[[], Ports], cache_size: int = CACHE,
-                 capacity: int | None = None, fill: rebuild.Fill | None = None) -> SessionStore:
+                 capacity: int | None = None) -> SessionStore:
     """The store of the existing table file at ``path`` (see ``rebuild.attach``)."""
     fd = os.open(path, os.O_RDWR)
     try:
@@ -83,8 +83,7 @@ def attach_table(path: str, ports: Callable[[], Ports], cache_size: int = CACHE,
             raise TableError(f"{path}: {size} bytes, not a session table")
         mem = mmap.mmap(fd, size)
         try:
-            store = rebuild.attach(mem, size, ports, cache_size, capacity, time.monotonic(),
-                                   fill)
+            store = rebuild.attach(mem, size, ports, cache_size, capacity, time.monotonic())
         except BaseException:
             with contextlib.suppress(BufferError):  # else unmapped when collected
                 mem.close()
@@ -100,11 +99,10 @@ def attach_table(path: str, ports: Callable[[], Ports], cache_size: int = CACHE,
 
 
 def open_table(path: str, ports: Callable[[], Ports], capacity: int | None = None,
-               cache_size: int = CACHE, default_capacity: int = 1_000_000,
-               fill: rebuild.Fill | None = None) -> SessionStore:
+               cache_size: int = CACHE, default_capacity: int = 1_000_000) -> SessionStore:
     """Attach to the table at ``path`` if it exists, else create it."""
     if os.path.exists(path):
-        return attach_table(path, ports, cache_size, capacity, fill)
+        return attach_table(path, ports, cache_size, capacity)
     return create_table(path, capacity or default_capacity, ports, cache_size)
 
 

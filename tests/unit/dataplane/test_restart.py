@@ -10,7 +10,6 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
 from hyperplane.dataplane import __main__ as entry
-from hyperplane.dataplane import fastpath
 from hyperplane.dataplane import packet as p
 from hyperplane.dataplane.loop import Dataplane
 from hyperplane.dataplane.natgw import NatGatewayPipeline, NatGatewayPort
@@ -277,25 +276,3 @@ def test_an_env_gone_after_a_restart_gets_nothing(path: str) -> None:
     before = len(rig.env_out[1])
     send(rig.pipeline, rig.eni, udp_back(port))
     assert len(rig.env_out[1]) == before and GW_MACS  # nowhere to deliver: discarded
-
-
-@pytest.mark.skipif(fastpath.index_fill("compiled") is None,
-                    reason="the compiled fast path is not built (pure Python is the reference)")
-def test_the_compiled_index_fill_places_every_key_as_the_python_one(tmp_path: Path) -> None:
-    """An attach's index, filled in C and in Python from the same table: the same words
-    in the same places (collisions included: 600 sessions in a 4,096-place index)."""
-    path = str(tmp_path / "t.sessions")
-    rig = make_rig(store=create_table(path, 2048, Pipeline.new_ports))
-    for i in range(600):
-        send(rig.pipeline, rig.envs[i % 2], udp_out(20000 + i, env=i % 2), now=1.0)
-    rig.pipeline.flush()
-    crash(rig)
-    python = attach_table(path, Pipeline.new_ports)
-    python_slots = bytes(python.index.slots)
-    python.release()
-    compiled = attach_table(path, Pipeline.new_ports, fill=fastpath.index_fill("compiled"))
-    try:
-        assert compiled.count == python.count == 600
-        assert bytes(compiled.index.slots) == python_slots
-    finally:
-        compiled.release()
