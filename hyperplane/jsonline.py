@@ -4,8 +4,9 @@ One request line, one reply line, per connection: a JSON object, UTF-8, ended by
 ``\\n``.  The controller, the dataplane, the NAT gateway, the zygote and each
 environment's agent serve it; the CLI and the controller are its clients.  This
 module is its one implementation: ``encode``/``decode`` (the codec), ``read_line``
-(framing, bounded), ``request`` (a client call), ``serve`` (a server's side of one
-connection: read, answer, reply; a handler's exception becomes
+(framing, bounded), ``listen`` (a server's socket), ``request`` (a client call),
+``serve`` (a server's side of one connection: read, answer, reply; a handler's
+exception becomes
 ``{"ok": false, "error": "Type: text"}`` and never stops the server) and ``hold``
 (a lease: a request whose connection stays open).  ``lines`` is the client of the one
 request answered by several lines (a relayed response stream: each line as it comes,
@@ -15,7 +16,9 @@ or ``stream`` key) handed on, the reply returned.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import socket
 from collections.abc import Callable, Iterator
 
@@ -52,6 +55,22 @@ def read_line(sock: socket.socket, limit: int = MAX_LINE) -> bytes:
         if size > limit:
             raise ValueError(f"a line longer than {limit} bytes")
     return b"".join(chunks)
+
+
+def listen(path: str, backlog: int = 16) -> socket.socket:
+    """A non-blocking server socket at ``path`` (a socket left there by a dead process
+    replaced)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def connect(path: str, timeout: float | None = 10.0) -> socket.socket:

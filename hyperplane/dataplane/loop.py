@@ -145,12 +145,7 @@ class Dataplane:
         if self.arp is not None:
             self.epoll.register(self.arp.fileno(), select.EPOLLIN)
         self.running = True
-        if os.path.exists(control_path):
-            os.unlink(control_path)
-        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.server.bind(control_path)
-        self.server.listen(16)
-        self.server.setblocking(False)
+        self.server = jsonline.listen(control_path)
         self.epoll.register(self.server.fileno(), select.EPOLLIN)
 
     # -- ports ----------------------------------------------------------------
@@ -405,12 +400,15 @@ class Dataplane:
             except OSError:
                 self.counters["rx_error"] += 1
                 break
-            try:
-                receive(port, buf, n, now)
-            except Exception:  # never let one frame stop the dataplane
-                self.counters["internal_error"] += 1
-                if self.counters["internal_error"] <= 3:
-                    traceback.print_exc()
+            self._deliver(receive, port, buf, n, now)
+
+    def _deliver(self, receive, port, buf: bytearray, n: int, now: float) -> None:  # noqa: ANN001
+        try:
+            receive(port, buf, n, now)
+        except Exception:  # never let one frame stop the dataplane
+            self.counters["internal_error"] += 1
+            if self.counters["internal_error"] <= 3:
+                traceback.print_exc()
 
     def count_peers(self, now: float) -> None:
         """A worker's ENIs learn the sessions the other workers hold (``Worker``)."""
@@ -443,12 +441,7 @@ class Dataplane:
                 continue  # another process's link (the NAT gateways share the namespace)
             if self.fast is not None:
                 self.fast.forget_all()  # an ARP frame may teach a new MAC
-            try:
-                receive(port, buf, n, now)
-            except Exception:  # never let one frame stop the dataplane
-                self.counters["internal_error"] += 1
-                if self.counters["internal_error"] <= 3:
-                    traceback.print_exc()
+            self._deliver(receive, port, buf, n, now)
 
     def stop(self, *_args) -> None:
         self.running = False

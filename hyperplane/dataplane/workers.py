@@ -99,12 +99,7 @@ class WorkerGroup:
         self.config: dict | None = None
         self.running = True
         self.epoll = select.epoll()
-        if os.path.exists(control_path):
-            os.unlink(control_path)
-        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.server.bind(control_path)
-        self.server.listen(16)
-        self.server.setblocking(False)
+        self.server = jsonline.listen(control_path)
         self.epoll.register(self.server.fileno(), select.EPOLLIN)
         for slot in self.slots:
             self.start(slot)
