@@ -52,6 +52,11 @@ void hp_remove(struct hp_ctx *c, uint32_t n);
 int hp_run(struct hp_ctx *c, int budget, double now, uint8_t *buf, uint32_t buf_len,
            int *done);
 int hp_harvest(struct hp_ctx *c, uint32_t *out, int max);
+uint64_t hp_key_hash(uint32_t slot, uint32_t proto, const uint8_t *addrs, uint32_t ports);
+int64_t hp_attach_scan(uint8_t *body, uint32_t hwm, const uint8_t *bound, uint32_t nbound,
+                       const uint8_t *protocols, const uint8_t *stale, uint32_t inbound,
+                       uint32_t tcp, int64_t *slots, uint64_t mask, uint8_t *used,
+                       uint32_t *torn, uint32_t *ntorn, uint32_t *dropped);
 """
 
 

@@ -294,3 +294,111 @@ int hp_harvest(struct hp_ctx *c, uint32_t *out, int max) {
     }
     return n;
 }
+
+/* ---- The attach scan (rebuild._rebuild's loop, the pure-Python reference) ----------
+ * Every record below the high water mark is judged as rebuild.py states: not live, free;
+ * a bad CRC of the immutable part, key blocks that disagree or an unbound slot or an
+ * unknown protocol, dropped (live cleared); an odd seq, kept and reported for Python
+ * to mend; a TCP record's stale ACK fields cleared.  A kept record's two keys go into the
+ * index (KeyIndex: word tag << 32 | ref + 1 at the tag's home place or the next free
+ * one), with the very hash Python's index uses: hash((slot, proto, addrs, ports)), a
+ * tuple of two small ints, 8 bytes and an int (CPython's tuplehash over the items'
+ * hashes; a small non-negative int hashes to itself; bytes through _Py_HashBytes).
+ * The used map gets 1 for a kept record and 0 for any other.  Nothing is allocated. */
+typedef intptr_t hp_hash_t;
+extern hp_hash_t _Py_HashBytes(const void *src, intptr_t len);
+
+#define XXPRIME_1 11400714785074694791ULL
+#define XXPRIME_2 14029467366897019727ULL
+#define XXPRIME_5 2870177450012600261ULL
+#define XXROTATE(x) (((x) << 31) | ((x) >> 33))
+#define REC_SIZE 128
+#define OUT_KEY 80
+#define IN_KEY 96
+#define IMM_LEN 44
+#define CRC_AT 124
+#define TAG 0x7FFFFFFFULL
+
+static uint32_t crc_table[256];
+
+static void crc_init(void) {
+    for (uint32_t n = 0; n < 256; n++) {
+        uint32_t c = n;
+        for (int k = 0; k < 8; k++)
+            c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        crc_table[n] = c;
+    }
+}
+
+static uint32_t crc32_of(const uint8_t *p, size_t n) {   /* zlib.crc32 */
+    uint32_t c = 0xFFFFFFFFu;
+    while (n--)
+        c = crc_table[(c ^ *p++) & 0xFF] ^ (c >> 8);
+    return c ^ 0xFFFFFFFFu;
+}
+
+static inline uint64_t lane(uint64_t acc, uint64_t item) {
+    acc += item * XXPRIME_2;
+    acc = XXROTATE(acc);
+    return acc * XXPRIME_1;
+}
+
+/* hash((slot, proto, addrs, ports)) as CPython computes it. */
+uint64_t hp_key_hash(uint32_t slot, uint32_t proto, const uint8_t *addrs, uint32_t ports) {
+    uint64_t acc = XXPRIME_5;
+    acc = lane(acc, slot);
+    acc = lane(acc, proto);
+    acc = lane(acc, (uint64_t)_Py_HashBytes(addrs, 8));
+    acc = lane(acc, ports);
+    acc += 4 ^ (XXPRIME_5 ^ 3527539ULL);
+    if (acc == (uint64_t)-1)
+        return 1546275796;
+    return acc;
+}
+
+static inline uint16_t rd16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+static inline uint32_t rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+
+static inline void index_put(int64_t *slots, uint64_t mask, uint64_t hash, uint64_t ref) {
+    uint64_t tag = hash & TAG, i = tag & mask;
+    while (slots[i])
+        i = (i + 1) & mask;
+    slots[i] = (int64_t)((tag << 32) | ref);
+}
+
+/* Returns the number of records kept; torn (odd seq) record numbers go to torn[], their
+   number to *ntorn; dropped ones are counted in *dropped. */
+int64_t hp_attach_scan(uint8_t *body, uint32_t hwm, const uint8_t *bound, uint32_t nbound,
+                       const uint8_t *protocols, const uint8_t *stale, uint32_t inbound,
+                       uint32_t tcp, int64_t *slots, uint64_t mask, uint8_t *used,
+                       uint32_t *torn, uint32_t *ntorn, uint32_t *dropped) {
+    if (!crc_table[1])
+        crc_init();
+    int64_t kept = 0;
+    for (uint32_t rec = 0; rec < hwm; rec++) {
+        uint8_t *r = body + (size_t)rec * REC_SIZE;
+        used[rec] = 0;
+        if (r[2] != 1)
+            continue;
+        const uint8_t *out = r + OUT_KEY, *in = r + IN_KEY;
+        uint32_t slot = rd16(out), proto = out[2];
+        if (crc32_of(r + OUT_KEY, IMM_LEN) != rd32(r + CRC_AT) || slot != rd16(in)
+                || slot >= nbound || !bound[slot] || proto != in[2] || out[3] || in[3] != 1
+                || !protocols[proto]) {
+            r[2] = 0;
+            (*dropped)++;
+            continue;
+        }
+        if (rd16(r) & 1)
+            torn[(*ntorn)++] = rec;
+        else if (proto == tcp && (r[5] & stale[r[4]]))
+            r[5] &= (uint8_t)~stale[r[4]];
+        index_put(slots, mask, hp_key_hash(slot, proto, out + 4, rd32(out + 12)),
+                  ((uint64_t)rec << 1) + 1);
+        index_put(slots, mask, hp_key_hash(slot, proto | inbound, in + 4, rd32(in + 12)),
+                  ((uint64_t)rec << 1) + 2);
+        used[rec] = 1;
+        kept++;
+    }
+    return kept;
+}

@@ -50,6 +50,7 @@ MODULE = "_hp_fastpath"
 MODES = ("sockets", "auto", "python", "compiled")
 FLOWS = 1 << 15          # flows (directions of sessions) the C side holds at most (4 MB)
 SWEEP = 512              # flows looked at for a dead session per tick
+MASK64 = (1 << 64) - 1
 FLOW_AFTER = 8           # packets a session carries (both ways) before it gets flows
 IP, ETH_TYPE, TCP_FLAGS = p.IP, p.ETH_TYPE, p.TCP_FLAGS
 
@@ -64,6 +65,31 @@ def load():
         return importlib.import_module(MODULE)
     except ImportError:
         return None
+
+
+def attach_scan(setting: str):  # noqa: ANN201 - a rebuild.Scan, or None
+    """The compiled attach scan (``hp_attach_scan``: ``rebuild``'s loop over the records,
+    the index filled with the hash Python's index uses) for a table attach, when the
+    module is built, the setting is not ``python`` (the pure-Python reference throughout)
+    and the module hashes a probe key as this interpreter does; else None."""
+    module = load() if setting != "python" else None
+    if module is None or not hasattr(module.lib, "hp_attach_scan"):  # none, or built before it
+        return None
+    ffi, lib = module.ffi, module.lib
+    probe = (7, p.PROTO_TCP | INBOUND, bytes(range(8)), 0x12345678)
+    if lib.hp_key_hash(*probe) != hash(probe) & MASK64:  # another interpreter's tuple hash
+        return None
+
+    def scan(body: memoryview, hwm: int, bound: bytes, protocols: bytes, stale: bytes,
+             slots: memoryview, mask: int, used) -> tuple[int, list[int], int]:  # noqa: ANN001
+        torn, ntorn = ffi.new("uint32_t[]", max(hwm, 1)), ffi.new("uint32_t *")
+        dropped = ffi.new("uint32_t *")
+        kept = lib.hp_attach_scan(ffi.from_buffer(body), hwm, bound, len(bound), protocols,
+                                  stale, INBOUND, p.PROTO_TCP,
+                                  ffi.from_buffer("int64_t[]", slots), mask,
+                                  ffi.from_buffer(used), torn, ntorn, dropped)
+        return kept, list(torn[0:ntorn[0]]), dropped[0]
+    return scan
 
 
 def mode(setting: str) -> str:

@@ -64,7 +64,7 @@ from hyperplane.dataplane import ctfilter
 from hyperplane.dataplane.acl import RuleSet
 from hyperplane.dataplane.bpf import port_slice
 from hyperplane.dataplane.config import Existing, Plan, Snapshot, plan
-from hyperplane.dataplane.fastpath import FastPath, mode
+from hyperplane.dataplane.fastpath import FastPath, attach_scan, mode
 from hyperplane.dataplane.pipeline import EniPort, EnvPort, Pipeline
 from hyperplane.dataplane.ring import RxRing
 from hyperplane.dataplane.shm import open_table, read_slot_counter
@@ -124,7 +124,8 @@ class Dataplane:
         if worker is not None and self.fast_path == "sockets":
             self.fast_path = "python"  # a worker reads its fanout member's ring
         self.worker = worker
-        store = open_table(table, make.new_ports, capacity, cache_size) if table else None
+        store = open_table(table, make.new_ports, capacity, cache_size,
+                           scan=attach_scan(self.fast_path)) if table else None
         self.table_path = table
         self.pipeline = make(store=store, cache_size=cache_size)
         self.counters = self.pipeline.counters

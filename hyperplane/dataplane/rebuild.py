@@ -20,12 +20,18 @@ What is derived is rebuilt in one pass over the records (``struct.iter_unpack``)
 index filled in place: the used map, the index of both keys, per slot the count and the
 port allocators; the lowest free record and the high water mark.  ``dropped`` and
 ``repaired`` say what was done; ``attached`` how many sessions were found.
+
+``scan`` (``fastpath.attach_scan``: the compiled module's ``hp_attach_scan``, when built
+and allowed) does the pass's verdicts and the index in C, with the same hash; Python then
+mends the torn records and claims the ports as here.  Both leave the same table, index
+words and allocators (a test holds them to it).
 """
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
+from itertools import compress
 from operator import itemgetter
 
 from hyperplane.dataplane import records as r
@@ -35,13 +41,20 @@ from hyperplane.dataplane.packet import PROTO_TCP
 from hyperplane.dataplane.store import CACHE, Ports, SessionStore, Slot
 
 LIVE_ONLY = bytes(int(value == 1) for value in range(256))  # a live byte -> the used map
+KNOWN_PROTOCOLS = bytes(int(value in r.PROTOCOLS) for value in range(256))
+STALE = bytes(r.stale_tcp_fields(state) for state in range(256))
+# (body, hwm, bound slots, KNOWN_PROTOCOLS, STALE, index words, mask, used map)
+#   -> (records kept, torn records, records dropped)
+Scan = Callable[..., tuple[int, list[int], int]]
 
 
 def attach(mem, size: int, ports: Callable[[], Ports], cache_size: int = CACHE,
-           capacity: int | None = None, now: float = 0.0) -> SessionStore:
+           capacity: int | None = None, now: float = 0.0,
+           scan: Scan | None = None) -> SessionStore:
     """The store of an existing table: header checked, every live record verified
     (or repaired, or dropped), everything derived rebuilt; generation + 1, dirty.
-    ``now``: the clock (``CLOCK_MONOTONIC``) a repaired record's expiry starts from."""
+    ``now``: the clock (``CLOCK_MONOTONIC``) a repaired record's expiry starts from;
+    ``scan``: the compiled pass, else the pure-Python one."""
     head = r.read_header(mem, size, capacity)
     store = SessionStore(mem, head["capacity"], ports, cache_size)
     store.generation = head["generation"] + 1
@@ -56,7 +69,10 @@ def attach(mem, size: int, ports: Callable[[], Ports], cache_size: int = CACHE,
             state = store.slots[slot] = Slot(eni_id, ports())
             state.created = store.read_counters(slot).get("sessions_created", 0)
             store.by_id[eni_id] = slot
-    _rebuild(store, head["hwm"], now)
+    if scan is None:
+        _rebuild(store, head["hwm"], now)
+    else:
+        _rebuild_scanned(store, head["hwm"], now, scan)
     store.hand = min(head["hand"], store.hwm)
     return store
 
@@ -109,6 +125,37 @@ def _rebuild(store: SessionStore, hwm: int, now: float) -> None:
         body.release()
         view.release()
     index.count = 2 * len(recs)
+    _finish(store, recs, found)
+
+
+def _rebuild_scanned(store: SessionStore, hwm: int, now: float, scan: Scan) -> None:
+    """``_rebuild`` with the pass done by ``scan`` (in C); the torn records mended and the
+    ports claimed here, from the kept records' key fields."""
+    mem, used = store.mem, store.used
+    bound = bytes(int(state is not None) for state in store.slots)
+    view = memoryview(mem)
+    body = view[r.HEADER:r.HEADER + hwm * r.RECORD]
+    try:
+        index = store.index = KeyIndex(4 * bytes(body[r.LIVE_AT::r.RECORD]).count(1))
+        kept, torn, dropped = scan(body, hwm, bound, KNOWN_PROTOCOLS, STALE, index.slots,
+                                   index.mask, used)
+        keep = used[:hwm]
+        found = list(compress(r.SCAN_KEYS.iter_unpack(body), keep))
+    finally:
+        body.release()
+        view.release()
+    store.dropped += dropped
+    for rec in torn:
+        seq = r.SEQ.unpack_from(mem, r.record_at(rec))[0]
+        _mend(store, rec, seq, 0, 0, 0, now)
+    index.count = 2 * kept
+    _finish(store, list(compress(range(hwm), keep)), found)
+
+
+def _finish(store: SessionStore, recs: list[int], found: list[tuple]) -> None:
+    """The ports claimed slot by slot (a conflict drops), the counts, the high water mark
+    and the lowest free record, from the kept records (``recs``) and their key fields."""
+    mem, used, index = store.mem, store.used, store.index
     for slot, (slot_recs, slot_found) in _by_slot(recs, found).items():
         _claim(store, slot, slot_recs, slot_found)
     store.count = store.attached = len(index) // 2

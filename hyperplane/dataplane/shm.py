@@ -73,8 +73,10 @@ def create_table(path: str, capacity: int, ports: Callable[[], Ports],
 
 
 def attach_table(path: str, ports: Callable[[], Ports], cache_size: int = CACHE,
-                 capacity: int | None = None) -> SessionStore:
-    """The store of the existing table file at ``path`` (see ``rebuild.attach``)."""
+                 capacity: int | None = None, scan: rebuild.Scan | None = None
+                 ) -> SessionStore:
+    """The store of the existing table file at ``path`` (see ``rebuild.attach``; ``scan``:
+    its compiled pass, ``fastpath.attach_scan``)."""
     fd = os.open(path, os.O_RDWR)
     try:
         _lock(fd, path)
@@ -83,7 +85,8 @@ def attach_table(path: str, ports: Callable[[], Ports], cache_size: int = CACHE,
             raise TableError(f"{path}: {size} bytes, not a session table")
         mem = mmap.mmap(fd, size)
         try:
-            store = rebuild.attach(mem, size, ports, cache_size, capacity, time.monotonic())
+            store = rebuild.attach(mem, size, ports, cache_size, capacity, time.monotonic(),
+                                   scan)
         except BaseException:
             with contextlib.suppress(BufferError):  # else unmapped when collected
                 mem.close()
@@ -99,10 +102,11 @@ def attach_table(path: str, ports: Callable[[], Ports], cache_size: int = CACHE,
 
 
 def open_table(path: str, ports: Callable[[], Ports], capacity: int | None = None,
-               cache_size: int = CACHE, default_capacity: int = 1_000_000) -> SessionStore:
+               cache_size: int = CACHE, default_capacity: int = 1_000_000,
+               scan: rebuild.Scan | None = None) -> SessionStore:
     """Attach to the table at ``path`` if it exists, else create it."""
     if os.path.exists(path):
-        return attach_table(path, ports, cache_size, capacity)
+        return attach_table(path, ports, cache_size, capacity, scan)
     return create_table(path, capacity or default_capacity, ports, cache_size)
 
 

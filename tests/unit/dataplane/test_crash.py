@@ -16,6 +16,7 @@ time, attaches, and checks every record against what the log says may be there:
 * the index, the port allocators and the counts agree with the records.
 
 Rounds continue on the same file, so each writer attaches to what the last one left.
+The attaches take the pure-Python pass and the compiled one (when built) in turn.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ import signal
 import time
 from pathlib import Path
 
+from hyperplane.dataplane import fastpath, records
 from hyperplane.dataplane import packet as p
-from hyperplane.dataplane import records
 from hyperplane.dataplane.conntrack import Session, Table, make_session
 from hyperplane.dataplane.portalloc import EniPorts
 from hyperplane.dataplane.shm import attach_table, create_table
@@ -36,6 +37,8 @@ from hyperplane.dataplane.store import SessionStore
 from tests.unit.dataplane.frames import assert_slot_consistent
 
 ROUNDS = 50
+# the attach passes, taken in turn round by round: pure Python, and C when built
+SCANS = [None, *filter(None, [fastpath.attach_scan("compiled")])]
 LIVE = 300  # beyond this many live flows the writer deletes and expires more than it makes
 ENI = bytes([10, 0, 1, 4])
 REMOTE = bytes([10, 0, 1, 10])
@@ -65,7 +68,7 @@ def bind(store: SessionStore) -> Table:
 def writer(path: str, log: str, next_id: int, live: dict[int, int], seed: int) -> None:
     """The killed process: random operations on the table, each logged once complete."""
     rng = random.Random(seed)
-    store = attach_table(path, EniPorts, cache_size=4)
+    store = attach_table(path, EniPorts, cache_size=4, scan=SCANS[seed % len(SCANS)])
     table = bind(store)
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     os.write(fd, b"R\n")
@@ -188,7 +191,8 @@ def test_a_writer_killed_at_random_points_loses_and_tears_nothing(tmp_path: Path
         child.join()
         assert child.exitcode == -signal.SIGKILL
         made = expect(must, may, read_log(log))
-        store = attach_table(path, EniPorts, cache_size=4)
+        store = attach_table(path, EniPorts, cache_size=4,
+                             scan=SCANS[(round_ + 1) % len(SCANS)])
         assert store.was_dirty and store.dropped == 0
         must, may = check(store, must, may, next_id + made)
         next_id += made + 1
