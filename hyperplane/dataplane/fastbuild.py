@@ -57,6 +57,12 @@ int64_t hp_attach_scan(uint8_t *body, uint32_t hwm, const uint8_t *bound, uint32
                        const uint8_t *protocols, const uint8_t *stale, uint32_t inbound,
                        uint32_t tcp, int64_t *slots, uint64_t mask, uint8_t *used,
                        uint32_t *torn, uint32_t *ntorn, uint32_t *dropped);
+void hp_attach_claim(const uint8_t *body, const uint8_t *used, uint32_t hwm,
+                     const int32_t *alloc_of, const uint8_t *proto_index, uint32_t icmp,
+                     uint64_t **owners, uint32_t **refs, uint32_t *records, uint32_t *owned,
+                     uint32_t *rejected, uint32_t *nrejected, uint64_t *moved,
+                     uint32_t *moved_alloc, uint32_t *nmoved, uint64_t *seen,
+                     uint64_t seen_mask);
 """
 
 

@@ -402,3 +402,72 @@ int64_t hp_attach_scan(uint8_t *body, uint32_t hwm, const uint8_t *bound, uint32
     }
     return kept;
 }
+
+/* ---- The attach's port claims (PortAllocator.claim_keys into fresh allocators) -----
+ * Each kept record (used[rec]) claims its ENI port in its allocator (alloc_of[slot * 3 +
+ * proto_index[proto]]): the port's owner is its inside endpoint (address << 16 | inside
+ * port), one more reference if it is already; refused (rejected[]) when the port serves
+ * another endpoint or the endpoint already owns another port (seen: a zeroed table of
+ * seen_mask + 1 words, (allocator + 1) << 48 | endpoint).  An endpoint that owns a port
+ * other than its own is reported in moved[] (endpoint << 16 | port) with its allocator. */
+#define GOLDEN 0x9E3779B97F4A7C15ULL
+
+static int seen_add(uint64_t *seen, uint64_t mask, uint64_t key) {  /* 0: was there */
+    uint64_t i = ((key * GOLDEN) >> 20) & mask;
+    while (seen[i]) {
+        if (seen[i] == key)
+            return 0;
+        i = (i + 1) & mask;
+    }
+    seen[i] = key;
+    return 1;
+}
+
+static int seen_has(const uint64_t *seen, uint64_t mask, uint64_t key) {
+    uint64_t i = ((key * GOLDEN) >> 20) & mask;
+    while (seen[i]) {
+        if (seen[i] == key)
+            return 1;
+        i = (i + 1) & mask;
+    }
+    return 0;
+}
+
+void hp_attach_claim(const uint8_t *body, const uint8_t *used, uint32_t hwm,
+                     const int32_t *alloc_of, const uint8_t *proto_index, uint32_t icmp,
+                     uint64_t **owners, uint32_t **refs, uint32_t *records, uint32_t *owned,
+                     uint32_t *rejected, uint32_t *nrejected, uint64_t *moved,
+                     uint32_t *moved_alloc, uint32_t *nmoved, uint64_t *seen,
+                     uint64_t seen_mask) {
+    for (uint32_t rec = 0; rec < hwm; rec++) {
+        if (!used[rec])
+            continue;
+        const uint8_t *out = body + (size_t)rec * REC_SIZE + OUT_KEY;
+        const uint8_t *in = out + (IN_KEY - OUT_KEY);
+        uint32_t proto = out[2];
+        int32_t a = alloc_of[rd16(out) * 3 + proto_index[proto]];
+        records[a]++;
+        uint32_t inside_port = rd32(out + 12) >> 16, ports_in = rd32(in + 12);
+        uint32_t port = proto == icmp ? ports_in >> 16 : ports_in & 0xFFFF;
+        uint64_t ip = ((uint64_t)out[4] << 24) | ((uint64_t)out[5] << 16)
+                      | ((uint64_t)out[6] << 8) | out[7];
+        uint64_t endpoint = (ip << 16) | inside_port;
+        uint64_t key = ((uint64_t)(a + 1) << 48) | endpoint, owner = owners[a][port];
+        if (owner == endpoint) {
+            refs[a][port]++;
+            continue;
+        }
+        if (owner || seen_has(seen, seen_mask, key)) {
+            rejected[(*nrejected)++] = rec;
+            continue;
+        }
+        owners[a][port] = endpoint;
+        refs[a][port] = 1;
+        seen_add(seen, seen_mask, key);
+        owned[a]++;
+        if (port != inside_port) {
+            moved[*nmoved] = (endpoint << 16) | port;
+            moved_alloc[(*nmoved)++] = (uint32_t)a;
+        }
+    }
+}

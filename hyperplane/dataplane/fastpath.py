@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import importlib
 import traceback
+from array import array
 from collections.abc import Callable
 
 from hyperplane.dataplane import packet as p
@@ -51,6 +52,8 @@ MODES = ("sockets", "auto", "python", "compiled")
 FLOWS = 1 << 15          # flows (directions of sessions) the C side holds at most (4 MB)
 SWEEP = 512              # flows looked at for a dead session per tick
 MASK64 = (1 << 64) - 1
+CLAIM_PROTOCOLS = (p.PROTO_TCP, p.PROTO_UDP, p.PROTO_ICMP)  # an allocator's place: slot * 3 + i
+PROTO_INDEX = bytes(CLAIM_PROTOCOLS.index(v) if v in CLAIM_PROTOCOLS else 0 for v in range(256))
 FLOW_AFTER = 8           # packets a session carries (both ways) before it gets flows
 IP, ETH_TYPE, TCP_FLAGS = p.IP, p.ETH_TYPE, p.TCP_FLAGS
 
@@ -67,29 +70,60 @@ def load():
         return None
 
 
-def attach_scan(setting: str):  # noqa: ANN201 - a rebuild.Scan, or None
-    """The compiled attach scan (``hp_attach_scan``: ``rebuild``'s loop over the records,
-    the index filled with the hash Python's index uses) for a table attach, when the
-    module is built, the setting is not ``python`` (the pure-Python reference throughout)
-    and the module hashes a probe key as this interpreter does; else None."""
+def attach_scan(setting: str) -> CompiledAttach | None:
+    """The compiled passes of a table attach (``rebuild.Scan``), when the module is built,
+    the setting is not ``python`` (the pure-Python reference throughout) and the module
+    hashes a probe key as this interpreter does; else None."""
     module = load() if setting != "python" else None
-    if module is None or not hasattr(module.lib, "hp_attach_scan"):  # none, or built before it
+    if module is None or not hasattr(module.lib, "hp_attach_claim"):  # none, or built before
         return None
-    ffi, lib = module.ffi, module.lib
     probe = (7, p.PROTO_TCP | INBOUND, bytes(range(8)), 0x12345678)
-    if lib.hp_key_hash(*probe) != hash(probe) & MASK64:  # another interpreter's tuple hash
+    if module.lib.hp_key_hash(*probe) != hash(probe) & MASK64:  # another tuple hash
         return None
+    return CompiledAttach(module.ffi, module.lib)
 
-    def scan(body: memoryview, hwm: int, bound: bytes, protocols: bytes, stale: bytes,
-             slots: memoryview, mask: int, used) -> tuple[int, list[int], int]:  # noqa: ANN001
+
+class CompiledAttach:
+    """``hp_attach_scan`` (called: the pass over the records, their verdicts and the index,
+    with the hash Python's index uses) and ``hp_attach_claim`` (``claim``: the ports of the
+    kept records in fresh ``portalloc`` allocators)."""
+
+    def __init__(self, ffi, lib) -> None:  # noqa: ANN001 - the cffi module's
+        self.ffi, self.lib = ffi, lib
+
+    def __call__(self, body: memoryview, hwm: int, bound: bytes, protocols: bytes,
+                 stale: bytes, slots: memoryview, mask: int,
+                 used) -> tuple[int, list[int], int]:  # noqa: ANN001 - an mmap
+        ffi = self.ffi
         torn, ntorn = ffi.new("uint32_t[]", max(hwm, 1)), ffi.new("uint32_t *")
         dropped = ffi.new("uint32_t *")
-        kept = lib.hp_attach_scan(ffi.from_buffer(body), hwm, bound, len(bound), protocols,
-                                  stale, INBOUND, p.PROTO_TCP,
-                                  ffi.from_buffer("int64_t[]", slots), mask,
-                                  ffi.from_buffer(used), torn, ntorn, dropped)
+        kept = self.lib.hp_attach_scan(ffi.from_buffer(body), hwm, bound, len(bound),
+                                       protocols, stale, INBOUND, p.PROTO_TCP,
+                                       ffi.from_buffer("int64_t[]", slots), mask,
+                                       ffi.from_buffer(used), torn, ntorn, dropped)
         return kept, list(torn[0:ntorn[0]]), dropped[0]
-    return scan
+
+    def claim(self, body: memoryview, used, hwm: int, alloc_of: array,  # noqa: ANN001
+              arrays: list[tuple[memoryview, memoryview]]) -> tuple[list, list, list, list]:
+        """Per allocator (``arrays``: owners and refs) the records and the endpoints that
+        claimed; the records refused; the moved endpoints as (allocator, word)."""
+        ffi, n = self.ffi, len(arrays)
+        keep = [(ffi.from_buffer("uint64_t[]", o), ffi.from_buffer("uint32_t[]", r))
+                for o, r in arrays]
+        owners = ffi.new("uint64_t *[]", [o for o, _ in keep])
+        refs = ffi.new("uint32_t *[]", [r for _, r in keep])
+        records, owned = ffi.new("uint32_t[]", n), ffi.new("uint32_t[]", n)
+        rejected, moved = ffi.new("uint32_t[]", max(hwm, 1)), ffi.new("uint64_t[]", max(hwm, 1))
+        moved_alloc = ffi.new("uint32_t[]", max(hwm, 1))
+        nrejected, nmoved = ffi.new("uint32_t *"), ffi.new("uint32_t *")
+        size = 1 << max(4, (2 * hwm).bit_length())
+        seen = ffi.new("uint64_t[]", size)
+        self.lib.hp_attach_claim(ffi.from_buffer(body), ffi.from_buffer(used), hwm,
+                                 ffi.from_buffer("int32_t[]", alloc_of), PROTO_INDEX,
+                                 p.PROTO_ICMP, owners, refs, records, owned, rejected,
+                                 nrejected, moved, moved_alloc, nmoved, seen, size - 1)
+        return (list(records), list(owned), list(rejected[0:nrejected[0]]),
+                list(zip(moved_alloc[0:nmoved[0]], moved[0:nmoved[0]], strict=True)))
 
 
 def mode(setting: str) -> str:

@@ -21,31 +21,48 @@ index filled in place: the used map, the index of both keys, per slot the count 
 port allocators; the lowest free record and the high water mark.  ``dropped`` and
 ``repaired`` say what was done; ``attached`` how many sessions were found.
 
-``scan`` (``fastpath.attach_scan``: the compiled module's ``hp_attach_scan``, when built
-and allowed) does the pass's verdicts and the index in C, with the same hash; Python then
-mends the torn records and claims the ports as here.  Both leave the same table, index
-words and allocators (a test holds them to it).
+``scan`` (``fastpath.attach_scan``: the compiled module's ``hp_attach_scan`` and
+``hp_attach_claim``, when built and allowed) does the pass's verdicts and the index in C,
+with the same hash, and the port claims when every slot's allocators are fresh
+``portalloc`` ones (the NAT gateway's are claimed here); Python mends the torn records.
+Both leave the same table, index words and allocators (a test holds them to it).
 """
 
 from __future__ import annotations
 
 import zlib
+from array import array
 from collections.abc import Callable
 from itertools import compress
 from operator import itemgetter
+from typing import Any, Protocol
 
 from hyperplane.dataplane import records as r
 from hyperplane.dataplane.conntrack import INBOUND
 from hyperplane.dataplane.index import TAG, KeyIndex
-from hyperplane.dataplane.packet import PROTO_TCP
+from hyperplane.dataplane.packet import PROTO_ICMP, PROTO_TCP, PROTO_UDP
+from hyperplane.dataplane.portalloc import EniPorts, PortAllocator
 from hyperplane.dataplane.store import CACHE, Ports, SessionStore, Slot
 
 LIVE_ONLY = bytes(int(value == 1) for value in range(256))  # a live byte -> the used map
 KNOWN_PROTOCOLS = bytes(int(value in r.PROTOCOLS) for value in range(256))
+CLAIM_PROTOCOLS = (PROTO_TCP, PROTO_UDP, PROTO_ICMP)  # fastpath.CLAIM_PROTOCOLS
 STALE = bytes(r.stale_tcp_fields(state) for state in range(256))
-# (body, hwm, bound slots, KNOWN_PROTOCOLS, STALE, index words, mask, used map)
-#   -> (records kept, torn records, records dropped)
-Scan = Callable[..., tuple[int, list[int], int]]
+
+
+class Scan(Protocol):
+    """The compiled passes (``fastpath.CompiledAttach``)."""
+
+    def __call__(self, body: memoryview, hwm: int, bound: bytes, protocols: bytes,
+                 stale: bytes, slots: memoryview, mask: int,
+                 used: Any) -> tuple[int, list[int], int]:
+        """Verdicts and index: (records kept, torn records, records dropped)."""
+        ...
+
+    def claim(self, body: memoryview, used: Any, hwm: int, alloc_of: array,
+              arrays: list) -> tuple[list, list, list, list]:
+        """Port claims: per allocator records and owners, records refused, moved words."""
+        ...
 
 
 def attach(mem, size: int, ports: Callable[[], Ports], cache_size: int = CACHE,
@@ -125,43 +142,102 @@ def _rebuild(store: SessionStore, hwm: int, now: float) -> None:
         body.release()
         view.release()
     index.count = 2 * len(recs)
-    _finish(store, recs, found)
+    for slot, (slot_recs, slot_found) in _by_slot(recs, found).items():
+        _claim(store, slot, slot_recs, slot_found)
+    _close_pass(store, recs[-1] if recs else -1)
 
 
 def _rebuild_scanned(store: SessionStore, hwm: int, now: float, scan: Scan) -> None:
-    """``_rebuild`` with the pass done by ``scan`` (in C); the torn records mended and the
-    ports claimed here, from the kept records' key fields."""
+    """``_rebuild`` with the pass done by ``scan`` (in C); the torn records mended here, the
+    ports claimed by ``scan.claim`` when every slot has fresh ``EniPorts``, else here."""
     mem, used = store.mem, store.used
     bound = bytes(int(state is not None) for state in store.slots)
     view = memoryview(mem)
     body = view[r.HEADER:r.HEADER + hwm * r.RECORD]
+    found: list[tuple] = []
+    claims = None
     try:
         index = store.index = KeyIndex(4 * bytes(body[r.LIVE_AT::r.RECORD]).count(1))
         kept, torn, dropped = scan(body, hwm, bound, KNOWN_PROTOCOLS, STALE, index.slots,
                                    index.mask, used)
-        keep = used[:hwm]
-        found = list(compress(r.SCAN_KEYS.iter_unpack(body), keep))
+        allocators = _fresh_allocators(store)
+        if allocators is not None:
+            claims = allocators, scan.claim(body, used, hwm, *_claim_arrays(allocators))
+        else:
+            found = list(compress(r.SCAN_KEYS.iter_unpack(body), used[:hwm]))
     finally:
         body.release()
         view.release()
     store.dropped += dropped
     for rec in torn:
-        seq = r.SEQ.unpack_from(mem, r.record_at(rec))[0]
-        _mend(store, rec, seq, 0, 0, 0, now)
+        _mend(store, rec, r.SEQ.unpack_from(mem, r.record_at(rec))[0], 0, 0, 0, now)
     index.count = 2 * kept
-    _finish(store, list(compress(range(hwm), keep)), found)
+    last = used.rfind(b"\x01", 0, hwm) if hwm else -1
+    if claims is None:
+        recs = list(compress(range(hwm), used[:hwm]))
+        for slot, (slot_recs, slot_found) in _by_slot(recs, found).items():
+            _claim(store, slot, slot_recs, slot_found)
+    else:
+        _claimed(store, *claims)
+    _close_pass(store, last)
 
 
-def _finish(store: SessionStore, recs: list[int], found: list[tuple]) -> None:
-    """The ports claimed slot by slot (a conflict drops), the counts, the high water mark
-    and the lowest free record, from the kept records (``recs``) and their key fields."""
-    mem, used, index = store.mem, store.used, store.index
-    for slot, (slot_recs, slot_found) in _by_slot(recs, found).items():
-        _claim(store, slot, slot_recs, slot_found)
-    store.count = store.attached = len(index) // 2
-    store.hwm = recs[-1] + 1 if recs else 0
-    store.low = max(used.find(b"\0"), 0)
-    r.set_u64(mem, r.HWM_AT, store.hwm)
+def _fresh_allocators(store: SessionStore) -> list[tuple[int, PortAllocator]] | None:
+    """(slot, allocator) of every bound slot and protocol (``fastpath.CLAIM_PROTOCOLS``'s
+    order), when all are untouched ``portalloc`` allocators; else None."""
+    allocators = []
+    for slot, state in enumerate(store.slots):
+        if state is None:
+            continue
+        if type(state.ports) is not EniPorts:
+            return None
+        for proto in CLAIM_PROTOCOLS:
+            alloc = state.ports.get(proto)
+            if alloc is None or alloc.count or alloc.owners is not None:
+                return None
+            allocators.append((slot, alloc))
+    return allocators
+
+
+def _claim_arrays(allocators: list[tuple[int, PortAllocator]]) -> tuple[array, list]:
+    """The slot-and-protocol -> allocator map and every allocator's owners and refs."""
+    alloc_of = array("i", [0]) * (r.SLOTS * len(CLAIM_PROTOCOLS))
+    arrays = []
+    for a, (slot, alloc) in enumerate(allocators):
+        alloc_of[slot * len(CLAIM_PROTOCOLS) + a % len(CLAIM_PROTOCOLS)] = a
+        arrays.append(alloc._arrays())
+    return alloc_of, arrays
+
+
+def _claimed(store: SessionStore, allocators: list[tuple[int, PortAllocator]],
+             claims: tuple[list, list, list, list]) -> None:
+    """``scan.claim``'s results taken in: counts, moved endpoints, refused records
+    dropped (as ``_claim`` drops them); an allocator no record used is left untouched."""
+    records, owned, rejected, moved = claims
+    words: list[list[int]] = [[] for _ in allocators]
+    for a, word in moved:
+        words[a].append(word)
+    for (slot, alloc), n, own, alloc_words in zip(allocators, records, owned, words,
+                                                   strict=True):
+        if not n:
+            alloc.owners = alloc.refs = None
+            continue
+        alloc.count = own
+        alloc.moved.fill(alloc_words)
+        store.slots[slot].count += n  # type: ignore[union-attr]
+    for rec in rejected:
+        slot = r.KEY.unpack_from(store.mem, r.record_at(rec) + r.OUT_KEY_AT)[0]
+        store.slots[slot].count -= 1  # type: ignore[union-attr]
+        _drop(store, rec)
+
+
+def _close_pass(store: SessionStore, last: int) -> None:
+    """The count, the high water mark (past ``last``, the last record the pass kept before
+    the claims) and the lowest free record."""
+    store.count = store.attached = len(store.index) // 2
+    store.hwm = last + 1
+    store.low = max(store.used.find(b"\0"), 0)
+    r.set_u64(store.mem, r.HWM_AT, store.hwm)
 
 
 def _by_slot(recs: list[int], found: list[tuple]) -> dict[int, tuple[list[int], list[tuple]]]:
@@ -203,10 +279,15 @@ def _claim(store: SessionStore, slot: int, recs: list[int], found: list[tuple]) 
     for ok, rec in zip(claimed, recs, strict=True):
         if not ok:
             state.count -= 1
-            _unindex(store, rec)
-            store.mem[r.record_at(rec) + r.LIVE_AT] = 0
-            store.used[rec] = 0
-            store.dropped += 1
+            _drop(store, rec)
+
+
+def _drop(store: SessionStore, rec: int) -> None:
+    """A kept record refused its port: out of the index, not live, counted dropped."""
+    _unindex(store, rec)
+    store.mem[r.record_at(rec) + r.LIVE_AT] = 0
+    store.used[rec] = 0
+    store.dropped += 1
 
 
 def _unindex(store: SessionStore, rec: int) -> None:
