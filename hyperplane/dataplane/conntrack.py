@@ -41,7 +41,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from hyperplane.dataplane import packet
-from hyperplane.dataplane.packet import fold
+from hyperplane.dataplane.packet import PROTO_ICMP, TTL_DELTA
 
 if TYPE_CHECKING:
     from hyperplane.dataplane.store import SessionStore
@@ -91,17 +91,6 @@ class Session:
         return self.in_key[1][4:8]
 
 
-def _sum32(address: bytes) -> int:
-    """``packet.ones_sum`` of four bytes."""
-    value = int.from_bytes(address, "big")
-    return fold((value >> 16) + (value & 0xFFFF))
-
-
-def _delta(old_sum: int, new_sum: int) -> int:
-    """``packet.delta`` from the two sums (a 16-bit word is its own sum)."""
-    return fold(fold(new_sum + (old_sum ^ 0xFFFF)))
-
-
 def make_session(proto: int, env, env_ip: bytes, env_port: int, remote_ip: bytes,
                  remote_port: int, eni_ip: bytes, eni_port: int, nexthop: bytes,
                  timeout: float, now: float) -> Session:
@@ -109,7 +98,7 @@ def make_session(proto: int, env, env_ip: bytes, env_port: int, remote_ip: bytes
     s = Session()
     s.proto, s.env, s.env_ip, s.env_port = proto, env, env_ip, env_port
     s.remote_ip, s.remote_port, s.eni_port, s.nexthop = remote_ip, remote_port, eni_port, nexthop
-    if proto == packet.PROTO_ICMP:
+    if proto == PROTO_ICMP:
         s.out_key = (proto, env_ip + remote_ip, env_port << 16)
         s.in_key = (proto | INBOUND, remote_ip + eni_ip, eni_port << 16)
     else:
@@ -117,20 +106,34 @@ def make_session(proto: int, env, env_ip: bytes, env_port: int, remote_ip: bytes
         s.in_key = (proto | INBOUND, remote_ip + eni_ip, (remote_port << 16) | eni_port)
     s.out_l4 = eni_port.to_bytes(2, "big")
     s.in_l4 = env_port.to_bytes(2, "big")
-    # packet.delta and packet.add, on the words' sums (the same values, fewer calls)
-    env_sum, eni_sum = _sum32(env_ip), _sum32(eni_ip)
-    d_ip = _delta(env_sum, eni_sum)
-    d_ip_in = _delta(eni_sum, env_sum)
-    d_port, d_port_in = _delta(env_port, eni_port), _delta(eni_port, env_port)
-    s.ip_out = fold(d_ip + packet.TTL_DELTA)
-    s.ip_in = fold(d_ip_in + packet.TTL_DELTA)
-    if proto == packet.PROTO_ICMP:  # the ICMP checksum covers no pseudo-header
+    # packet.delta and packet.add on the words' sums, inline (the same values): each sum
+    # adds two 16-bit values, so one fold (``packet.fold``'s first step) is exact
+    x = int.from_bytes(env_ip, "big")
+    x = (x >> 16) + (x & 0xFFFF)
+    env_sum = (x & 0xFFFF) + (x >> 16)  # packet.ones_sum(env_ip)
+    x = int.from_bytes(eni_ip, "big")
+    x = (x >> 16) + (x & 0xFFFF)
+    eni_sum = (x & 0xFFFF) + (x >> 16)
+    x = eni_sum + (env_sum ^ 0xFFFF)
+    d_ip = (x & 0xFFFF) + (x >> 16)
+    x = env_sum + (eni_sum ^ 0xFFFF)
+    d_ip_in = (x & 0xFFFF) + (x >> 16)
+    x = eni_port + (env_port ^ 0xFFFF)
+    d_port = (x & 0xFFFF) + (x >> 16)
+    x = env_port + (eni_port ^ 0xFFFF)
+    d_port_in = (x & 0xFFFF) + (x >> 16)
+    x = d_ip + TTL_DELTA
+    s.ip_out = (x & 0xFFFF) + (x >> 16)
+    x = d_ip_in + TTL_DELTA
+    s.ip_in = (x & 0xFFFF) + (x >> 16)
+    if proto == PROTO_ICMP:  # the ICMP checksum covers no pseudo-header
         s.full_out, s.part_out = d_port, 0
         s.full_in, s.part_in = d_port_in, 0
     else:
-        s.full_out, s.part_out = fold(d_ip + d_port), d_ip
-        s.full_in = fold(d_ip_in + d_port_in)
-        s.part_in = d_ip_in
+        x = d_ip + d_port
+        s.full_out, s.part_out = (x & 0xFFFF) + (x >> 16), d_ip
+        x = d_ip_in + d_port_in
+        s.full_in, s.part_in = (x & 0xFFFF) + (x >> 16), d_ip_in
     s.deltas = (d_ip, d_ip_in)  # kept until the store writes the record
     s.rec, s.table, s.cached, s.synced = -1, None, False, 0
     s.timeout = timeout
@@ -169,7 +172,9 @@ class Table:
         return self.store
 
     def __len__(self) -> int:
-        return 0 if self.store is None else self.store.slot_count(self.slot)
+        store = self.store  # ``store.slot_count``, inline: every new flow asks
+        state = None if store is None else store.slots[self.slot]
+        return 0 if state is None else state.count
 
     @property
     def created(self) -> int:
@@ -187,7 +192,8 @@ class Table:
         return None if self.store is None else self.store.find(self, key)
 
     def add(self, s: Session) -> None:
-        self._store().create(self, s)
+        store = self.store
+        (self._store() if store is None else store).create(self, s)
 
     def remove(self, s: Session) -> None:
         if not s.dead:

@@ -32,7 +32,8 @@ Around that, Hyperplane behaves as a router hop; the pipeline inherits each part
 * ``arp.Neighbour``: ARP on every link, next-hop resolution and the timers;
 * ``tables.TablePath``: the sessions live in a ``store.SessionStore`` (a table file
   that outlives the process, or anonymous memory): the ENIs bound to their slots,
-  sessions read back from records re-bound to the living ports, the store's upkeep.
+  sessions read back from records re-bound to the living ports, the store's upkeep;
+* ``hop.Hop``, the parts' common base: ``drop``, ``to_env`` and ``to_vpc``.
 
 Sessions are written through when made, on a first reply and a TCP timeout change
 (``_track``), the rest written back (``store``); a cache miss asks the store first.  A
@@ -69,7 +70,6 @@ from hyperplane.dataplane.packet import (
     IP_TOTAL,
     IP_TTL,
     IP_VIHL,
-    L4_DPORT,
     L4_MIN,
     TCP_ACK,
     TCP_FLAGS,
@@ -86,6 +86,7 @@ from hyperplane.dataplane.tcpstate import ACK, FAST_MASK, RST
 from hyperplane.model.settings import Timeouts
 
 IPS, WORD32, WORD16 = p.IPS, p.WORD32, p.WORD16
+IP_PLAIN = IP + p.IPH_MIN  # where an IPv4 header without options ends
 ACK_WIN = tcpstate.ACK_WIN.unpack_from
 
 DROP_REASONS = (
@@ -126,11 +127,6 @@ class Pipeline(Neighbour, ErrorPath, FragmentPath, TablePath, RejectLog):
         self.maintain(now)
 
     # -- bookkeeping -------------------------------------------------------
-    def drop(self, reason: str, eni: EniPort | None = None, count: int = 1) -> None:
-        self.counters[reason] += count
-        if eni is not None:
-            eni.counters[reason] = eni.counters.get(reason, 0) + count
-
     def session_count(self) -> int:
         return sum(len(e.table) for e in self.enis.values())
 
@@ -195,22 +191,30 @@ class Pipeline(Neighbour, ErrorPath, FragmentPath, TablePath, RejectLog):
 
     def from_env(self, env: EnvPort, buf: bytearray, length: int, now: float) -> None:
         eni = env.eni
-        end = self._ip_end(buf, length, eni)
-        if not end:
-            return
+        end = (IP + ((buf[IP_TOTAL] << 8) | buf[IP_TOTAL + 1])  # a plain header, inline
+               if length >= IP_PLAIN and buf[IP_VIHL] == 0x45 else 0)
+        if not IP_PLAIN <= end <= length:  # else ``_ip_end`` checks it (and counts)
+            end = self._ip_end(buf, length, eni)
+            if not end:
+                return
         if (buf[IP_FRAG] & 0x1F) or buf[IP_FRAG_LOW]:
             self.fragment_from_env(env, eni, buf, length, end, now)
             return
         l4 = IP + ((buf[IP_VIHL] & 0x0F) << 2)
-        if l4 + (TCP_MIN if buf[IP_PROTO] == p.PROTO_TCP else L4_MIN) > end:
+        proto = buf[IP_PROTO]
+        if l4 + (TCP_MIN if proto == p.PROTO_TCP else L4_MIN) > end:
             self.drop("truncated", eni)
             return
-        key = self._out_key(env, eni, buf, l4)
-        if key is None:
-            return
-        if not key:
-            self.icmp_error_from_env(env, buf, length, l4, end, now)
-            return
+        if ((proto == p.PROTO_TCP or proto == p.PROTO_UDP) and eni is not None
+                and buf[IP_SRC] == env.ip_bytes and buf[IP_DST] != eni.ip_bytes):
+            key: tuple | None = (proto, IPS(buf, IP_SRC_AT)[0], WORD32(buf, l4)[0])  # inline
+        else:
+            key = self._out_key(env, eni, buf, l4)
+            if key is None:
+                return
+            if not key:
+                self.icmp_error_from_env(env, buf, length, l4, end, now)
+                return
         if buf[IP_TTL] <= 1:
             self.drop("ttl_expired", eni)
             self.answer(env, buf, length, p.ICMP_TIME_EXCEEDED, 0)
@@ -220,7 +224,6 @@ class Pipeline(Neighbour, ErrorPath, FragmentPath, TablePath, RejectLog):
             split = self._needs_split(env, eni, buf, length, end)
             if split is None:
                 return
-        proto = key[0]
         s = eni.table.sessions.get(key)
         if s is None or s.expires < now:
             found = self._miss_out(env, eni, buf, length, l4, end, proto, key, s, now)
@@ -309,27 +312,6 @@ class Pipeline(Neighbour, ErrorPath, FragmentPath, TablePath, RejectLog):
             self.store.update_state(s)
         return ok
 
-    def to_vpc(self, eni: EniPort, nexthop: bytes, buf: bytearray, length: int, now: float,
-               split: bool = False) -> None:
-        """Send a translated frame to ``nexthop`` (fragmented if ``split``), via ARP if needed."""
-        if split:
-            self.send_split(eni, nexthop, buf, length, now)
-            return
-        mac = eni.arp.get(nexthop)
-        if mac is None:
-            self.queue_for_arp(eni, nexthop, buf, length, now)
-            return
-        buf[ETH_ADDRS] = mac + eni.mac_bytes
-        self.counters["forwarded"] += 1
-        eni.counters["tx_packets"] += 1
-        eni.counters["tx_bytes"] += length - p.VNET_LEN
-        eni.tx(memoryview(buf)[:length])
-
-    def to_env(self, s: Session, buf: bytearray, length: int) -> None:
-        buf[ETH_ADDRS] = s.env.eth_in
-        self.counters["forwarded"] += 1
-        s.env.tx(memoryview(buf)[:length])
-
     # -- the slow path: a new flow -------------------------------------------------
     def new_session(self, env: EnvPort, eni: EniPort, buf: bytearray, length: int, l4: int,
                     end: int, proto: int, now: float) -> tuple[EniPort, Session] | None:
@@ -347,7 +329,8 @@ class Pipeline(Neighbour, ErrorPath, FragmentPath, TablePath, RejectLog):
         if proto == p.PROTO_ICMP:
             env_port, remote_port = WORD16(buf, l4 + ICMP_ID)[0], 0
         else:
-            env_port, remote_port = WORD16(buf, l4)[0], WORD16(buf, l4 + L4_DPORT)[0]
+            ports = WORD32(buf, l4)[0]
+            env_port, remote_port = ports >> 16, ports & 0xFFFF
         carrier = self._carrier(env, eni, buf, length, proto, remote_port, now)
         if carrier is None:
             return None
@@ -363,7 +346,7 @@ class Pipeline(Neighbour, ErrorPath, FragmentPath, TablePath, RejectLog):
             return None
         remote = bytes(buf[IP_DST])
         t = self.timeouts
-        timeout = {p.PROTO_TCP: t.tcp_syn, p.PROTO_UDP: t.udp, p.PROTO_ICMP: t.icmp}[proto]
+        timeout = t.tcp_syn if proto == p.PROTO_TCP else t.udp if proto == p.PROTO_UDP else t.icmp
         s = make_session(proto, env, env.ip_bytes, env_port, remote, remote_port,
                          eni.ip_bytes, eni_port, eni.nexthop(remote), timeout, now)
         if proto == p.PROTO_TCP:
@@ -383,8 +366,9 @@ class Pipeline(Neighbour, ErrorPath, FragmentPath, TablePath, RejectLog):
             self.refuse(refused, eni, buf, length, proto, remote_port)
             return None
         self.reap(now)
-        if len(eni.table) + eni.elsewhere >= eni.connection_limit:
-            self.reap(now, REAP_AT_LIMIT)  # the hand also passes the other ENIs' records
+        if len(eni.table) + eni.elsewhere < eni.connection_limit:
+            return eni
+        self.reap(now, REAP_AT_LIMIT)  # the hand also passes the other ENIs' records
         if len(eni.table) + eni.elsewhere < eni.connection_limit:
             return eni
         spill = self._spill_carrier(env, now) if env.spill else None
@@ -434,23 +418,29 @@ class Pipeline(Neighbour, ErrorPath, FragmentPath, TablePath, RejectLog):
     def from_eni(self, eni: EniPort, buf: bytearray, length: int, now: float) -> None:
         eni.counters["rx_packets"] += 1
         eni.counters["rx_bytes"] += length - p.VNET_LEN
-        end = self._ip_end(buf, length, eni)
-        if not end:
-            return
+        end = (IP + ((buf[IP_TOTAL] << 8) | buf[IP_TOTAL + 1])  # a plain header, inline
+               if length >= IP_PLAIN and buf[IP_VIHL] == 0x45 else 0)
+        if not IP_PLAIN <= end <= length:  # else ``_ip_end`` checks it (and counts)
+            end = self._ip_end(buf, length, eni)
+            if not end:
+                return
         if (buf[IP_FRAG] & 0x1F) or buf[IP_FRAG_LOW]:
             self.fragment_from_eni(eni, buf, length, end, now)
             return
         l4 = IP + ((buf[IP_VIHL] & 0x0F) << 2)
-        if l4 + (TCP_MIN if buf[IP_PROTO] == p.PROTO_TCP else L4_MIN) > end:
+        proto = buf[IP_PROTO]
+        if l4 + (TCP_MIN if proto == p.PROTO_TCP else L4_MIN) > end:
             self.drop("truncated", eni)
             return
-        key = self._in_key(eni, buf, l4)
-        if key is None:
-            return
-        if not key:
-            self.icmp_error_from_eni(eni, buf, length, l4, end, now)
-            return
-        proto = buf[IP_PROTO]
+        if (proto == p.PROTO_TCP or proto == p.PROTO_UDP) and buf[IP_DST] == eni.ip_bytes:
+            key: tuple | None = (proto | INBOUND, IPS(buf, IP_SRC_AT)[0], WORD32(buf, l4)[0])
+        else:  # ``_in_key``'s first case above, inline
+            key = self._in_key(eni, buf, l4)
+            if key is None:
+                return
+            if not key:
+                self.icmp_error_from_eni(eni, buf, length, l4, end, now)
+                return
         s = eni.table.sessions.get(key)
         if s is None or s.expires < now:
             if s is None:

@@ -58,15 +58,23 @@ class PortAllocator:
 
     def acquire(self, inside_ip: bytes, inside_port: int) -> int | None:
         """The ENI port for an inside endpoint (one more reference), or None if none is free."""
-        owners, refs = self._arrays()
-        endpoint = endpoint_of(inside_ip, inside_port)
-        if owners[inside_port] == endpoint:
+        owners, refs = self.owners, self.refs
+        if owners is None or refs is None:
+            owners, refs = self._arrays()
+        endpoint = (int.from_bytes(inside_ip, "big") << 16) | inside_port  # endpoint_of
+        owner = owners[inside_port]
+        if owner == endpoint:
             refs[inside_port] += 1
             return inside_port
-        port = self.moved.get(endpoint)
+        port = self.moved.get(endpoint) if self.moved.count else None
         if port is not None:
             refs[port] += 1
             return port
+        if not owner and 0 < inside_port and self.low <= inside_port <= self.high:
+            owners[inside_port] = endpoint  # its own port, free and in range (``_pick``'s
+            refs[inside_port] = 1           # first choice; ``_own``, inline)
+            self.count += 1
+            return inside_port
         port = self._pick(owners, inside_port)
         if port is None:
             return None

@@ -42,10 +42,10 @@ from __future__ import annotations
 
 import mmap
 import time
-import zlib
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol
+from zlib import crc32
 
 from hyperplane.dataplane import records as r
 from hyperplane.dataplane.conntrack import INBOUND, UNKNOWN, Key, Session, Table
@@ -55,8 +55,12 @@ from hyperplane.dataplane.packet import PROTO_ICMP, TTL_DELTA
 CACHE = 2048
 HWM_STEP = 64  # records the high water mark is raised by, ahead of need
 PORT = r.struct.Struct(">H").pack
-SEQ_PACK, SEQ_UNPACK, STATE_PACK = r.SEQ.pack, r.SEQ.unpack_from, r.STATE.pack
-EXPIRES = r.struct.Struct("<d")
+SEQ_PACK, STATE_PACK = r.SEQ.pack, r.STATE.pack
+BODY_PACK, MUT_PACK, CRC_PACK, mutable_fields = r.BODY.pack, r.MUT.pack, r.U32.pack, \
+    r.mutable_fields  # the hot paths' names, bound once (``records``' layout)
+HEADER, SHIFT, MUT_AT, MUT_END, STATE_END, KNOWN_AT, LIVE_AT = (
+    r.HEADER, r.RECORD_SHIFT, r.MUT_AT, r.IMM_AT, r.STATE_END, r.KNOWN_AT, r.LIVE_AT)
+EXPIRES_UNPACK, EXPIRES_AT = r.struct.Struct("<d").unpack_from, r.HEADER + r.EXPIRES_AT
 
 
 class Ports(Protocol):
@@ -213,18 +217,18 @@ class SessionStore:
         rec = self.used.find(b"\0", self.low)
         if rec < 0:
             raise TableFullError(f"all {self.capacity} records in use")
-        mem, off = self.mem, r.HEADER + (rec << r.RECORD_SHIFT)
+        mem, off = self.mem, HEADER + (rec << SHIFT)
         if rec >= self.hwm:  # raised ahead, a few records at a time (a bound, not a count)
             self.hwm = min(self.capacity, rec + HWM_STEP)
             r.set_u64(mem, r.HWM_AT, self.hwm)
         self.used[rec] = 1
         self.low = rec + 1
         slot, (p_out, addrs, ports), (p_in, addrs_in, ports_in) = table.slot, s.out_key, s.in_key
-        body = r.BODY.pack(*r.mutable_fields(s), slot, p_out & 0xFF, p_out >> 8, addrs, ports, slot,
-                           p_in & 0xFF, p_in >> 8, addrs_in, ports_in, *s.deltas, s.full_out,
-                           s.full_in, int(time.time()))
-        mem[off + r.MUT_AT:off + r.RECORD] = body + r.U32.pack(zlib.crc32(body[r.IMM_IN_BODY:]))
-        mem[off + r.LIVE_AT] = 1  # last: until now the record is free, whatever it holds
+        body = BODY_PACK(*mutable_fields(s), slot, p_out & 0xFF, p_out >> 8, addrs, ports, slot,
+                         p_in & 0xFF, p_in >> 8, addrs_in, ports_in, *s.deltas, s.full_out,
+                         s.full_in, int(time.time()))
+        mem[off + MUT_AT:off + r.RECORD] = body + CRC_PACK(crc32(body[r.IMM_IN_BODY:]))
+        mem[off + LIVE_AT] = 1  # last: until now the record is free, whatever it holds
         self.index.add_pair(hash((slot, p_out, addrs, ports)),  # records.key_hash, inline
                             hash((slot, p_in, addrs_in, ports_in)), rec)
         state = self.slots[slot]
@@ -243,11 +247,11 @@ class SessionStore:
             self._write_back(s)
 
     def _write_back(self, s: Session) -> None:
-        mem, off = self.mem, r.HEADER + (s.rec << r.RECORD_SHIFT)
-        seq = SEQ_UNPACK(mem, off)[0] | 1
-        mem[off:off + 2] = SEQ_PACK(seq)  # packed, then copied in (``records``: no pack_into)
-        mem[off + r.MUT_AT:off + r.IMM_AT] = r.MUT.pack(*r.mutable_fields(s))
-        mem[off:off + 2] = SEQ_PACK((seq + 1) & 0xFFFF)
+        mem, off = self.mem, HEADER + (s.rec << SHIFT)
+        low = mem[off] | 1  # seq made odd: only its low byte changes, one byte written
+        mem[off] = low
+        mem[off + MUT_AT:off + MUT_END] = MUT_PACK(*mutable_fields(s))  # packed, then copied
+        mem[off:off + 2] = SEQ_PACK(((mem[off + 1] << 8 | low) + 1) & 0xFFFF)  # (no pack_into)
         s.synced = s.pkts_out + s.pkts_in
 
     def update_state(self, s: Session) -> None:
@@ -257,13 +261,13 @@ class SessionStore:
         ``known`` byte is kept, so it still describes the fields the record holds."""
         if not s.cached:
             return
-        mem, off = self.mem, r.HEADER + (s.rec << r.RECORD_SHIFT)
-        seq = SEQ_UNPACK(mem, off)[0] | 1
-        mem[off:off + 2] = SEQ_PACK(seq)
-        mem[off + r.MUT_AT:off + r.STATE_END] = STATE_PACK(
-            bool(s.replied), s.state, mem[off + r.KNOWN_AT], s.wscale_out, s.wscale_in,
+        mem, off = self.mem, HEADER + (s.rec << SHIFT)
+        low = mem[off] | 1
+        mem[off] = low
+        mem[off + MUT_AT:off + STATE_END] = STATE_PACK(
+            bool(s.replied), s.state, mem[off + KNOWN_AT], s.wscale_out, s.wscale_in,
             s.expires, s.timeout)
-        mem[off:off + 2] = SEQ_PACK((seq + 1) & 0xFFFF)
+        mem[off:off + 2] = SEQ_PACK(((mem[off + 1] << 8 | low) + 1) & 0xFFFF)
 
     def delete(self, s: Session) -> None:
         """Free the session ``s`` (its record, keys, port reference)."""
@@ -407,8 +411,8 @@ class SessionStore:
                     break
             hand = rec + 1
             s = cached.get(rec)
-            expires = s.expires if s is not None else EXPIRES.unpack_from(
-                mem, r.HEADER + rec * r.RECORD + r.EXPIRES_AT)[0]
+            expires = s.expires if s is not None else EXPIRES_UNPACK(
+                mem, EXPIRES_AT + (rec << SHIFT))[0]
             if expires < now:
                 if self.on_expire is not None:
                     self.on_expire(rec, now)
@@ -425,7 +429,7 @@ class SessionStore:
             if r.KEY.unpack_from(self.mem, off + r.OUT_KEY_AT)[0] != slot:
                 continue
             s = self.cached.get(rec)
-            expires = s.expires if s is not None else EXPIRES.unpack_from(
+            expires = s.expires if s is not None else EXPIRES_UNPACK(
                 self.mem, off + r.EXPIRES_AT)[0]
             if expires < now:
                 if self.on_expire is not None:

@@ -168,7 +168,9 @@ def track(s: Session, buf: bytearray, l4: int, end: int, flags: int, inbound: bo
     if inbound:
         s.replied = True
     if flags & SYN:
-        seq_end = (seq + 1 + payload_len(buf, l4)) & MASK
+        pay = (((buf[IP_TOTAL] << 8) | buf[IP_TOTAL + 1]) - ((buf[IP_VIHL] & 0x0F) << 2)
+               - ((buf[l4 + TCP_OFF] >> 4) << 2))  # payload_len, inline
+        seq_end = (seq + 1 + (pay if pay > 0 else 0)) & MASK
         if inbound:
             if state == SYN_SENT:
                 s.end_in = seq_end
@@ -188,15 +190,17 @@ def track(s: Session, buf: bytearray, l4: int, end: int, flags: int, inbound: bo
             s.ack_out, s.win_out = ack, win
         if state == SYN_RECV and not flags & SYN:
             peer_end = s.end_out if inbound else s.end_in
-            if peer_end == UNKNOWN or seq_geq(ack, peer_end):
+            if peer_end == UNKNOWN or (ack - peer_end) & MASK < HALF:  # seq_geq, inline
                 state = s.state = ESTABLISHED
+    fin_out, fin_in = s.fin_out, s.fin_in
     if flags & FIN and state != SYN_SENT:
-        fin_end = (seq + payload_len(buf, l4) + 1) & MASK
-        if inbound and s.fin_in == UNKNOWN:
-            s.fin_in = fin_end
-        elif not inbound and s.fin_out == UNKNOWN:
-            s.fin_out = fin_end
-    if s.fin_out != UNKNOWN or s.fin_in != UNKNOWN:
+        pay = (((buf[IP_TOTAL] << 8) | buf[IP_TOTAL + 1]) - ((buf[IP_VIHL] & 0x0F) << 2)
+               - ((buf[l4 + TCP_OFF] >> 4) << 2))
+        if inbound and fin_in == UNKNOWN:
+            fin_in = s.fin_in = (seq + (pay if pay > 0 else 0) + 1) & MASK
+        elif not inbound and fin_out == UNKNOWN:
+            fin_out = s.fin_out = (seq + (pay if pay > 0 else 0) + 1) & MASK
+    if fin_out != UNKNOWN or fin_in != UNKNOWN:
         closing = _closing_state(s)
         if closing >= LAST_ACK and state < LAST_ACK:
             _close(s, closing, now, t)
@@ -205,18 +209,17 @@ def track(s: Session, buf: bytearray, l4: int, end: int, flags: int, inbound: bo
             state = s.state = closing
     if state == SYN_SENT or state >= LAST_ACK:
         return True  # unreplied, or lingering: not refreshed
-    if state == SYN_RECV or not s.replied:
-        s.timeout = t.tcp_syn
-    else:
-        s.timeout = t.tcp_established
-    s.expires = now + s.timeout
+    timeout = t.tcp_syn if state == SYN_RECV or not s.replied else t.tcp_established
+    s.timeout = timeout
+    s.expires = now + timeout
     return True
 
 
 def _closing_state(s: Session) -> int:
-    out_acked = s.fin_out != UNKNOWN and s.ack_in != UNKNOWN and seq_geq(s.ack_in, s.fin_out)
-    in_acked = s.fin_in != UNKNOWN and s.ack_out != UNKNOWN and seq_geq(s.ack_out, s.fin_in)
-    if s.fin_out != UNKNOWN and s.fin_in != UNKNOWN:
+    fin_out, fin_in, ack_in, ack_out = s.fin_out, s.fin_in, s.ack_in, s.ack_out
+    out_acked = fin_out != UNKNOWN and ack_in != UNKNOWN and (ack_in - fin_out) & MASK < HALF
+    in_acked = fin_in != UNKNOWN and ack_out != UNKNOWN and (ack_out - fin_in) & MASK < HALF
+    if fin_out != UNKNOWN and fin_in != UNKNOWN:
         return TIME_WAIT if out_acked and in_acked else LAST_ACK
     return CLOSE_WAIT if out_acked or in_acked else FIN_WAIT
 
