@@ -87,7 +87,7 @@ from hyperplane.model.settings import Timeouts
 
 IPS, WORD32, WORD16 = p.IPS, p.WORD32, p.WORD16
 IP_PLAIN = IP + p.IPH_MIN  # where an IPv4 header without options ends
-ACK_WIN = tcpstate.ACK_WIN.unpack_from
+ACK_WIN, track = tcpstate.ACK_WIN.unpack_from, tcpstate.track
 
 DROP_REASONS = (
     "truncated", "bad_ip_header", "non_ipv4", "vlan", "fragment", "fragment_dropped",
@@ -126,7 +126,6 @@ class Pipeline(Neighbour, ErrorPath, FragmentPath, TablePath, RejectLog):
         super().tick(now)
         self.maintain(now)
 
-    # -- bookkeeping -------------------------------------------------------
     def session_count(self) -> int:
         return sum(len(e.table) for e in self.enis.values())
 
@@ -235,12 +234,18 @@ class Pipeline(Neighbour, ErrorPath, FragmentPath, TablePath, RejectLog):
                 if split is None:
                     return
         elif proto == p.PROTO_TCP:
-            if buf[l4 + TCP_FLAGS] & FAST_MASK == ACK and s.state == ESTABLISHED:
+            flags = buf[l4 + TCP_FLAGS]
+            if flags & FAST_MASK == ACK and s.state == ESTABLISHED:
                 s.ack_out, s.win_out = ACK_WIN(buf, l4 + TCP_ACK)
                 s.expires = now + s.timeout
-            elif not self._track(s, buf, l4, end, buf[l4 + TCP_FLAGS], False, now):
-                self.drop("tcp_rst_out_of_window", eni)
-                return
+            else:  # ``_track``, inline
+                timeout, replied = s.timeout, s.replied
+                ok = track(s, buf, l4, end, flags, False, now, self.timeouts)
+                if s.timeout != timeout or s.replied != replied:
+                    self.store.update_state(s)
+                if not ok:
+                    self.drop("tcp_rst_out_of_window", eni)
+                    return
         else:
             s.expires = now + s.timeout
         fkey = fragment_key(OUT, buf) if buf[IP_FRAG] & IP_MF else None
@@ -307,7 +312,7 @@ class Pipeline(Neighbour, ErrorPath, FragmentPath, TablePath, RejectLog):
         """``tcpstate.track``; written through when ``replied`` or the timeout moved (a
         state keeping its timeout, FIN_WAIT or CLOSE_WAIT, is written back: ``store``)."""
         timeout, replied = s.timeout, s.replied
-        ok = tcpstate.track(s, buf, l4, end, flags, inbound, now, self.timeouts)
+        ok = track(s, buf, l4, end, flags, inbound, now, self.timeouts)
         if s.timeout != timeout or s.replied != replied:
             self.store.update_state(s)
         return ok
@@ -456,9 +461,14 @@ class Pipeline(Neighbour, ErrorPath, FragmentPath, TablePath, RejectLog):
             if flags & FAST_MASK == ACK and s.state == ESTABLISHED and s.replied:
                 s.ack_in, s.win_in = ACK_WIN(buf, l4 + TCP_ACK)
                 s.expires = now + s.timeout
-            elif not self._track(s, buf, l4, end, flags, True, now):
-                self.drop("tcp_rst_out_of_window", eni)
-                return
+            else:  # ``_track``, inline
+                timeout, replied = s.timeout, s.replied
+                ok = track(s, buf, l4, end, flags, True, now, self.timeouts)
+                if s.timeout != timeout or s.replied != replied:
+                    self.store.update_state(s)
+                if not ok:
+                    self.drop("tcp_rst_out_of_window", eni)
+                    return
         else:
             self._refresh_on_reply(s, now)
         fkey = fragment_key(IN, buf) if buf[IP_FRAG] & IP_MF else None

@@ -32,6 +32,7 @@ from hyperplane.dataplane.packet import (
     L4_DPORT,
     L4_SPORT,
     PROTO_ICMP,
+    PROTO_TCP,
     PROTO_UDP,
     VNET_F_NEEDS_CSUM,
     VNET_FLAGS,
@@ -39,6 +40,9 @@ from hyperplane.dataplane.packet import (
 
 if TYPE_CHECKING:
     from hyperplane.dataplane.conntrack import Session
+
+IP_CSUM_LOW = IP_CSUM + 1
+L4_CSUM_TCP = L4_CSUM[PROTO_TCP]
 
 
 def translate(s: Session, buf: bytearray, l4: int, proto: int, length: int,
@@ -49,31 +53,34 @@ def translate(s: Session, buf: bytearray, l4: int, proto: int, length: int,
     the Elastic IP's address) with the session's outside port; None: it comes back,
     and its destination becomes the inside address and port.
     """
+    icmp = proto == PROTO_ICMP
     if source is not None:
         buf[IP_SRC] = source
-        at = l4 + (ICMP_ID if proto == PROTO_ICMP else L4_SPORT)
-        buf[at:at + 2] = s.out_l4
+        at = l4 + ICMP_ID if icmp else l4 + L4_SPORT
+        port = s.eni_port  # ``out_l4``, byte by byte
         d_ip, d_full, d_part = s.ip_out, s.full_out, s.part_out
         s.pkts_out += 1
         s.bytes_out += length - ETH
     else:
         buf[IP_DST] = s.env_ip
-        at = l4 + (ICMP_ID if proto == PROTO_ICMP else L4_DPORT)
-        buf[at:at + 2] = s.in_l4
+        at = l4 + ICMP_ID if icmp else l4 + L4_DPORT
+        port = s.env_port  # ``in_l4``
         d_ip, d_full, d_part = s.ip_in, s.full_in, s.part_in
         s.pkts_in += 1
         s.bytes_in += length - ETH
+    buf[at] = port >> 8
+    buf[at + 1] = port & 0xFF
     buf[IP_TTL] -= 1
-    c = (((buf[IP_CSUM] << 8) | buf[IP_CSUM + 1]) ^ 0xFFFF) + d_ip
+    c = (((buf[IP_CSUM] << 8) | buf[IP_CSUM_LOW]) ^ 0xFFFF) + d_ip
     c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
     buf[IP_CSUM] = c >> 8
-    buf[IP_CSUM + 1] = c & 0xFF
-    at = l4 + L4_CSUM[proto]
+    buf[IP_CSUM_LOW] = c & 0xFF
+    at = l4 + (L4_CSUM_TCP if proto == PROTO_TCP else L4_CSUM[proto])
     c = (buf[at] << 8) | buf[at + 1]
     if buf[VNET_FLAGS] & VNET_F_NEEDS_CSUM:
         c += d_part
         c = (c & 0xFFFF) + (c >> 16)
-    elif proto == PROTO_UDP and c == 0:
+    elif c == 0 and proto == PROTO_UDP:
         return
     else:
         c = (c ^ 0xFFFF) + d_full

@@ -104,10 +104,8 @@ def window_scale(buf: bytearray, l4: int, end: int) -> int:
 
 def start(s: Session, buf: bytearray, l4: int, end: int, flags: int, now: float,
           t: Timeouts) -> None:
-    """Set up a new session from the outbound segment that made it (timeout already set)."""
-    s.ack_out = s.ack_in = s.end_in = s.fin_out = s.fin_in = UNKNOWN
-    s.win_out = s.win_in = 0
-    s.wscale_out = s.wscale_in = UNKNOWN
+    """Set up a new session, as ``make_session`` left it (or ``reopen``: timeout set, TCP
+    fields unknown), from the outbound segment that made it."""
     seq, ack, win = SEQ_ACK_WIN.unpack_from(buf, l4 + TCP_SEQ)
     if flags & (SYN | ACK) == SYN:
         s.state = SYN_SENT
@@ -128,6 +126,9 @@ def reopen(s: Session, buf: bytearray, l4: int, end: int, now: float, t: Timeout
     s.replied = False
     s.timeout = t.tcp_syn
     s.expires = now + t.tcp_syn
+    s.ack_out = s.ack_in = s.end_in = s.fin_out = s.fin_in = UNKNOWN
+    s.win_out = s.win_in = 0
+    s.wscale_out = s.wscale_in = UNKNOWN
     start(s, buf, l4, end, SYN, now, t)
 
 
@@ -200,8 +201,14 @@ def track(s: Session, buf: bytearray, l4: int, end: int, flags: int, inbound: bo
             fin_in = s.fin_in = (seq + (pay if pay > 0 else 0) + 1) & MASK
         elif not inbound and fin_out == UNKNOWN:
             fin_out = s.fin_out = (seq + (pay if pay > 0 else 0) + 1) & MASK
-    if fin_out != UNKNOWN or fin_in != UNKNOWN:
-        closing = _closing_state(s)
+    if fin_out != UNKNOWN or fin_in != UNKNOWN:  # closing: which FINs are acknowledged
+        ack_in, ack_out = s.ack_in, s.ack_out
+        out_acked = fin_out != UNKNOWN and ack_in != UNKNOWN and (ack_in - fin_out) & MASK < HALF
+        in_acked = fin_in != UNKNOWN and ack_out != UNKNOWN and (ack_out - fin_in) & MASK < HALF
+        if fin_out != UNKNOWN and fin_in != UNKNOWN:
+            closing = TIME_WAIT if out_acked and in_acked else LAST_ACK
+        else:
+            closing = CLOSE_WAIT if out_acked or in_acked else FIN_WAIT
         if closing >= LAST_ACK and state < LAST_ACK:
             _close(s, closing, now, t)
             return True
@@ -213,15 +220,6 @@ def track(s: Session, buf: bytearray, l4: int, end: int, flags: int, inbound: bo
     s.timeout = timeout
     s.expires = now + timeout
     return True
-
-
-def _closing_state(s: Session) -> int:
-    fin_out, fin_in, ack_in, ack_out = s.fin_out, s.fin_in, s.ack_in, s.ack_out
-    out_acked = fin_out != UNKNOWN and ack_in != UNKNOWN and (ack_in - fin_out) & MASK < HALF
-    in_acked = fin_in != UNKNOWN and ack_out != UNKNOWN and (ack_out - fin_in) & MASK < HALF
-    if fin_out != UNKNOWN and fin_in != UNKNOWN:
-        return TIME_WAIT if out_acked and in_acked else LAST_ACK
-    return CLOSE_WAIT if out_acked or in_acked else FIN_WAIT
 
 
 def _close(s: Session, state: int, now: float, t: Timeouts) -> None:
