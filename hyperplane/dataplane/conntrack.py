@@ -60,7 +60,7 @@ STATE_NAMES = ("NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE
 class Session:
     __slots__ = (
         "proto", "out_key", "in_key", "env", "env_ip", "env_port", "eni_port",
-        "remote_ip", "remote_port", "nexthop", "out_l4", "in_l4",
+        "remote_ip", "remote_port", "nexthop",
         "ip_out", "full_out", "part_out", "ip_in", "full_in", "part_in",
         "timeout", "expires", "replied", "dead",
         "pkts_out", "bytes_out", "pkts_in", "bytes_in",
@@ -90,6 +90,44 @@ class Session:
     def _eni_ip(self) -> bytes:
         return self.in_key[1][4:8]
 
+    @property
+    def out_l4(self) -> bytes:
+        """The outside port as the packet carries it (``rewrite.translate`` writes
+        ``eni_port`` itself; ICMP errors and the compiled fast path read this)."""
+        return self.eni_port.to_bytes(2, "big")
+
+    @property
+    def in_l4(self) -> bytes:
+        """The inside port as the packet carries it."""
+        return self.env_port.to_bytes(2, "big")
+
+
+_ADDRESS_DELTAS: dict[tuple[bytes, bytes], tuple[int, int, int, int]] = {}
+MAX_ADDRESS_DELTAS = 4096  # (environment, ENI) address pairs remembered, then forgotten
+
+
+def _address_deltas(env_ip: bytes, eni_ip: bytes) -> tuple[int, int, int, int]:
+    """The checksum changes of the address rewrite, both ways, then with the TTL's:
+    ``packet.delta`` and ``packet.add`` on the words' sums, inline (the same values): each
+    sum adds two 16-bit values, so one fold (``packet.fold``'s first step) is exact.
+    Remembered by address pair: every session of an environment on an ENI shares them."""
+    x = int.from_bytes(env_ip, "big")
+    x = (x >> 16) + (x & 0xFFFF)
+    env_sum = (x & 0xFFFF) + (x >> 16)  # packet.ones_sum(env_ip)
+    x = int.from_bytes(eni_ip, "big")
+    x = (x >> 16) + (x & 0xFFFF)
+    eni_sum = (x & 0xFFFF) + (x >> 16)
+    x = eni_sum + (env_sum ^ 0xFFFF)
+    d_ip = (x & 0xFFFF) + (x >> 16)
+    x = env_sum + (eni_sum ^ 0xFFFF)
+    d_ip_in = (x & 0xFFFF) + (x >> 16)
+    x, y = d_ip + TTL_DELTA, d_ip_in + TTL_DELTA
+    found = d_ip, d_ip_in, (x & 0xFFFF) + (x >> 16), (y & 0xFFFF) + (y >> 16)
+    if len(_ADDRESS_DELTAS) >= MAX_ADDRESS_DELTAS:
+        _ADDRESS_DELTAS.clear()
+    _ADDRESS_DELTAS[env_ip, eni_ip] = found
+    return found
+
 
 def make_session(proto: int, env, env_ip: bytes, env_port: int, remote_ip: bytes,
                  remote_port: int, eni_ip: bytes, eni_port: int, nexthop: bytes,
@@ -104,28 +142,12 @@ def make_session(proto: int, env, env_ip: bytes, env_port: int, remote_ip: bytes
     else:
         s.out_key = (proto, env_ip + remote_ip, (env_port << 16) | remote_port)
         s.in_key = (proto | INBOUND, remote_ip + eni_ip, (remote_port << 16) | eni_port)
-    s.out_l4 = eni_port.to_bytes(2, "big")
-    s.in_l4 = env_port.to_bytes(2, "big")
-    # packet.delta and packet.add on the words' sums, inline (the same values): each sum
-    # adds two 16-bit values, so one fold (``packet.fold``'s first step) is exact
-    x = int.from_bytes(env_ip, "big")
-    x = (x >> 16) + (x & 0xFFFF)
-    env_sum = (x & 0xFFFF) + (x >> 16)  # packet.ones_sum(env_ip)
-    x = int.from_bytes(eni_ip, "big")
-    x = (x >> 16) + (x & 0xFFFF)
-    eni_sum = (x & 0xFFFF) + (x >> 16)
-    x = eni_sum + (env_sum ^ 0xFFFF)
-    d_ip = (x & 0xFFFF) + (x >> 16)
-    x = env_sum + (eni_sum ^ 0xFFFF)
-    d_ip_in = (x & 0xFFFF) + (x >> 16)
-    x = eni_port + (env_port ^ 0xFFFF)
+    found = _ADDRESS_DELTAS.get((env_ip, eni_ip))
+    d_ip, d_ip_in, s.ip_out, s.ip_in = found or _address_deltas(env_ip, eni_ip)
+    x = eni_port + (env_port ^ 0xFFFF)  # the ports' (as ``_address_deltas``)
     d_port = (x & 0xFFFF) + (x >> 16)
     x = env_port + (eni_port ^ 0xFFFF)
     d_port_in = (x & 0xFFFF) + (x >> 16)
-    x = d_ip + TTL_DELTA
-    s.ip_out = (x & 0xFFFF) + (x >> 16)
-    x = d_ip_in + TTL_DELTA
-    s.ip_in = (x & 0xFFFF) + (x >> 16)
     if proto == PROTO_ICMP:  # the ICMP checksum covers no pseudo-header
         s.full_out, s.part_out = d_port, 0
         s.full_in, s.part_in = d_port_in, 0

@@ -339,8 +339,8 @@ class Pipeline(Neighbour, ErrorPath, FragmentPath, TablePath, RejectLog):
         carrier = self._carrier(env, eni, buf, length, proto, remote_port, now)
         if carrier is None:
             return None
-        eni = carrier
-        if self.store.count >= self.max_sessions or self.store.full():
+        eni, store = carrier, self.store
+        if store.count >= self.max_sessions or store.count >= store.capacity:  # (``full``)
             self.drop("table_full", eni)
             self.answer(env, buf, length, p.ICMP_UNREACH, p.UNREACH_ADMIN_PROHIBITED)
             return None
@@ -349,11 +349,11 @@ class Pipeline(Neighbour, ErrorPath, FragmentPath, TablePath, RejectLog):
             self.drop("out_of_ports", eni)
             self.answer(env, buf, length, p.ICMP_UNREACH, p.UNREACH_ADMIN_PROHIBITED)
             return None
-        remote = bytes(buf[IP_DST])
-        t = self.timeouts
+        remote, t = bytes(buf[IP_DST]), self.timeouts
         timeout = t.tcp_syn if proto == p.PROTO_TCP else t.udp if proto == p.PROTO_UDP else t.icmp
-        s = make_session(proto, env, env.ip_bytes, env_port, remote, remote_port,
-                         eni.ip_bytes, eni_port, eni.nexthop(remote), timeout, now)
+        on_link = int.from_bytes(remote, "big") & eni.mask == eni.net  # ``eni.nexthop``, inline
+        s = make_session(proto, env, env.ip_bytes, env_port, remote, remote_port, eni.ip_bytes,
+                         eni_port, remote if on_link else eni.gateway_bytes, timeout, now)
         if proto == p.PROTO_TCP:
             tcpstate.start(s, buf, l4, end, buf[l4 + TCP_FLAGS], now, t)
         old = eni.table.get(s.out_key) if eni is not env.eni else None  # a spill's, expired

@@ -54,7 +54,6 @@ from hyperplane.dataplane.packet import PROTO_ICMP, TTL_DELTA
 
 CACHE = 2048
 HWM_STEP = 64  # records the high water mark is raised by, ahead of need
-PORT = r.struct.Struct(">H").pack
 SEQ_PACK, STATE_PACK = r.SEQ.pack, r.STATE.pack
 BODY_PACK, MUT_PACK, CRC_PACK, mutable_fields = r.BODY.pack, r.MUT.pack, r.U32.pack, \
     r.mutable_fields  # the hot paths' names, bound once (``records``' layout)
@@ -329,7 +328,6 @@ class SessionStore:
         s.env_ip, s.remote_ip, s.env_port = addrs[:4], addrs[4:], ports >> 16
         s.remote_port = ports & 0xFFFF
         s.eni_port = ports_in >> 16 if proto == PROTO_ICMP else ports_in & 0xFFFF
-        s.out_l4, s.in_l4 = PORT(s.eni_port), PORT(s.env_port)
         x = d_ip + TTL_DELTA  # packet.add as in make_session (one fold is exact here)
         s.ip_out = (x & 0xFFFF) + (x >> 16)
         x = d_ip_in + TTL_DELTA
@@ -402,18 +400,17 @@ class SessionStore:
         """Look at ``budget`` live records at the clock hand; free the expired.  Returns
         how many were freed."""
         freed = 0
-        used, hand, cached, mem = self.used, self.hand, self.cached, self.mem
-        for _ in range(min(budget, self.count)):
-            rec = used.find(b"\x01", hand)
-            if rec < 0 or rec >= self.hwm:
+        used, hand, cached, mem, hwm = self.used, self.hand, self.cached, self.mem, self.hwm
+        for _ in range(budget if budget < self.count else self.count):
+            rec = hand if hand < hwm and used[hand] else used.find(b"\x01", hand)
+            if rec < 0 or rec >= hwm:
                 rec = used.find(b"\x01")
                 if rec < 0:
                     break
             hand = rec + 1
             s = cached.get(rec)
-            expires = s.expires if s is not None else EXPIRES_UNPACK(
-                mem, EXPIRES_AT + (rec << SHIFT))[0]
-            if expires < now:
+            if (s.expires if s is not None else EXPIRES_UNPACK(mem, EXPIRES_AT + (rec << SHIFT))[0]
+                    ) < now:
                 if self.on_expire is not None:
                     self.on_expire(rec, now)
                 self._free(rec)
