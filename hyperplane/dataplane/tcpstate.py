@@ -89,16 +89,18 @@ def window_scale(buf: bytearray, l4: int, end: int) -> int:
     stop = min(l4 + ((buf[l4 + TCP_OFF] >> 4) << 2), end)
     while at < stop:
         kind = buf[at]
-        if kind == 0:
-            break
         if kind == 1:
             at += 1
             continue
-        if at + 1 >= stop or buf[at + 1] < 2:
+        if kind == 0 or at + 1 >= stop:
             break
-        if kind == 3 and buf[at + 1] == 3 and at + 2 < stop:
-            return min(buf[at + 2], 14)
-        at += buf[at + 1]
+        size = buf[at + 1]
+        if size < 2:
+            break
+        if kind == 3 and size == 3 and at + 2 < stop:
+            scale = buf[at + 2]
+            return scale if scale < 14 else 14
+        at += size
     return UNKNOWN
 
 
