@@ -238,14 +238,9 @@ class Pipeline(Neighbour, ErrorPath, FragmentPath, TablePath, RejectLog):
             if flags & FAST_MASK == ACK and s.state == ESTABLISHED:
                 s.ack_out, s.win_out = ACK_WIN(buf, l4 + TCP_ACK)
                 s.expires = now + s.timeout
-            else:  # ``_track``, inline
-                timeout, replied = s.timeout, s.replied
-                ok = track(s, buf, l4, end, flags, False, now, self.timeouts)
-                if s.timeout != timeout or s.replied != replied:
-                    self.store.update_state(s)
-                if not ok:
-                    self.drop("tcp_rst_out_of_window", eni)
-                    return
+            elif not self._track(s, buf, l4, end, flags, False, now):
+                self.drop("tcp_rst_out_of_window", eni)
+                return
         else:
             s.expires = now + s.timeout
         fkey = fragment_key(OUT, buf) if buf[IP_FRAG] & IP_MF else None
@@ -461,14 +456,9 @@ class Pipeline(Neighbour, ErrorPath, FragmentPath, TablePath, RejectLog):
             if flags & FAST_MASK == ACK and s.state == ESTABLISHED and s.replied:
                 s.ack_in, s.win_in = ACK_WIN(buf, l4 + TCP_ACK)
                 s.expires = now + s.timeout
-            else:  # ``_track``, inline
-                timeout, replied = s.timeout, s.replied
-                ok = track(s, buf, l4, end, flags, True, now, self.timeouts)
-                if s.timeout != timeout or s.replied != replied:
-                    self.store.update_state(s)
-                if not ok:
-                    self.drop("tcp_rst_out_of_window", eni)
-                    return
+            elif not self._track(s, buf, l4, end, flags, True, now):
+                self.drop("tcp_rst_out_of_window", eni)
+                return
         else:
             self._refresh_on_reply(s, now)
         fkey = fragment_key(IN, buf) if buf[IP_FRAG] & IP_MF else None
