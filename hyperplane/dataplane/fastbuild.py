@@ -41,7 +41,7 @@ struct hp_ctx {
     uint8_t *ring;
     uint32_t frames, frame_size, head, pending;
     int sock;
-    uint32_t p_off, p_len, p_ifindex, p_status, p_copied;
+    uint32_t p_off, p_len, p_ifindex, p_status, p_copied, p_fast;
     int32_t p_flow;
     uint64_t tx_full, tx_error, rx_error, rx_truncated;
 };

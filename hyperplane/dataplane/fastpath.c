@@ -49,7 +49,7 @@ struct hp_ctx {
     uint32_t frames, frame_size, head, pending;
     int sock;
     /* what the last hp_run stopped at, for Python */
-    uint32_t p_off, p_len, p_ifindex, p_status, p_copied;
+    uint32_t p_off, p_len, p_ifindex, p_status, p_copied, p_fast;
     int32_t p_flow;
     uint64_t tx_full, tx_error, rx_error, rx_truncated;
 };
@@ -131,10 +131,13 @@ static uint32_t fold(uint32_t c) {
 
 static void put16(uint8_t *p, uint32_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
 
-/* the frame at d (len bytes from the virtio header) through flow f, or 0: Python's */
+/* the frame at d (len bytes from the virtio header) through flow f, or 0: Python's
+ * (*hit: the flow its key found or -1; c->p_fast: 1 when a flow could carry a frame
+ * of its kind, an ACK-only TCP segment, UDP or an echo (reply), else 0) */
 static int forward(struct hp_ctx *c, uint8_t *d, uint32_t len, uint32_t ifindex, double now,
                    int32_t *hit) {
     *hit = -1;
+    c->p_fast = 0;
     if (len < IPO + 20 || d[VNET + 12] != 0x08 || d[VNET + 13] != 0x00)
         return 0;
     uint8_t *ip = d + IPO;
@@ -156,6 +159,7 @@ static int forward(struct hp_ctx *c, uint8_t *d, uint32_t len, uint32_t ifindex,
     } else {
         return 0;
     }
+    c->p_fast = proto != 6 || (d[l4 + 13] & FAST_MASK) == ACK;
     int n = hp_lookup(c, ifindex, proto, ip + 12, ports);
     *hit = n;
     if (n < 0)
@@ -251,6 +255,7 @@ int hp_run(struct hp_ctx *c, int budget, double now, uint8_t *buf, uint32_t buf_
         uint8_t *d = 0;
         uint32_t len = 0;
         c->p_copied = 0;
+        c->p_fast = 0;
         if (status & TP_COPY) {
             ssize_t got = recv(c->sock, buf, buf_len, MSG_DONTWAIT);
             if (got < 0) {

@@ -35,6 +35,7 @@ built, else python).
 from __future__ import annotations
 
 import importlib
+import struct
 import traceback
 from array import array
 from collections.abc import Callable
@@ -54,6 +55,7 @@ SWEEP = 512              # flows looked at for a dead session per tick
 MASK64 = (1 << 64) - 1
 CLAIM_PROTOCOLS = (p.PROTO_TCP, p.PROTO_UDP, p.PROTO_ICMP)  # an allocator's place: slot * 3 + i
 PROTO_INDEX = bytes(CLAIM_PROTOCOLS.index(v) if v in CLAIM_PROTOCOLS else 0 for v in range(256))
+STOP = struct.Struct("<IIIIIIi").unpack_from  # hp_ctx's p_off .. p_flow
 FLOW_AFTER = 8           # packets a session carries (both ways) before it gets flows
 IP, ETH_TYPE, TCP_FLAGS = p.IP, p.ETH_TYPE, p.TCP_FLAGS
 
@@ -65,9 +67,11 @@ class FastPathError(Exception):
 def load():
     """The compiled module (its ``ffi`` and ``lib``), or None when it is not built."""
     try:
-        return importlib.import_module(MODULE)
-    except ImportError:
+        module = importlib.import_module(MODULE)
+        module.ffi.offsetof("struct hp_ctx", "p_fast")  # built from this source's layout
+    except (ImportError, KeyError, AttributeError):  # none, or built from an older source
         return None
+    return module
 
 
 def attach_scan(setting: str) -> CompiledAttach | None:
@@ -167,6 +171,8 @@ class FastPath:
         self._table = ffi.from_buffer(pipeline.store.mem)
         self._ring = ffi.from_buffer(ring.map)
         ctx = self.ctx = ffi.new("struct hp_ctx *")
+        # where hp_run stopped, read in one unpack (cheaper than seven cdata reads)
+        self._stop_view, self._stop_at = ffi.buffer(ctx), ffi.offsetof("struct hp_ctx", "p_off")
         ctx.flows, ctx.index, ctx.nflows, ctx.mask = self._flows, self._index, flows, \
             2 * flows - 1
         ctx.table, ctx.ring = self._table, self._ring
@@ -182,6 +188,7 @@ class FastPath:
         self._sweep_at = 0
         self.reported = dict.fromkeys(("tx_full", "tx_error", "rx_error", "rx_truncated"), 0)
         self.flow_after = FLOW_AFTER
+        self.counters = pipeline.counters  # the walk's (``drain``'s) I/O counters
 
     # -- the walk -----------------------------------------------------------------------
     def drain(self, by_index: dict, receive, now: float, budget: int, buf: bytearray,
@@ -189,14 +196,16 @@ class FastPath:
         """As ``RxRing.drain``: the C side forwards what it can, Python the rest."""
         if buf is not self._buf_owner:
             self._buf_owner, self._cbuf = buf, self.ffi.from_buffer(buf)
-        lib, ctx, done = self.lib, self.ctx, self._done
+        run, ctx, done, cbuf, buf_len = self.lib.hp_run, self.ctx, self._done, self._cbuf, \
+            len(buf)
+        view, at = self._stop_view, self._stop_at
         mv, size = self.ring.mv, self.ring.frame_size
         total = 0
         while total < budget:
-            stopped = lib.hp_run(ctx, budget - total, now, self._cbuf, len(buf), done)
+            stopped = run(ctx, budget - total, now, cbuf, buf_len, done)
             total += done[0]
             if ctx.dirty_head:
-                self.harvest()
+                self._collect()
             if not stopped:  # the head slot is not ready: a hole (``ring``) is skipped
                 after = self.ring.skip_hole(ctx.head, now, total == 0) \
                     if total < budget else None
@@ -204,18 +213,13 @@ class FastPath:
                     break
                 ctx.head = after
                 continue
-            length = ctx.p_len
-            if ctx.p_copied:
-                frame = buf
-            else:
-                start = ctx.p_off
-                frame = mv[start:start - start % size + size]
-            port = by_index.get(ctx.p_ifindex)
+            start, length, ifindex, _status, copied, fast, hit = STOP(view, at)
+            frame = buf if copied else mv[start:start - start % size + size]
+            port = by_index.get(ifindex)
             if port is None:
                 self.ring.counters["rx_unknown_link"] += 1
                 continue
-            key = self._key_of(port, frame, length)
-            hit = ctx.p_flow
+            key = self._key_of(port, frame, length) if fast else None
             try:
                 receive(port, frame, length, now)
             except Exception:  # never let one frame stop the dataplane
@@ -226,14 +230,15 @@ class FastPath:
                 self._resync(hit)
             if key is not None:
                 self._install(port, key)
-            elif frame[ETH_TYPE:ETH_TYPE + 2] == b"\x08\x06":
+            elif frame[ETH_TYPE] == 8 and frame[ETH_TYPE + 1] == 6:
                 self.forget_all()  # an ARP frame may have taught a new MAC
         self.ring.head = ctx.head
-        self._report(counters)
+        self.counters = counters
         return total
 
-    def _report(self, counters: dict[str, int]) -> None:
-        ctx, seen = self.ctx, self.reported
+    def report(self) -> None:
+        """The C side's I/O counts into the counters (at ticks and before stats)."""
+        ctx, seen, counters = self.ctx, self.reported, self.counters
         pl = self.pipeline.counters
         for name, now_value, where in (("tx_full", ctx.tx_full, pl),
                                        ("tx_error", ctx.tx_error, pl),
@@ -394,6 +399,11 @@ class FastPath:
 
     def harvest(self) -> None:
         """The C side's counts into the sessions and counters, as Python counts them."""
+        self._collect()
+        self.report()
+
+    def _collect(self) -> None:
+        """The dirty flows' counts into their sessions (``harvest`` without the I/O)."""
         lib, ctx, out, flows = self.lib, self.ctx, self._harvested, self._flows
         counters = self.pipeline.counters
         moved: list[int] = []
