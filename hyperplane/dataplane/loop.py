@@ -107,6 +107,7 @@ class Worker:
 
 
 SPIN = 0.0002  # seconds of polling without sleep after traffic (adaptive, idle CPU stays 0)
+LINGER = 0.002  # seconds after traffic of polling that yields the CPU (``os.sched_yield``)
 BUFFER = 65536 + 256
 IO_COUNTERS = ("rx_error", "internal_error", "rx_socket_dropped", "rx_truncated",
                "rx_unknown_link", "rx_ring_hole")
@@ -349,13 +350,20 @@ class Dataplane:
         by_index, counters = self.by_index, self.counters
         self.sync_links()
         last_tick = 0.0
-        spin_until = 0.0
+        spin_until = linger_until = 0.0
         while self.running:
             # Adaptive polling: right after traffic, look again without sleeping for a
             # short while (a reply usually follows within tens of microseconds), so a
-            # request/response pays one wake-up instead of two; idle, block in epoll.
-            if time.monotonic() < spin_until:
+            # request/response pays one wake-up instead of two; then, until LINGER, look
+            # again after giving the CPU to anything runnable (the client, the server: a
+            # process woken from sleep on an idle virtual CPU pays tens of microseconds,
+            # one that yields pays none); idle, block in epoll.
+            mono = time.monotonic()
+            if mono < spin_until:
                 timeout = 0
+            elif mono < linger_until:
+                timeout = 0
+                os.sched_yield()
             else:
                 timeout = 0.05 if pl.has_timers() else 1.0
             try:
@@ -365,6 +373,7 @@ class Dataplane:
             now = time.monotonic()
             if events:
                 spin_until = now + SPIN
+                linger_until = now + LINGER
             for fd, _mask in events:
                 if fd == ring_fd:
                     if ring.lost and not self.relocate():
