@@ -271,6 +271,26 @@ def test_a_session_gets_flows_only_once_it_has_carried_flow_after_packets() -> N
         side.close()
 
 
+def test_python_reads_the_key_only_of_frames_a_flow_could_carry() -> None:
+    """C marks each frame it hands over (``p_fast``): a SYN, a SYN-ACK, a FIN, a RST and an
+    ARP frame cost Python no key; an ACK-only segment, UDP and an echo do."""
+    side = Side(True)
+    try:
+        side.fast.flow_after = 1000  # no flow: C hands every frame to Python
+        keyed = []
+        key_of = side.fast._key_of  # noqa: SLF001 - the hand-off is what is tested
+        side.fast._key_of = lambda port, frame, n: keyed.append(n) or key_of(port, frame, n)
+        picks = {0: False, 1: False, 2: True, 3: True, 8: False, 9: False, 10: True, 14: True,
+                 15: True, len(FLOW_FRAMES) - 1: False}
+        for i, wanted in picks.items():
+            before = len(keyed)
+            side.put(*FLOW_FRAMES[i])
+            side.walk(1.0 + i)
+            assert (len(keyed) > before) is wanted, FLOW_FRAMES[i]
+    finally:
+        side.close()
+
+
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(plan=steps(), switch_at=st.integers(0, 12))
 def test_switching_to_the_python_walk_midway_changes_nothing(plan, switch_at: int) -> None:
