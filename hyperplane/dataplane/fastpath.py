@@ -42,11 +42,10 @@ from collections.abc import Callable
 
 from hyperplane.dataplane import packet as p
 from hyperplane.dataplane.conntrack import ESTABLISHED, INBOUND, Session
-from hyperplane.dataplane.ports import EniPort, EnvPort
+from hyperplane.dataplane.ports import EnvPort
 from hyperplane.dataplane.records import record_at
 from hyperplane.dataplane.ring import COUNTERS as RING_COUNTERS
 from hyperplane.dataplane.ring import RxRing
-from hyperplane.dataplane.tcpstate import ACK, FAST_MASK
 
 MODULE = "_hp_fastpath"
 MODES = ("sockets", "auto", "python", "compiled")
@@ -57,7 +56,7 @@ CLAIM_PROTOCOLS = (p.PROTO_TCP, p.PROTO_UDP, p.PROTO_ICMP)  # an allocator's pla
 PROTO_INDEX = bytes(CLAIM_PROTOCOLS.index(v) if v in CLAIM_PROTOCOLS else 0 for v in range(256))
 STOP = struct.Struct("<IIIIIIi").unpack_from  # hp_ctx's p_off .. p_flow
 FLOW_AFTER = 8           # packets a session carries (both ways) before it gets flows
-IP, ETH_TYPE, TCP_FLAGS = p.IP, p.ETH_TYPE, p.TCP_FLAGS
+ETH_TYPE = p.ETH_TYPE
 
 
 class FastPathError(Exception):
@@ -198,7 +197,8 @@ class FastPath:
             self._buf_owner, self._cbuf = buf, self.ffi.from_buffer(buf)
         run, ctx, done, cbuf, buf_len = self.lib.hp_run, self.ctx, self._done, self._cbuf, \
             len(buf)
-        view, at = self._stop_view, self._stop_at
+        view, at, pl, flow_after = self._stop_view, self._stop_at, self.pipeline, \
+            self.flow_after
         mv, size = self.ring.mv, self.ring.frame_size
         total = 0
         while total < budget:
@@ -219,7 +219,8 @@ class FastPath:
             if port is None:
                 self.ring.counters["rx_unknown_link"] += 1
                 continue
-            key = self._key_of(port, frame, length) if fast else None
+            if fast:
+                pl.last_session = None
             try:
                 receive(port, frame, length, now)
             except Exception:  # never let one frame stop the dataplane
@@ -228,8 +229,10 @@ class FastPath:
                     traceback.print_exc()
             if hit >= 0:
                 self._resync(hit)
-            if key is not None:
-                self._install(port, key)
+            if fast:
+                s = pl.last_session
+                if s is not None and s.pkts_out + s.pkts_in >= flow_after:
+                    self._install(s)
             elif frame[ETH_TYPE] == 8 and frame[ETH_TYPE + 1] == 6:
                 self.forget_all()  # an ARP frame may have taught a new MAC
         self.ring.head = ctx.head
@@ -248,41 +251,13 @@ class FastPath:
                 where[name] += now_value - seen[name]
                 seen[name] = now_value
 
-    @staticmethod
-    def _key_of(port, frame, length: int) -> tuple | None:
-        """The session key of a frame that a flow might carry later (the pipeline's key,
-        read before the pipeline rewrites the frame), or None."""
-        if length < IP + 28 or frame[ETH_TYPE] != 0x08 or frame[ETH_TYPE + 1] != 0:
-            return None
-        ihl = (frame[IP] & 0x0F) << 2
-        proto = frame[IP + 9]
-        l4 = IP + ihl
-        if frame[IP + 6] & 0x3F or frame[IP + 7] or l4 + 8 > length:
-            return None
-        inbound = isinstance(port, EniPort)
-        if proto == p.PROTO_TCP:
-            if l4 + 20 > length or frame[l4 + TCP_FLAGS] & FAST_MASK != ACK:
-                return None
-            word = int.from_bytes(frame[l4:l4 + 4], "big")
-        elif proto == p.PROTO_UDP:
-            word = int.from_bytes(frame[l4:l4 + 4], "big")
-        elif proto == p.PROTO_ICMP and frame[l4] == (0 if inbound else 8):
-            word = int.from_bytes(frame[l4 + 4:l4 + 6], "big") << 16
-        else:
-            return None
-        return (proto | INBOUND if inbound else proto, bytes(frame[IP + 12:IP + 20]), word)
-
     # -- flows --------------------------------------------------------------------------
-    def _install(self, port, key: tuple) -> None:
-        """Flows for the session of ``key`` (both directions where each qualifies), once
-        it has carried ``flow_after`` packets: a short connection (a request, an answer,
-        the close) would pay for flows it never uses."""
-        if isinstance(port, EniPort):
-            s = port.table.sessions.get(key)
-        else:
-            eni = port.eni
-            s = eni.table.sessions.get(key) if eni is not None else None
-        if s is None or s.dead or s.pkts_out + s.pkts_in < self.flow_after:
+    def _install(self, s: Session) -> None:
+        """Flows for ``s`` (the session Python just forwarded a frame of a kind a flow
+        could carry by; both directions where each qualifies), once it has carried
+        ``flow_after`` packets: a short connection (a request, an answer, the close)
+        would pay for flows it never uses."""
+        if s.dead or s.pkts_out + s.pkts_in < self.flow_after:
             return
         have = self.of_session.get(id(s))
         for direction in (0, 1):

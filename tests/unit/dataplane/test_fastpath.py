@@ -271,22 +271,33 @@ def test_a_session_gets_flows_only_once_it_has_carried_flow_after_packets() -> N
         side.close()
 
 
-def test_python_reads_the_key_only_of_frames_a_flow_could_carry() -> None:
-    """C marks each frame it hands over (``p_fast``): a SYN, a SYN-ACK, a FIN, a RST and an
-    ARP frame cost Python no key; an ACK-only segment, UDP and an echo do."""
+def test_only_frames_a_flow_could_carry_are_marked_for_a_flow() -> None:
+    """C marks each frame it hands over (``p_fast``): after a SYN, a SYN-ACK, a FIN, a RST
+    or an ARP frame Python looks for no flow to make; after an ACK-only segment, UDP or
+    an echo it looks at the session the pipeline forwarded the frame by
+    (``Pipeline.last_session``), without parsing the frame again."""
     side = Side(True)
     try:
         side.fast.flow_after = 1000  # no flow: C hands every frame to Python
-        keyed = []
-        key_of = side.fast._key_of  # noqa: SLF001 - the hand-off is what is tested
-        side.fast._key_of = lambda port, frame, n: keyed.append(n) or key_of(port, frame, n)
+        marks: list[int] = []
+        stop = fastpath.STOP
+        looked: list[object] = []
+        install = side.fast._install  # noqa: SLF001 - the hand-off is what is tested
+        side.fast._install = lambda s: looked.append(s) or install(s)
         picks = {0: False, 1: False, 2: True, 3: True, 8: False, 9: False, 10: True, 14: True,
                  15: True, len(FLOW_FRAMES) - 1: False}
-        for i, wanted in picks.items():
-            before = len(keyed)
-            side.put(*FLOW_FRAMES[i])
-            side.walk(1.0 + i)
-            assert (len(keyed) > before) is wanted, FLOW_FRAMES[i]
+        with mock.patch.object(fastpath, "STOP",
+                               lambda view, at: marks.append(stop(view, at)[5]) or stop(view, at)):
+            for i, wanted in picks.items():
+                side.put(*FLOW_FRAMES[i])
+                side.walk(1.0 + i)
+                assert marks[-1] == wanted, FLOW_FRAMES[i]
+        assert not looked and side.fast.stats()["flows"] == 0
+        side.fast.flow_after = 0  # the next datagram's session (replied to) gets its flows
+        side.put(*FLOW_FRAMES[10])
+        side.walk(20.0)
+        (s,) = looked
+        assert s is side.rig.pipeline.last_session and side.fast.stats()["flows"] >= 1
     finally:
         side.close()
 
