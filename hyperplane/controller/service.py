@@ -24,7 +24,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
@@ -206,10 +206,10 @@ class Controller:
         function = self.model.runtime_function(fn)
         made: list[Env] = []
         ready: set[int] = set()  # spare environments: built already
-        for _ in range(count):
-            index, ip, built = self.slot()
+        for index, ip, built in self.slots(count):
             if built:
                 ready.add(index)
+                self.data["spare"].pop(0)  # slots() lists the spares first, in order
             subnet_id = choose_subnet(function, self.model.envs)
             if fn.networking == LEGACY and subnet_id is not None:
                 eni: Eni | None = self.model.legacy_eni(fn, subnet_id, index, now)
@@ -236,21 +236,27 @@ class Controller:
         return made
 
     # -- spare environments: namespaces built ahead of cold starts ---------------------------
-    def slot(self) -> tuple[int, str, bool]:
-        """An environment's index and address: a spare one (built: True) or a new one."""
+    def slots(self, count: int) -> list[tuple[int, str, bool]]:
+        """``count`` environments' indices and addresses: spare ones first (built: True),
+        then the lowest ones no environment or spare has, found in one pass. The caller
+        removes each spare from the list as it records its environment."""
         spare = self.data.setdefault("spare", [])
-        if spare:
-            taken = spare.pop(0)
-            return taken["index"], taken["ip"], True
-        return (*self.fresh_slot(), False)
+        taken = [(s["index"], s["ip"], True) for s in spare[:count]]
+        fresh = self.fresh_slots(count - len(taken), [(i, ip) for i, ip, _ in taken])
+        return taken + [(index, ip, False) for index, ip in fresh]
 
-    def fresh_slot(self) -> tuple[int, str]:
-        """The lowest index and address no environment or spare has."""
+    def fresh_slots(self, count: int,
+                    held: Sequence[tuple[int, str]] = ()) -> list[tuple[int, str]]:
+        """The ``count`` lowest indices and addresses no environment, spare or ``held``
+        slot has."""
+        if count <= 0:
+            return []
         spare = self.data.setdefault("spare", [])
-        indices = {e.index for e in self.model.envs} | {s["index"] for s in spare}
-        index = next(i for i in range(len(indices) + 1) if i not in indices)
-        ips = {e.ip for e in self.model.envs} | {s["ip"] for s in spare}
-        return index, ipam.allocate(names.ENV_POOL, ips)
+        indices = {e.index for e in self.model.envs} | {s["index"] for s in spare} \
+            | {index for index, _ in held}
+        free = (i for i in range(len(indices) + count) if i not in indices)
+        ips = {e.ip for e in self.model.envs} | {s["ip"] for s in spare} | {ip for _, ip in held}
+        return list(zip(free, ipam.allocate_many(names.ENV_POOL, ips, count), strict=False))
 
     def top_up(self) -> None:
         """Build one spare environment (namespace, link, address, routes) if fewer than
@@ -258,7 +264,7 @@ class Controller:
         spare = self.data.setdefault("spare", [])
         if len(spare) >= SPARES:
             return
-        index, ip = self.fresh_slot()
+        [(index, ip)] = self.fresh_slots(1)
         env = Env(index, "", ip, None, None)
         self.data["namespaces"].append(env.netns)
         spare.append({"index": index, "ip": ip})

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from netaddr import IPNetwork
 
 from hyperplane.model import ipam, names
 from hyperplane.model.document import load_topology
@@ -68,6 +69,26 @@ def test_allocate_without_reservations_and_gateway() -> None:
     with pytest.raises(ipam.AddressExhaustedError):
         ipam.allocate("10.0.0.0/30", ["10.0.0.1"], reserved=["10.0.0.2"])
     assert (ipam.gateway("10.0.2.0/24"), ipam.prefixlen("10.0.2.0/24")) == ("10.0.2.1", 24)
+
+
+@pytest.mark.parametrize("cidr", ["10.0.0.0/28", "10.0.0.0/31", "10.0.0.5/32", "fd00::/125"])
+def test_allocate_many_takes_the_lowest_free_hosts_in_iter_hosts_order(cidr: str) -> None:
+    hosts = [str(a) for a in IPNetwork(cidr).iter_hosts()]
+    assert ipam.allocate_many(cidr, [], len(hosts)) == hosts
+    used, reserved = hosts[::3], hosts[1:2]
+    free = [h for h in hosts if h not in used and h not in reserved]
+    assert ipam.allocate_many(cidr, used, len(free), reserved) == free
+    if free:
+        assert ipam.allocate(cidr, used, reserved) == free[0]
+    with pytest.raises(ipam.AddressExhaustedError, match=cidr):
+        ipam.allocate_many(cidr, used, len(free) + 1, reserved)
+
+
+def test_a_burst_of_a_thousand_addresses_is_one_pass() -> None:
+    first = ipam.allocate_many(names.ENV_POOL, [], 500)
+    second = ipam.allocate_many(names.ENV_POOL, first, 500)
+    assert ipam.allocate_many(names.ENV_POOL, [], 1000) == first + second
+    assert second[0] == "169.254.129.245"  # 169.254.128.1 + 500
 
 
 # -- ENIs ---------------------------------------------------------------------------------
