@@ -23,7 +23,8 @@ import uuid
 from dataclasses import asdict, dataclass, field
 
 from hyperplane.errors import ApiError
-from hyperplane.model.topology import Topology
+from hyperplane.model import timing
+from hyperplane.model.topology import Function, Topology
 
 PENDING, ACTIVE, INACTIVE, FAILED = "Pending", "Active", "Inactive", "Failed"
 SUCCESSFUL, IN_PROGRESS = "Successful", "InProgress"
@@ -245,3 +246,19 @@ def describe(fn: FunctionRecord, account: str, region: str = "us-east-1") -> dic
                     f"{c['access_point']}", "LocalMountPath": c["local_mount_path"]}
             for c in fn.file_systems]} if fn.file_systems else {}),
     }
+
+
+def file_record(function: Function, cfg: dict) -> FunctionRecord:
+    """The file's function as a create request."""
+    vpc = None
+    if function.vpc_config is not None:
+        vpc = VpcSpec(function.vpc_config.subnet_ids, function.vpc_config.security_group_ids,
+                      function.vpc_config.ipv6_allowed_for_dual_stack)
+    return FunctionRecord(function.name, function.handler, function.code, function.memory,
+                          function.timeout, function.reserved_concurrency,
+                          timing.networking(function.networking, cfg),
+                          vpc=vpc, runtime=function.runtime or DEFAULT_RUNTIME,
+                          environment=dict(function.environment),
+                          file_systems=[{"access_point": c.access_point,
+                                         "local_mount_path": c.local_mount_path}
+                                        for c in function.file_systems])

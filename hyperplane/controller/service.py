@@ -19,20 +19,19 @@ invocation or leased (``exec --function``): the model never reaps those.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 
 from hyperplane import jsonline
-from hyperplane.controller import network, storage
+from hyperplane.controller import agents, network
 from hyperplane.controller.clock import Clock
-from hyperplane.controller.functions import DEFAULT_RUNTIME, LEGACY, FunctionRecord, VpcSpec
+from hyperplane.controller.functions import LEGACY, FunctionRecord, file_record
 from hyperplane.controller.lifecycle import IN_USE, Effects, Limits, Model
 from hyperplane.controller.snapshot import snapshot
 from hyperplane.dataplane.config import Snapshot
@@ -45,11 +44,12 @@ from hyperplane.model import edits, ipam, names, settings, timing
 from hyperplane.model.enis import Eni
 from hyperplane.model.envs import Env, choose_subnet, eni_for
 from hyperplane.model.parser import parse_topology
-from hyperplane.model.topology import Function, Topology, function_account
+from hyperplane.model.topology import Function, Topology
 
 READY_TIMEOUT = 15.0
 WORKER = "hp-kernel"
-BUILD_CHUNK = 64
+BUILD_CHUNK = 64  # environments' kernel objects per build
+GROUP = 256  # environments built, handed to the dataplane and to the zygote at a time
 RESYNC_EVERY = 5.0  # seconds: the whole snapshot again even when nothing changed
 SESSIONS_EVERY = 1.0  # seconds between two looks at the ENIs' session counts
 SPARES = 8  # environments' namespaces built ahead, one per idle tick
@@ -113,7 +113,7 @@ class Controller:
         with self.lock:
             now = self.clock.now()
             for function in self.topology.functions:
-                self.model.create(record_of(function, self.topology.settings), now)
+                self.model.create(file_record(function, self.topology.settings), now)
             # the file's functions only seed the controller: from now on it holds them
             document = dict(edits.strip_functions(self.data["document"]),
                             _layout=self.topology.layout.to_dict())
@@ -202,8 +202,31 @@ class Controller:
 
     # -- environments ----------------------------------------------------------------------
     def new_envs(self, fn: FunctionRecord, count: int, now: float) -> list[Env]:
-        """Record, build and start ``count`` environments (under the lock)."""
+        """Record, build and start ``count`` environments (under the lock), ``GROUP`` at a
+        time: the zygote forks one group's agents while the next group is built."""
         function = self.model.runtime_function(fn)
+        made: list[Env] = []
+        spawning: list[tuple[list[Env], Future]] = []
+        spawner = ThreadPoolExecutor(1) if count > GROUP else None  # a cold start: inline
+        try:
+            for start in range(0, count, GROUP):
+                group = self.record_envs(fn, function, min(GROUP, count - start), now)
+                made += group
+                self.sync_enis()
+                self.push()  # the dataplane knows their links before their code runs
+                args = (agents.spawn, self.topology, fn, function, group)
+                spawning.append((group, spawner.submit(*args) if spawner else _done(*args)))
+        finally:
+            try:
+                self.record_agents(spawning)
+            finally:
+                if spawner:
+                    spawner.shutdown()
+        return made
+
+    def record_envs(self, fn: FunctionRecord, function: Function, count: int,
+                    now: float) -> list[Env]:
+        """``count`` environments recorded, then their namespaces built (spares are)."""
         made: list[Env] = []
         ready: set[int] = set()  # spare environments: built already
         for index, ip, built in self.slots(count):
@@ -226,14 +249,23 @@ class Controller:
             objs = frozenset(o for env in fresh[start:start + BUILD_CHUNK]
                              for o in env_objects(env))
             build.apply(plan(frozenset(), objs))
-        self.sync_enis()
-        self.push()
-        for start in range(0, len(made), BUILD_CHUNK):  # a chunk of agents per zygote request
-            chunk = made[start:start + BUILD_CHUNK]
-            for env, pid in zip(chunk, self.spawn_agents(fn, function, chunk), strict=True):
+        return made
+
+    def record_agents(self, spawning: list[tuple[list[Env], Future]]) -> None:
+        """The agents' process ids, recorded for every group the zygote started (also when
+        another group failed); then the first failure is raised."""
+        failure: BaseException | None = None
+        for group, future in spawning:
+            try:
+                pids = future.result()
+            except Exception as exc:  # noqa: BLE001 - recorded, raised below
+                failure = failure or exc
+                continue
+            for env, pid in zip(group, pids, strict=True):
                 self.data["procs"][env.id] = pid
         self.save()
-        return made
+        if failure is not None:
+            raise failure
 
     # -- spare environments: namespaces built ahead of cold starts ---------------------------
     def slots(self, count: int) -> list[tuple[int, str, bool]]:
@@ -288,31 +320,6 @@ class Controller:
         netlink.forget_link(env.netns, "eth0")
         netlink.remove_netns(env.netns)
         self.data["namespaces"] = [n for n in self.data["namespaces"] if n != env.netns]
-
-    def spawn_agents(self, fn: FunctionRecord, function: Function, envs: list[Env]) -> list[int]:
-        """Their agents, forked by the zygote in one request: their process ids."""
-        reply = jsonline.request(state.zygote_socket(), {
-            "op": "spawn_many", "spawns": [self.spawn_request(fn, function, e) for e in envs]},
-            timeout=60)
-        if not reply.get("ok"):
-            raise RuntimeError(f"could not start environments {[e.id for e in envs]}: "
-                               f"{reply.get('error')}")
-        return reply["pids"]
-
-    def spawn_request(self, fn: FunctionRecord, function: Function, env: Env) -> dict:
-        args = ["--socket", state.env_socket(env.index), "--code", function.code,
-                "--handler", function.handler, "--function", function.name,
-                "--memory", str(function.memory), "--timeout", str(function.timeout),
-                "--account", fn.account or function_account(self.topology, function),
-                "--runtime", fn.runtime, "--region", fn.region,
-                "--environment", json.dumps(fn.environment)]
-        vpc_id = function.vpc_config.vpc_id if function.vpc_config else None
-        mounts, checks = storage.file_systems(self.topology, fn)
-        if checks:
-            args += ["--efs", json.dumps(checks)]
-        return {"op": "spawn", "netns": env.netns, "args": args, "log": str(state.log(env.id)),
-                "cwd": function.code, "resolv": vpcservices.resolv_file(vpc_id),
-                "mounts": mounts}
 
     def acquire(self, name: str) -> tuple[Env, bool, FunctionRecord]:
         """An environment of ``name`` held for one invocation or lease: (env, cold, fn)."""
@@ -477,20 +484,14 @@ TOO_LARGE = "RequestEntityTooLargeException"  # a payload over 6 MiB, refused by
 AGENT_GRACE = 3.0  # seconds: an agent's shutdown gives extensions 2 s (lambda_vm.extensions)
 
 
-def record_of(function: Function, cfg: dict) -> FunctionRecord:
-    """The file's function as a create request."""
-    vpc = None
-    if function.vpc_config is not None:
-        vpc = VpcSpec(function.vpc_config.subnet_ids, function.vpc_config.security_group_ids,
-                      function.vpc_config.ipv6_allowed_for_dual_stack)
-    return FunctionRecord(function.name, function.handler, function.code, function.memory,
-                          function.timeout, function.reserved_concurrency,
-                          timing.networking(function.networking, cfg),
-                          vpc=vpc, runtime=function.runtime or DEFAULT_RUNTIME,
-                          environment=dict(function.environment),
-                          file_systems=[{"access_point": c.access_point,
-                                         "local_mount_path": c.local_mount_path}
-                                        for c in function.file_systems])
+def _done(fn: Callable, *args: object) -> Future:
+    """``fn(*args)`` run now, as a finished future."""
+    future: Future = Future()
+    try:
+        future.set_result(fn(*args))
+    except Exception as exc:  # noqa: BLE001 - the future carries it
+        future.set_exception(exc)
+    return future
 
 
 def dataplane_request(message: dict) -> dict:

@@ -253,6 +253,44 @@ def test_hundred_environments_same_source_port_all_connect_distinct_eni_ports(
     assert pk.drops(before, after) == {}
 
 
+# -- a burst larger than one group ------------------------------------------------------------
+BURST = """
+import json, sys
+from hyperplane.emulator import requests
+envs = requests.start_envs("fleet", 300)
+picked = [envs[0], envs[255], envs[256], envs[-1]]
+json.dump({"envs": [e.to_dict() for e in envs],
+           "answers": [requests.invoke_env(e, {"n": e.index}) for e in picked]}, sys.stdout)
+"""
+
+
+def test_a_burst_of_three_hundred_is_built_and_started_a_group_at_a_time(
+        state_dir: Path, enis: dict) -> None:
+    """300 environments in one burst: two groups (``service.GROUP`` = 256), the second built
+    while the zygote forks the first one's agents.  Every environment is distinct and ready
+    when the burst returns, and environments of both groups reach db through the ENI (the
+    dataplane had each group's links before its agents ran)."""
+    from hyperplane.controller.service import GROUP
+    assert GROUP < 300
+    eni = enis["subnet-a"]
+    before = pk.stats(state_dir)
+    out = subprocess.run([hp.CLI[0], "-c", BURST], cwd=hp.REPO, check=True, timeout=180,
+                         capture_output=True, text=True,
+                         env=dict(os.environ, HYPERPLANE_STATE_DIR=str(state_dir)))
+    result = json.loads(out.stdout)
+    envs = result["envs"]
+    assert len(envs) == 300
+    assert len({e["index"] for e in envs}) == len({e["ip"] for e in envs}) == 300
+    assert {e["eni_id"] for e in envs} == {eni["id"]}
+    for env, answer in zip([envs[0], envs[255], envs[256], envs[-1]], result["answers"],
+                           strict=True):
+        body = answer["result"]
+        assert body["environment_ip"] == env["ip"], answer
+        assert body["database_saw"] == eni["ip"], answer
+        assert body["event"] == {"n": env["index"]}
+    assert pk.drops(before, pk.stats(state_dir)) == {}
+
+
 # -- RST ------------------------------------------------------------------------------------
 def _open(state_dir: Path, eni: dict, pcap: Path) -> tuple[pk.Job, dict, dict]:
     """A connection near -> db:ECHO_TCP (interactive, its environment's eth0 captured to
