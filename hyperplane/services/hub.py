@@ -45,7 +45,7 @@ from hyperplane import jsonline
 from hyperplane.services import dnsmsg, httpwire
 from hyperplane.services.netns import Opener
 
-RECV = 256 * 1024
+RECV = 64 * 1024  # a read allocates all it asks for: 256 KiB cost 21 us more a read than 64
 CHUNK = 1 << 20
 BACKLOG = 1024
 DNS_BURST = 64
