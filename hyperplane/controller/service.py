@@ -23,7 +23,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
@@ -274,20 +274,16 @@ class Controller:
         removes each spare from the list as it records its environment."""
         spare = self.data.setdefault("spare", [])
         taken = [(s["index"], s["ip"], True) for s in spare[:count]]
-        fresh = self.fresh_slots(count - len(taken), [(i, ip) for i, ip, _ in taken])
-        return taken + [(index, ip, False) for index, ip in fresh]
+        return taken + [(i, ip, False) for i, ip in self.fresh_slots(count - len(taken))]
 
-    def fresh_slots(self, count: int,
-                    held: Sequence[tuple[int, str]] = ()) -> list[tuple[int, str]]:
-        """The ``count`` lowest indices and addresses no environment, spare or ``held``
-        slot has."""
+    def fresh_slots(self, count: int) -> list[tuple[int, str]]:
+        """The ``count`` lowest indices and addresses no environment or spare has."""
         if count <= 0:
             return []
         spare = self.data.setdefault("spare", [])
-        indices = {e.index for e in self.model.envs} | {s["index"] for s in spare} \
-            | {index for index, _ in held}
+        indices = {e.index for e in self.model.envs} | {s["index"] for s in spare}
         free = (i for i in range(len(indices) + count) if i not in indices)
-        ips = {e.ip for e in self.model.envs} | {s["ip"] for s in spare} | {ip for _, ip in held}
+        ips = {e.ip for e in self.model.envs} | {s["ip"] for s in spare}
         return list(zip(free, ipam.allocate_many(names.ENV_POOL, ips, count), strict=False))
 
     def top_up(self) -> None:
