@@ -254,10 +254,10 @@ class FastPath:
     # -- flows --------------------------------------------------------------------------
     def _install(self, s: Session) -> None:
         """Flows for ``s`` (the session Python just forwarded a frame of a kind a flow
-        could carry by; both directions where each qualifies), once it has carried
-        ``flow_after`` packets: a short connection (a request, an answer, the close)
-        would pay for flows it never uses."""
-        if s.dead or s.pkts_out + s.pkts_in < self.flow_after:
+        could carry by; both directions where each qualifies). The walk calls it once
+        ``s`` has carried ``flow_after`` packets: a short connection (a request, an
+        answer, the close) would pay for flows it never uses."""
+        if s.dead:
             return
         have = self.of_session.get(id(s))
         for direction in (0, 1):
